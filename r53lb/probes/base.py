@@ -1,0 +1,67 @@
+"""What a probe is given and what it returns. Every failure is a result with a reason, never an exception."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Status = Literal["ok", "fail", "unknown"]
+
+# The most a probe reads from one server, whatever it sends (a hostile server costs a
+# probe its deadline, never the controller's memory).
+MAX_READ_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """One node as a probe sees it."""
+
+    pool: str
+    node: str
+    address: str  # where to connect: the node's probe_address, else its first address
+    addresses: tuple[str, ...] = ()  # the published addresses (the dnsbl check looks these up)
+    helo: str = "localhost"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    pool: str
+    node: str
+    check: str  # smtp | http | tcp | dnsbl
+    status: Status
+    latency_ms: float
+    detail: str  # one line an operator can act on: 'greeting 421 "4.3.2 too busy"'
+    phase: str = ""  # the last phase reached: connect, greeting, ehlo, starttls, ...
+    code: int | None = None  # the server's reply code (SMTP) or status (HTTP)
+    text: str | None = None  # the server's reply text, trimmed
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> ms
+    cert_not_after: datetime | None = None
+    listed_on: tuple[str, ...] = ()  # dnsbl: zones that list the IP
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok if self.status != "unknown" else None
+        d["latency_ms"] = round(self.latency_ms, 3)
+        d["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
+        d["cert_not_after"] = self.cert_not_after.isoformat() if self.cert_not_after else None
+        d["listed_on"] = list(self.listed_on)
+        return d
+
+
+def trim(text: str, limit: int = 160) -> str:
+    """One printable line of at most `limit` characters, for reasons and logs."""
+    line = " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def fmt_duration(seconds: float) -> str:
+    """10.0 -> '10s', 0.25 -> '250ms', 90 -> '90s'."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    return f"{seconds:g}s"

@@ -1,0 +1,79 @@
+"""Fan-out: run many checks concurrently, bounded, each under its own deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable
+
+from ..config import Check
+from .base import ProbeResult, Target, fmt_duration
+
+ProbeFn = Callable[[Target, object, float], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True)
+class Job:
+    target: Target
+    check: Check
+    timeout: float  # the whole check's deadline, every phase included
+
+
+def _probe_fn(kind: str) -> ProbeFn:
+    # Imported lazily so that `r53lb --help` does not pay for aiosmtplib, httpx and dnspython.
+    if kind == "smtp":
+        from .smtp import probe
+    elif kind == "http":
+        from .http import probe
+    elif kind == "tcp":
+        from .tcp import probe
+    elif kind == "dnsbl":
+        from .dnsbl import probe
+    else:  # pragma: no cover - config validation refuses unknown kinds
+        raise ValueError(kind)
+    return probe
+
+
+async def run_one(job: Job) -> ProbeResult:
+    """One check under its deadline; whatever happens becomes a result."""
+    kind = job.check.kind
+    spec = job.check.spec
+    timeout = getattr(spec, "timeout", None) or job.timeout
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout + 0.5):  # the probe keeps its own; this is the backstop
+            return await _probe_fn(kind)(job.target, spec, timeout)
+    except TimeoutError:
+        detail = f"no answer within {fmt_duration(timeout)}"
+    except Exception as e:  # a probe never raises out of the engine
+        detail = f"probe error: {type(e).__name__}: {e}"
+    return ProbeResult(
+        pool=job.target.pool,
+        node=job.target.node,
+        check=kind,
+        status="fail" if kind != "dnsbl" else "unknown",
+        latency_ms=(time.perf_counter() - started) * 1000,
+        detail=detail,
+    )
+
+
+async def run_all(
+    jobs: Iterable[Job], concurrency: int = 512, jitter: float = 0.0
+) -> list[ProbeResult]:
+    """Run every job, at most `concurrency` at once; results in the order of `jobs`.
+
+    `jitter` spreads the starts uniformly over that many seconds so a fleet's probes do
+    not arrive in one burst.
+    """
+    jobs = list(jobs)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(job: Job) -> ProbeResult:
+        if jitter > 0:
+            await asyncio.sleep(random.uniform(0, jitter))
+        async with sem:
+            return await run_one(job)
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))

@@ -1,0 +1,33 @@
+"""tcp: healthy when a connection opens within the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..config import TcpCheck
+from .base import ProbeResult, Target, fmt_duration
+
+
+async def probe(target: Target, spec: TcpCheck, timeout: float) -> ProbeResult:
+    started = time.perf_counter()
+
+    def result(status: str, detail: str, phase: str) -> ProbeResult:
+        ms = (time.perf_counter() - started) * 1000
+        return ProbeResult(target.pool, target.node, "tcp", status, ms, detail, phase,
+                           phases={"connect": ms})
+
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(target.address, spec.port)
+    except TimeoutError:
+        return result("fail", f"tcp connect to port {spec.port}: no answer within {fmt_duration(timeout)}", "connect")
+    except OSError as e:
+        return result("fail", f"tcp connect to port {spec.port}: {e.strerror or e}", "connect")
+    writer.close()
+    try:
+        async with asyncio.timeout(0.5):
+            await writer.wait_closed()
+    except (TimeoutError, OSError):
+        pass
+    return result("ok", f"tcp port {spec.port} open", "connected")
