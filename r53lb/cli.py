@@ -1,0 +1,303 @@
+"""The command line: parse, call, render. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .controller import Controller
+    from .state.sqlite import StateStore
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HOLD = 0, 1, 2, 3
+
+
+class Fail(click.ClickException):
+    """One clear line on stderr and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"r53lb: {self.format_message()}", err=True)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+            "logger": record.name, "msg": record.getMessage(),
+        })
+
+
+def setup_logging(verbose: int, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("r53lb")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    root.propagate = False
+
+
+def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the project's errors into one line and an exit code; a traceback only with -v."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .config import ConfigError
+        from .state.sqlite import StateError
+
+        try:
+            return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except ConfigError as e:
+            raise Fail(str(e), EXIT_USAGE) from None
+        except StateError as e:
+            raise Fail(str(e)) from None
+        except KeyboardInterrupt:
+            raise Fail("interrupted", 130) from None
+        except Exception as e:
+            from .route53 import Route53Error
+
+            if click.get_current_context().obj.get("verbose"):
+                raise
+            if isinstance(e, Route53Error):
+                raise Fail(f"route53: {e}") from None
+            raise Fail(f"{type(e).__name__}: {e}") from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", envvar="R53LB_CONFIG", type=click.Path(dir_okay=False),
+              help="Config file (or R53LB_CONFIG).")
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.version_option(package_name="r53lb")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: str) -> None:
+    """Keep Route 53 weighted records in line with the measured health of mail servers."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(config_path=config_path, verbose=verbose)
+    setup_logging(verbose, log_format)
+
+
+def load_config(ctx: click.Context) -> "Config":
+    from .config import load
+
+    return load(ctx.obj["config_path"])
+
+
+def open_state(cfg: "Config") -> "StateStore":
+    from .state.sqlite import StateStore
+
+    store = StateStore.open(cfg.state.resolved_path())
+    if store.rebuilt:
+        click.echo(f"r53lb: warning: {store.rebuilt}", err=True)
+    return store
+
+
+def make_controller(cfg: "Config", store: "StateStore", with_route53: bool = True) -> "Controller":
+    from .controller import Controller
+
+    r53 = None
+    if with_route53:
+        from .route53 import Route53
+
+        r53 = Route53(cfg.aws)
+    return Controller(cfg, store, r53)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
+    pool_name, sep, node_id = ref.partition("/")
+    pool = cfg.pool(pool_name)
+    if not sep or pool is None or pool.node(node_id) is None:
+        known = ", ".join(f"{p.name}/{n.id}" for p in cfg.pools for n in p.nodes)
+        raise Fail(f"unknown node {ref!r} (known: {known})", EXIT_USAGE)
+    return pool_name, node_id
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_context
+@errors
+def validate(ctx: click.Context) -> None:
+    """Load and check the config."""
+    cfg = load_config(ctx)
+    nodes = sum(len(p.nodes) for p in cfg.pools)
+    click.echo(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_context
+@errors
+def probe(ctx: click.Context, as_json: bool) -> None:
+    """Run every check once; change nothing. Exit 3 when some check failed."""
+    import asyncio
+
+    from .config import default_helo
+    from .controller import LIVENESS
+    from .probes.base import Target
+    from .probes.runner import Job, run_all
+
+    cfg = load_config(ctx)
+    helo = cfg.defaults.helo or default_helo()
+    jobs = []
+    for pool in cfg.pools:
+        for node in pool.nodes:
+            t = Target(pool.name, node.id, node.target, tuple(node.address), pool.tuning.helo or helo)
+            jobs.extend(Job(t, c, pool.tuning.timeout) for c in pool.checks_for(node))
+    results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
+    if as_json:
+        emit_json({"results": [r.to_json() for r in results]})
+    else:
+        from .render import probe_table
+
+        probe_table(results)
+    failed = any(r.status == "fail" for r in results if r.check in LIVENESS or r.check == "dnsbl")
+    ctx.exit(EXIT_HOLD if failed else EXIT_OK)
+
+
+def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: bool, snapshot: bool) -> Any:
+    import asyncio
+
+    cfg = load_config(ctx)
+    store = open_state(cfg)
+    if snapshot:
+        store = store.snapshot()  # plan and --dry-run record nothing
+        return asyncio.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
+    with store.exclusive(wait=30.0):
+        ctl = make_controller(cfg, store)
+        return asyncio.run(ctl.cycle(dry_run=dry_run, create_missing=create_missing, wait=wait))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending, 0 when none.")
+@click.option("--create-missing", is_flag=True, help="Plan to create record sets that do not exist.")
+@click.pass_context
+@errors
+def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_missing: bool) -> None:
+    """Probe, then show the changes a sync would make."""
+    result = _cycle(ctx, dry_run=True, create_missing=create_missing, wait=False, snapshot=True)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        from .render import plan_view
+
+        plan_view(result)
+    if detailed_exitcode and result.plan.changes:
+        ctx.exit(2)
+    ctx.exit(EXIT_OK)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.option("--dry-run", is_flag=True, help="Plan only; write nothing to Route 53 or the state.")
+@click.option("--create-missing", is_flag=True, help="Create record sets that do not exist yet.")
+@click.option("--wait", is_flag=True, help="Wait until Route 53 reports the change INSYNC.")
+@click.pass_context
+@errors
+def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool, wait: bool) -> None:
+    """One reconcile cycle (for cron). Exit 0 ok, 1 apply failed, 3 hold."""
+    result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        from .render import plan_view
+
+        plan_view(result)
+    if result.apply_error:
+        click.echo(f"r53lb: apply failed: {result.apply_error}", err=True)
+    for err in result.plan.errors:
+        click.echo(f"r53lb: {err}", err=True)
+    if result.plan.hold:
+        click.echo(f"r53lb: hold: {result.plan.hold}; nothing written", err=True)
+    ctx.exit(result.exit_code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.pass_context
+@errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Route 53 weights beside stored health, per node."""
+    from .status import collect
+
+    cfg = load_config(ctx)
+    store = open_state(cfg)
+    rows = collect(make_controller(cfg, store))
+    if as_json:
+        emit_json({"nodes": rows})
+    else:
+        from .render import status_table
+
+        status_table(rows)
+
+
+@main.command()
+@click.argument("ref", metavar="POOL/NODE")
+@click.option("--reason", required=True, help="Why; shown in status and history.")
+@click.pass_context
+@errors
+def drain(ctx: click.Context, ref: str, reason: str) -> None:
+    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync)."""
+    from .controller import utcnow
+
+    cfg = load_config(ctx)
+    pool, node = resolve_node(cfg, ref)
+    open_state(cfg).drain(pool, node, reason, utcnow())
+    click.echo(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)")
+
+
+@main.command()
+@click.argument("ref", metavar="POOL/NODE")
+@click.pass_context
+@errors
+def enable(ctx: click.Context, ref: str) -> None:
+    """Undo a drain (applied by the next sync)."""
+    from .controller import utcnow
+
+    cfg = load_config(ctx)
+    pool, node = resolve_node(cfg, ref)
+    if open_state(cfg).enable(pool, node, utcnow()):
+        click.echo(f"{pool}/{node} enabled (the next sync gives it its weight back)")
+    else:
+        click.echo(f"{pool}/{node} was not drained")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--node", "ref", default=None, metavar="POOL/NODE", help="Only this node.")
+@click.pass_context
+@errors
+def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> None:
+    """State changes with reasons and times."""
+    cfg = load_config(ctx)
+    pool, node = resolve_node(cfg, ref) if ref else (None, None)
+    events = open_state(cfg).events(limit=limit, pool=pool, node=node)
+    if as_json:
+        emit_json({"events": [e.to_json() for e in events]})
+    else:
+        from .render import history_table
+
+        history_table(events)

@@ -1,0 +1,309 @@
+"""From health and current records to a Plan: modes, safety rules, diff. Pure: no I/O, `now` passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from .config import Node, Pool
+from .health import NodeHealth
+from .records import RecordChange, RecordSet, normalize_name
+from .weights import effective_weight, slow_start_share, warmup_share
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What is known of one node when a cycle plans."""
+
+    node: Node
+    health: NodeHealth
+    records: dict[str, RecordSet | None]  # record type -> the set in Route 53 (None: missing)
+    drained: str | None = None  # the manual drain's reason
+    listed_on: tuple[str, ...] = ()  # blocklists that list the node's sending IP
+    listed_detail: str = ""
+    quarantine_n: int = 1  # how many lists must agree before the node is quarantined
+
+    @property
+    def quarantined(self) -> bool:
+        return len(self.listed_on) >= self.quarantine_n
+
+    @property
+    def current_weight(self) -> int:
+        """What the node carries now: the highest weight among its record sets."""
+        return max((r.weight for r in self.records.values() if r is not None), default=0)
+
+
+@dataclass(frozen=True)
+class Change:
+    pool: str
+    node: str
+    zone: str
+    record: str
+    type: str
+    set_identifier: str
+    from_weight: int | None  # None: the record set is created
+    to_weight: int
+    reason: str
+    record_change: RecordChange = field(compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool, "node": self.node, "zone": self.zone, "record": self.record,
+            "type": self.type, "set_identifier": self.set_identifier,
+            "from_weight": self.from_weight, "to_weight": self.to_weight, "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The weight a node should carry and why."""
+
+    weight: int
+    reason: str
+
+
+@dataclass
+class PoolPlan:
+    pool: str
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # drift, missing record sets: nothing written for those nodes
+    alerts: list[str] = field(default_factory=list)
+    panic: bool = False
+    fail_open: bool = False
+    active: str | None = None  # failover mode: the node carrying traffic
+
+
+@dataclass
+class Plan:
+    pools: list[PoolPlan] = field(default_factory=list)
+    hold: str | None = None
+    applied: bool = False
+
+    @property
+    def changes(self) -> list[Change]:
+        return [] if self.hold else [c for p in self.pools for c in p.changes]
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for p in self.pools for e in p.errors]
+
+    @property
+    def alerts(self) -> list[str]:
+        return ([f"hold: {self.hold}"] if self.hold else []) + [a for p in self.pools for a in p.alerts]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changes": [c.to_json() for c in self.changes],
+            "hold": self.hold,
+            "applied": self.applied,
+            "errors": self.errors,
+            "alerts": self.alerts,
+            "pools": {
+                p.pool: {"panic": p.panic, "fail_open": p.fail_open, "active": p.active,
+                         "weights": {n: {"weight": d.weight, "reason": d.reason} for n, d in p.decisions.items()}}
+                for p in self.pools
+            },
+        }
+
+
+# --- per-node intent ----------------------------------------------------------------------
+
+
+def _share_reason(share_ss: float, share_wu: float) -> str:
+    if share_wu < 1.0 and share_wu <= share_ss:
+        return f"warm-up {share_wu:.0%}"
+    if share_ss < 1.0:
+        return f"slow start {share_ss:.0%}"
+    return "healthy"
+
+
+def _serving_weight(pool: Pool, f: NodeFacts, now: datetime) -> Decision:
+    ss = slow_start_share(f.health.recovered_at, pool.slow_start, now)
+    wu = warmup_share(f.node.warmup, now)
+    share = min(ss, wu)
+    if f.node.warmup is not None and wu <= 0:
+        return Decision(0, "warm-up not started")
+    return Decision(effective_weight(f.node.weight, share), _share_reason(ss, wu))
+
+
+def _out_reason(f: NodeFacts) -> str | None:
+    """Why a node should carry no traffic for its health, or None when it may serve."""
+    if f.quarantined:
+        return f"quarantined: {f.listed_detail or 'listed on ' + ', '.join(f.listed_on)}"
+    if not f.health.up:
+        return f"down: {f.health.reason}" if f.health.reason else "down"
+    return None
+
+
+def _check_records(pool: Pool, f: NodeFacts, create_missing: bool) -> list[str]:
+    """Drift and missing sets: an error for that node, no write."""
+    errors = []
+    for rtype, address in f.node.addresses_by_type().items():
+        rec = f.records.get(rtype)
+        where = f"{pool.name}/{f.node.id} ({pool.record} {rtype} {f.node.id})"
+        if rec is None:
+            if not create_missing:
+                errors.append(f"{where}: record set missing in Route 53 (use --create-missing to create it)")
+            continue
+        held = tuple(sorted(normalize_name(v) if rtype == "CNAME" else v for v in rec.values))
+        if held != (address,):
+            errors.append(
+                f"{where}: drift: Route 53 holds {', '.join(rec.values) or 'nothing'}, "
+                f"config says {address}; not written"
+            )
+    return errors
+
+
+# --- the pool -----------------------------------------------------------------------------
+
+
+def plan_pool(
+    pool: Pool,
+    zone_id: str,
+    facts: Sequence[NodeFacts],
+    now: datetime,
+    *,
+    create_missing: bool = False,
+) -> PoolPlan:
+    out = PoolPlan(pool=pool.name)
+    blocked: set[str] = set()
+    for f in facts:
+        errs = _check_records(pool, f, create_missing)
+        if errs:
+            out.errors.extend(errs)
+            blocked.add(f.node.id)
+
+    serving = [f for f in facts if f.drained is None and _out_reason(f) is None]
+    candidates = [f for f in facts if f.drained is None]
+
+    decisions: dict[str, Decision] = {}
+    for f in facts:
+        if f.drained is not None:
+            decisions[f.node.id] = Decision(0, f"drained: {f.drained}")
+
+    if candidates and not serving:
+        # Never all zero: with nobody healthy, fail open as Route 53 itself does.
+        out.fail_open = True
+        out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")
+        for f in candidates:
+            decisions[f.node.id] = Decision(f.node.weight, f"fail open ({_out_reason(f)})")
+    elif pool.mode == "failover":
+        _plan_failover(pool, facts, serving, decisions, now, out)
+    else:
+        _plan_weighted(pool, facts, decisions, now, out)
+
+    out.decisions = {f.node.id: decisions[f.node.id] for f in facts}
+    for f in facts:
+        if f.node.id in blocked:
+            continue
+        d = out.decisions[f.node.id]
+        for rtype, address in f.node.addresses_by_type().items():
+            rec = f.records.get(rtype)
+            if rec is not None and rec.weight == d.weight:
+                continue
+            out.changes.append(Change(
+                pool=pool.name, node=f.node.id, zone=pool.zone, record=pool.record, type=rtype,
+                set_identifier=f.node.id, from_weight=None if rec is None else rec.weight,
+                to_weight=d.weight, reason=d.reason,
+                record_change=RecordChange(
+                    zone_id=zone_id, name=pool.record, type=rtype, set_identifier=f.node.id,
+                    weight=d.weight, current=rec, ttl=pool.ttl, values=(address,),
+                ),
+            ))
+    return out
+
+
+def _plan_weighted(
+    pool: Pool, facts: Sequence[NodeFacts], decisions: dict[str, Decision], now: datetime, out: PoolPlan
+) -> None:
+    newly_out: list[NodeFacts] = []
+    for f in facts:
+        if f.node.id in decisions:
+            continue
+        why = _out_reason(f)
+        if why is None:
+            decisions[f.node.id] = _serving_weight(pool, f, now)
+        else:
+            decisions[f.node.id] = Decision(0, why)
+            if f.current_weight > 0:
+                newly_out.append(f)
+
+    def in_service() -> int:
+        return sum(1 for d in decisions.values() if d.weight > 0)
+
+    # Floor: draining for health never takes the pool below min_in_service.
+    keep: list[NodeFacts] = []
+    for f in newly_out:
+        if in_service() >= pool.min_in_service:
+            break
+        keep.append(f)
+        decisions[f.node.id] = Decision(
+            f.current_weight, f"panic: kept in service, {decisions[f.node.id].reason} (min_in_service {pool.min_in_service})"
+        )
+    healthy = sum(1 for f in facts if f.drained is None and _out_reason(f) is None)
+    if keep or healthy < pool.min_in_service:
+        out.panic = True
+        out.alerts.append(
+            f"pool {pool.name}: panic: {healthy} healthy node(s), min_in_service is {pool.min_in_service}"
+        )
+    # Blast radius: at most max_drain_per_cycle nodes newly drained in one cycle.
+    draining = [f for f in newly_out if f not in keep]
+    limit = pool.max_drain()
+    for f in draining[limit:]:
+        decisions[f.node.id] = Decision(
+            f.current_weight,
+            f"drain deferred (max_drain_per_cycle {pool.max_drain_per_cycle}): {decisions[f.node.id].reason}",
+        )
+    if len(draining) > limit:
+        out.alerts.append(
+            f"pool {pool.name}: {len(draining)} nodes to drain, {limit} this cycle (max_drain_per_cycle)"
+        )
+
+
+def _plan_failover(
+    pool: Pool,
+    facts: Sequence[NodeFacts],
+    serving: list[NodeFacts],
+    decisions: dict[str, Decision],
+    now: datetime,
+    out: PoolPlan,
+) -> None:
+    first = serving[0]
+    current = next((f for f in facts if f.current_weight > 0 and f in serving), None)
+    active = first
+    why = "active (first healthy node)"
+    if current is not None and current is not first:
+        if not pool.preempt:
+            active, why = current, "active (preempt off: stays active while healthy)"
+        else:
+            healthy_for = (now - first.health.since).total_seconds()
+            if healthy_for < pool.preempt_delay:
+                active = current
+                why = (f"active (fail-back to {first.node.id} after preempt_delay "
+                       f"{pool.preempt_delay:g}s; healthy for {healthy_for:.0f}s)")
+            else:
+                why = "active (preempt: first node healthy again)"
+    out.active = active.node.id
+    for f in facts:
+        if f.node.id in decisions:
+            continue
+        if f is active:
+            decisions[f.node.id] = Decision(max(1, f.node.weight), why)
+        else:
+            reason = _out_reason(f) or f"standby (active: {active.node.id})"
+            decisions[f.node.id] = Decision(0, reason)
+
+
+# --- vantage ------------------------------------------------------------------------------
+
+
+def vantage_hold(node_ok: dict[tuple[str, str], bool], canaries_failed: Iterable[str] = ()) -> str | None:
+    """The controller's own network is suspect: every node failed every check, or a canary failed."""
+    failed = list(canaries_failed)
+    if failed:
+        return f"vantage canary failed: {'; '.join(failed)}"
+    if len(node_ok) >= 2 and not any(node_ok.values()):
+        return f"every check of every node failed ({len(node_ok)} nodes): suspect the controller's own network"
+    return None

@@ -1,0 +1,84 @@
+"""Human output: rich tables on stdout. JSON output is built elsewhere and never passes here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from .controller import CycleResult
+    from .probes.base import ProbeResult
+    from .state.sqlite import Event
+
+console = Console(highlight=False, soft_wrap=True)
+
+_STATUS = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "unknown": "[yellow]unknown[/]"}
+
+
+def probe_table(results: Iterable["ProbeResult"]) -> None:
+    t = Table(title="probe results")
+    for col in ("pool", "node", "check", "result", "ms", "detail"):
+        t.add_column(col, justify="right" if col == "ms" else "left")
+    for r in results:
+        t.add_row(r.pool, r.node, r.check, _STATUS[r.status], f"{r.latency_ms:.0f}", r.detail)
+    console.print(t)
+
+
+def plan_view(result: "CycleResult") -> None:
+    plan = result.plan
+    if plan.hold:
+        console.print(f"[bold red]HOLD[/]: {plan.hold}; nothing written")
+    changes = plan.changes
+    if changes:
+        t = Table(title="changes" + (" applied" if plan.applied else " (not applied)"))
+        for col in ("pool", "node", "type", "weight", "reason"):
+            t.add_column(col)
+        for c in changes:
+            frm = "new" if c.from_weight is None else str(c.from_weight)
+            t.add_row(c.pool, c.node, c.type, f"{frm} -> {c.to_weight}", c.reason)
+        console.print(t)
+    elif not plan.hold:
+        console.print("no changes: Route 53 matches the measured health")
+    for alert in plan.alerts:
+        if not alert.startswith("hold:"):
+            console.print(f"[yellow]alert[/]: {alert}")
+    if result.insync_seconds is not None:
+        console.print(f"Route 53 INSYNC after {result.insync_seconds:.1f}s")
+
+
+def status_table(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="r53lb status")
+    for col in ("pool", "node", "type", "health", "weight", "desired", "notes"):
+        t.add_column(col)
+    for r in rows:
+        notes = []
+        if r["drained"]:
+            notes.append(f"drained: {r['drained']}")
+        if r["quarantined"]:
+            notes.append(f"quarantined: {r['listed_detail'] or ', '.join(r['listed_on'])}")
+        if r["warmup_share"] is not None and r["warmup_share"] < 1:
+            nxt = r["warmup_next"]
+            step = f", next {nxt['share']:.0%} at {nxt['at'][:16]}" if nxt else ""
+            notes.append(f"warm-up {r['warmup_share']:.0%}{step}")
+        if r["panic"]:
+            notes.append("pool in panic")
+        if r["active"] == r["node"]:
+            notes.append("active")
+        if r["health"] == "down":
+            notes.append(r["last_result"])
+        health = "[green]up[/]" if r["health"] == "up" else "[red]down[/]"
+        weight = "missing" if r["weight"] is None else str(r["weight"])
+        t.add_row(r["pool"], r["node"], r["type"], health, weight, str(r["desired_weight"]), "; ".join(notes) or r["reason"])
+    console.print(t)
+
+
+def history_table(events: list["Event"]) -> None:
+    t = Table(title="history")
+    for col in ("time", "pool/node", "kind", "change", "reason"):
+        t.add_column(col)
+    for e in events:
+        change = f"{e.from_state or ''} -> {e.to_state or ''}" if (e.from_state or e.to_state) else ""
+        t.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change, e.reason)
+    console.print(t)
