@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import ssl
 import tempfile
@@ -46,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Certs", "SmtpServer", "HttpServer"]
+
+# aiosmtpd logs a traceback whenever a client drops a TLS handshake, which probes of
+# broken configurations do on purpose; keep the demo's and the tests' output readable.
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 
 _MODE = re.compile(r"^(ok|refuse|hang|[1-5]\d\d)$")
 

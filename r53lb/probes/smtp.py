@@ -1,0 +1,336 @@
+"""smtp: speak real SMTP to a node, politely, under one deadline.
+
+The dialogue: connect (then the TLS handshake with `tls: true`), wait for the final line
+of the greeting, EHLO (HELO after a 5xx), STARTTLS when asked (then the handshake and a
+second EHLO), QUIT and wait for 221.
+
+aiosmtplib's `SMTPProtocol` does the reply parsing and the STARTTLS upgrade; its own cap
+(32 KiB per reply) bounds an endless multi-line reply or one huge line. On top of that
+this probe counts every byte received and gives up past MAX_READ_BYTES, so a server that
+keeps answering cannot cost more than that over the whole dialogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import ssl
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aiosmtplib.errors import SMTPException, SMTPResponseException
+from aiosmtplib.esmtp import parse_esmtp_extensions
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
+
+from ..config import SmtpCheck
+from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, trim
+
+__all__ = ["probe", "tls_context"]
+
+QUIT_GRACE = 1.0  # at most this much of what is left of the deadline is spent on a QUIT after a failure
+
+
+class _TooMuch(SMTPException):
+    pass
+
+
+class _Protocol(SMTPProtocol):
+    """aiosmtplib's protocol, counting what it receives and refusing more than `limit` bytes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = MAX_READ_BYTES) -> None:
+        super().__init__(loop=loop)
+        self.received = 0
+        self.limit = limit
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.limit:
+            waiter = self._response_waiter
+            if waiter is not None and not waiter.done():
+                self._set_response_exception(waiter, _TooMuch(f"more than {self.limit // 1024} KiB received"))
+            if self.transport is not None:
+                self.transport.abort()  # type: ignore[attr-defined]
+            return
+        super().data_received(data)
+
+
+@functools.lru_cache(maxsize=64)
+def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """One client context per distinct option set: loading the trust store is the costly part."""
+    if not verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=ca_file)
+
+
+class _Fail(Exception):
+    """Ends the dialogue with a reason; `usable` says whether a QUIT can still be sent."""
+
+    def __init__(self, detail: str, usable: bool, reply: SMTPResponse | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.usable = usable
+        self.reply = reply
+
+
+def _reply(resp: SMTPResponse) -> str:
+    first = resp.message.split("\n", 1)[0]
+    return f'{resp.code} "{trim(first, 120)}"'
+
+
+def _error(e: BaseException) -> str:
+    """An exception as a short phrase: 'connection refused', 'certificate verify failed: ...'."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {trim(e.verify_message or str(e), 120)}"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS handshake failed: {trim(e.reason or str(e), 120)}"
+    if isinstance(e, _TooMuch):
+        return str(e)
+    if isinstance(e, SMTPResponseException):
+        msg = e.message
+        if msg == "Response too long":
+            return "reply too long"
+        if msg.startswith("Malformed SMTP response line"):
+            return f"not SMTP: {trim(repr(msg.partition(': ')[2].encode()[:40])[2:-1], 60)}"
+        return trim(msg, 120)
+    if isinstance(e, ConnectionResetError):
+        return "connection reset"
+    if isinstance(e, SMTPException):
+        cause = e.__cause__
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, ssl.SSLError):
+            return _error(cause)
+        return "connection closed"
+    if isinstance(e, OSError):
+        text = os.strerror(e.errno) if e.errno else (e.strerror or str(e) or type(e).__name__)
+        return trim(text.lower(), 120)
+    return trim(f"{type(e).__name__}: {e}", 120)
+
+
+def _not_after(transport: asyncio.BaseTransport) -> datetime | None:
+    """The leaf certificate's notAfter, verified or not."""
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return None
+    info = sslobj.getpeercert()
+    if info and "notAfter" in info:
+        return datetime.fromtimestamp(ssl.cert_time_to_seconds(info["notAfter"]), timezone.utc)
+    der = sslobj.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:  # unverified: only the DER is available; cryptography ships with trustme/moto
+        from cryptography import x509
+    except ImportError:  # pragma: no cover
+        return None
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
+
+
+class _Dialogue:
+    """One probe's state: phases reached, their latencies, the replies seen."""
+
+    def __init__(self, target: Target, spec: SmtpCheck, timeout: float) -> None:
+        self.target = target
+        self.spec = spec
+        self.timeout = timeout
+        self.started = time.perf_counter()
+        self.mark = self.started
+        self.phase = "connect"
+        self.phases: dict[str, float] = {}
+        self.proto: _Protocol | None = None
+        self.greeting: SMTPResponse | None = None
+        self.last: SMTPResponse | None = None  # the last reply seen before QUIT
+        self.not_after: datetime | None = None
+        self.extras: list[str] = []
+
+    def enter(self, phase: str) -> None:
+        self.stop()
+        self.phase = phase
+
+    def stop(self) -> None:
+        """Close the running phase's clock (a phase entered twice, like tls, adds up)."""
+        now = time.perf_counter()
+        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + (now - self.mark) * 1000
+        self.mark = now
+
+    def server_name(self) -> str:
+        return self.spec.server_name or self.target.address
+
+    async def tls(self, transport: asyncio.BaseTransport) -> asyncio.BaseTransport:
+        ctx = tls_context(self.spec.verify, str(self.spec.ca_file) if self.spec.ca_file else None)
+        loop = asyncio.get_running_loop()
+        try:
+            tls_transport = await loop.start_tls(
+                transport, self.proto, ctx, server_side=False,  # type: ignore[arg-type]
+                server_hostname=self.server_name(),
+            )
+        except (OSError, EOFError) as e:
+            raise _Fail(f"tls: {_error(e)}", usable=False) from None
+        assert self.proto is not None
+        self.proto.transport = tls_transport
+        self.not_after = _not_after(tls_transport)
+        return tls_transport
+
+    async def command(self, *args: bytes) -> SMTPResponse:
+        assert self.proto is not None
+        try:
+            self.last = await self.proto.execute_command(*args)
+        except (SMTPException, OSError) as e:
+            raise _Fail(f"{self.phase_label()}: {_error(e)}", usable=False) from None
+        return self.last
+
+    def phase_label(self) -> str:
+        return {"ehlo": "EHLO", "helo": "HELO", "starttls": "STARTTLS", "ehlo_tls": "EHLO after STARTTLS"}.get(
+            self.phase, self.phase
+        )
+
+    async def run(self) -> None:
+        spec, loop = self.spec, asyncio.get_running_loop()
+        self.proto = _Protocol(loop)
+        try:
+            transport, _ = await loop.create_connection(lambda: self.proto, self.target.address, spec.port)  # type: ignore[arg-type, return-value]
+        except OSError as e:
+            raise _Fail(f"connect to port {spec.port}: {_error(e)}", usable=False) from None
+        if spec.tls:
+            self.enter("tls")
+            transport = await self.tls(transport)
+
+        self.enter("greeting")
+        try:
+            greeting = await self.proto.read_response()
+        except (SMTPException, OSError) as e:
+            raise _Fail(f"greeting: {_error(e)}", usable=False) from None
+        self.greeting = self.last = greeting
+        if greeting.code != 220:
+            raise _Fail(f"greeting {_reply(greeting)}", usable=True, reply=greeting)
+
+        helo = (spec.helo or self.target.helo).encode("ascii", "replace")
+        self.enter("ehlo")
+        resp = await self.command(b"EHLO", helo)
+        extensions: dict[str, str] = {}
+        if 500 <= resp.code <= 599:
+            self.enter("helo")
+            resp = await self.command(b"HELO", helo)
+            if resp.code != 250:
+                raise _Fail(f"HELO {_reply(resp)} (after EHLO refused)", usable=True, reply=resp)
+            self.extras.append("HELO")
+        elif resp.code != 250:
+            raise _Fail(f"EHLO {_reply(resp)}", usable=True, reply=resp)
+        else:
+            extensions, _ = parse_esmtp_extensions(resp.message)
+
+        if spec.starttls:
+            if "starttls" not in extensions:
+                raise _Fail("STARTTLS required but not offered", usable=True, reply=resp)
+            self.enter("starttls")
+            resp = await self.command(b"STARTTLS")
+            if resp.code != 220:
+                raise _Fail(f"STARTTLS {_reply(resp)}", usable=True, reply=resp)
+            # RFC 3207: anything the server sent after its 220 is not to be trusted.
+            del self.proto._buffer[:]
+            self.enter("tls")
+            transport = await self.tls(transport)
+            self.enter("ehlo_tls")
+            resp = await self.command(b"EHLO", helo)
+            if resp.code != 250:
+                raise _Fail(f"EHLO after STARTTLS {_reply(resp)}", usable=True, reply=resp)
+            self.extras.append("STARTTLS")
+
+        if spec.cert_min_days is not None and (spec.tls or spec.starttls) and self.not_after:
+            days = (self.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
+            if days < 0:
+                raise _Fail(f"certificate expired {int(-days) + 1} days ago", usable=True)
+            if days < spec.cert_min_days:
+                raise _Fail(f"certificate expires in {int(days)} days (< {spec.cert_min_days})", usable=True)
+
+    async def quit(self) -> str | None:
+        """QUIT and wait for 221; a note when the server did not close politely."""
+        assert self.proto is not None
+        self.enter("quit")
+        try:
+            resp = await self.proto.execute_command(b"QUIT")
+        except (SMTPException, OSError) as e:
+            return f"QUIT: {_error(e)}"
+        if resp.code != 221:
+            return f"QUIT {_reply(resp)}"
+        return None
+
+    def close(self) -> None:
+        if self.proto is not None and self.proto.transport is not None:
+            self.proto.transport.abort()  # type: ignore[attr-defined]
+
+
+async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
+    d = _Dialogue(target, spec, timeout)
+    status, detail, reply = "ok", "", None
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await d.run()
+        except _Fail as f:
+            status, detail, reply = "fail", f.detail, f.reply
+            reached = d.phase
+            if f.usable:
+                # Polite even after a refusal: QUIT, briefly, within what is left of the deadline.
+                left = deadline - asyncio.get_running_loop().time()
+                if left > 0:
+                    try:
+                        async with asyncio.timeout(min(left, QUIT_GRACE)):
+                            await d.quit()
+                    except TimeoutError:
+                        pass
+            d.stop()
+            d.phase = reached
+        except TimeoutError:
+            status = "fail"
+            got = d.proto.received if d.proto else 0
+            within = fmt_duration(timeout)
+            if d.phase == "greeting":
+                detail = f"no greeting within {within}" + (f" ({got} bytes, no complete reply)" if got else "")
+            elif d.phase == "connect":
+                detail = f"connect to port {spec.port}: no answer within {within}"
+            elif d.phase == "tls":
+                detail = f"tls: no handshake within {within}"
+            else:
+                detail = f"{d.phase_label()}: no reply within {within}"
+            d.stop()
+        else:
+            left = deadline - asyncio.get_running_loop().time()
+            note: str | None
+            try:
+                async with asyncio.timeout(max(left, 0)):
+                    note = await d.quit()
+            except TimeoutError:
+                note = f"QUIT: no reply within {fmt_duration(timeout)}"
+            d.stop()
+            ms = (time.perf_counter() - d.started) * 1000
+            parts = [f"smtp ok in {ms:.0f} ms"] + d.extras
+            if d.not_after is not None:
+                days = (d.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
+                parts.append(f"certificate valid {int(days)} more days")
+            if note:
+                parts.append(note)
+            detail = ", ".join(parts)
+    finally:
+        d.close()
+    ms = (time.perf_counter() - d.started) * 1000
+    shown = d.greeting if status == "ok" else (reply or d.last)
+    return ProbeResult(
+        pool=target.pool,
+        node=target.node,
+        check="smtp",
+        status=status,  # type: ignore[arg-type]
+        latency_ms=ms,
+        detail=detail,
+        phase=d.phase,
+        code=shown.code if shown else None,
+        text=trim(shown.message, 160) if shown else None,
+        phases=d.phases,
+        cert_not_after=d.not_after,
+    )
