@@ -189,6 +189,8 @@ def plan_pool(
         out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")
         for f in candidates:
             decisions[f.node.id] = Decision(f.node.weight, f"fail open ({_out_reason(f)})")
+    elif not serving:
+        pass  # every node is drained by hand: the operator's call (Route 53 treats all-zero as all-equal)
     elif pool.mode == "failover":
         _plan_failover(pool, facts, serving, decisions, now, out)
     else:

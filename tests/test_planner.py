@@ -1,0 +1,213 @@
+"""The planner's modes and safety rules, as examples and as hypothesis properties."""
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings, strategies as st
+
+from r53lb.config import Pool
+from r53lb.health import NodeHealth
+from r53lb.planner import NodeFacts, plan_pool, vantage_hold
+from r53lb.records import RecordSet
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+
+
+def make_pool(n=4, **kw):
+    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": 50} for i in range(n)]
+    return Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com",
+                                "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
+
+
+def rec(node, weight, value=None):
+    return RecordSet("mx.example.com", "A", node.id, weight, 60, (value or node.address[0],))
+
+
+def facts(pool, up, weights=None, **kw):
+    weights = weights or [n.weight for n in pool.nodes]
+    out = []
+    for node, u, w in zip(pool.nodes, up, weights):
+        h = NodeHealth(up=u, since=T0 - timedelta(hours=1), reason="" if u else "no greeting within 10s")
+        out.append(NodeFacts(node=node, health=h, records={"A": rec(node, w)}, **kw.get(node.id, {})))
+    return out
+
+
+def weights_after(plan, pool, current):
+    w = dict(zip([n.id for n in pool.nodes], current))
+    for c in plan.changes:
+        w[c.node] = c.to_weight
+    return w
+
+
+def test_steady_state_makes_no_change():
+    pool = make_pool()
+    assert plan_pool(pool, "Z1", facts(pool, [True] * 4), T0).changes == []
+
+
+def test_dead_node_goes_to_zero_with_reason():
+    pool = make_pool()
+    plan = plan_pool(pool, "Z1", facts(pool, [True, False, True, True]), T0)
+    [c] = plan.changes
+    assert (c.node, c.from_weight, c.to_weight) == ("n1", 50, 0)
+    assert c.reason == "down: no greeting within 10s"
+    assert c.record_change.current.weight == 50  # the exact current set, for the CAS DELETE
+
+
+def test_all_dead_fails_open_to_base_weights():
+    pool = make_pool()
+    plan = plan_pool(pool, "Z1", facts(pool, [False] * 4, [0, 0, 50, 10]), T0)
+    assert plan.fail_open and "failing open" in plan.alerts[0]
+    assert weights_after(plan, pool, [0, 0, 50, 10]) == {"n0": 50, "n1": 50, "n2": 50, "n3": 50}
+
+
+def test_floor_keeps_min_in_service_and_says_panic():
+    pool = make_pool(min_in_service=3, max_drain_per_cycle=4)
+    plan = plan_pool(pool, "Z1", facts(pool, [True, False, False, False]), T0)
+    after = weights_after(plan, pool, [50] * 4)
+    assert sum(1 for w in after.values() if w > 0) == 3
+    assert plan.panic and any("panic" in a for a in plan.alerts)
+
+
+def test_blast_radius_limits_new_drains_per_cycle():
+    pool = make_pool(n=6, max_drain_per_cycle=1)
+    plan = plan_pool(pool, "Z1", facts(pool, [True, False, False, False, True, True]), T0)
+    assert [c.node for c in plan.changes] == ["n1"]
+    assert "drain deferred" in plan.decisions["n2"].reason
+
+
+def test_manual_drain_and_quarantine():
+    pool = make_pool()
+    f = facts(pool, [True] * 4, n1={"drained": "kernel upgrade"},
+              n2={"listed_on": ("zen.spamhaus.org",), "listed_detail": "listed on zen.spamhaus.org (127.0.0.2)"})
+    plan = plan_pool(pool, "Z1", f, T0)
+    assert {c.node: (c.to_weight, c.reason) for c in plan.changes} == {
+        "n1": (0, "drained: kernel upgrade"),
+        "n2": (0, "quarantined: listed on zen.spamhaus.org (127.0.0.2)"),
+    }
+
+
+def test_listed_on_n_needs_agreement():
+    pool = make_pool(quarantine="listed_on_n: 2")
+    f = facts(pool, [True] * 4, n1={"listed_on": ("a.example",), "quarantine_n": 2})
+    assert plan_pool(pool, "Z1", f, T0).changes == []
+
+
+def test_slow_start_after_recovery():
+    pool = make_pool(slow_start="100s")
+    f = facts(pool, [True] * 4, [50, 0, 50, 50])
+    f[1] = NodeFacts(node=f[1].node, health=NodeHealth(True, T0, recovered_at=T0), records=f[1].records)
+    assert plan_pool(pool, "Z1", f, T0).changes[0].to_weight == 5
+    assert plan_pool(pool, "Z1", f, T0 + timedelta(seconds=50)).changes[0].to_weight == 28
+    assert plan_pool(pool, "Z1", f, T0 + timedelta(seconds=100)).changes[0].to_weight == 50
+
+
+def test_drift_is_an_error_and_not_written():
+    pool = make_pool()
+    f = facts(pool, [True, False, True, True])
+    f[1] = NodeFacts(node=f[1].node, health=f[1].health, records={"A": rec(f[1].node, 50, "198.51.100.9")})
+    plan = plan_pool(pool, "Z1", f, T0)
+    assert plan.changes == []
+    assert "drift: Route 53 holds 198.51.100.9, config says 192.0.2.11; not written" in plan.errors[0]
+
+
+def test_missing_set_is_error_unless_create_missing():
+    pool = make_pool(n=2)
+    f = facts(pool, [True, True])
+    f[1] = NodeFacts(node=f[1].node, health=f[1].health, records={"A": None})
+    assert "record set missing" in plan_pool(pool, "Z1", f, T0).errors[0]
+    [c] = plan_pool(pool, "Z1", f, T0, create_missing=True).changes
+    assert c.from_weight is None and c.to_weight == 50 and c.record_change.values == ("192.0.2.11",)
+
+
+def test_failover_swaps_and_fails_back_after_preempt_delay():
+    pool = make_pool(n=2, mode="failover", preempt_delay="5m")
+    # primary dies: standby takes over
+    plan = plan_pool(pool, "Z1", facts(pool, [False, True], [50, 0]), T0)
+    assert weights_after(plan, pool, [50, 0]) == {"n0": 0, "n1": 50}
+    # primary back for 1 minute: stays on standby
+    f = facts(pool, [True, True], [0, 50])
+    f[0] = NodeFacts(node=f[0].node, health=NodeHealth(True, T0 - timedelta(minutes=1)), records=f[0].records)
+    plan = plan_pool(pool, "Z1", f, T0)
+    assert plan.changes == [] and plan.active == "n1"
+    # after 5 minutes: fail back
+    plan = plan_pool(pool, "Z1", f, T0 + timedelta(minutes=5))
+    assert weights_after(plan, pool, [0, 50]) == {"n0": 50, "n1": 0}
+
+
+def test_failover_without_preempt_stays():
+    pool = make_pool(n=2, mode="failover", preempt=False)
+    plan = plan_pool(pool, "Z1", facts(pool, [True, True], [0, 50]), T0)
+    assert plan.changes == [] and plan.active == "n1"
+
+
+def test_vantage_hold():
+    assert vantage_hold({("p", "a"): False, ("p", "b"): False}) is not None
+    assert vantage_hold({("p", "a"): False}) is None  # one node is not enough to blame the network
+    assert vantage_hold({("p", "a"): False, ("p", "b"): True}) is None
+    assert "canary" in vantage_hold({("p", "a"): True}, ["canary-0 tcp: refused"])
+
+
+# --- properties -----------------------------------------------------------------------------
+
+node_states = st.lists(
+    st.tuples(st.booleans(), st.integers(0, 255), st.sampled_from([None, None, None, "maint"]),
+              st.booleans(), st.integers(0, 255)),
+    min_size=1, max_size=8,
+)
+
+
+def build(states, **kw):
+    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": base}
+             for i, (_, _, _, _, base) in enumerate(states)]
+    pool = Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com",
+                                "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
+    fs = []
+    for node, (up, cur, drained, listed, _) in zip(pool.nodes, states):
+        fs.append(NodeFacts(node=node, health=NodeHealth(up, T0 - timedelta(hours=1)),
+                            records={"A": rec(node, cur)}, drained=drained,
+                            listed_on=("bl.example",) if listed else ()))
+    return pool, fs
+
+
+@settings(max_examples=300, deadline=None)
+@given(node_states, st.integers(0, 8), st.integers(1, 8), st.sampled_from(["weighted", "failover"]))
+def test_property_safety_rules(states, min_in_service, max_drain, mode):
+    pool, fs = build(states, min_in_service=min_in_service, max_drain_per_cycle=max_drain, mode=mode)
+    plan = plan_pool(pool, "Z1", fs, T0)
+    current = [f.current_weight for f in fs]
+    after = weights_after(plan, pool, current)
+    undrained = [f for f in fs if f.drained is None]
+    # Never all zero: while some node is not manually drained and has a base weight, something carries weight.
+    if any(f.node.weight > 0 for f in undrained):
+        assert any(after[f.node.id] > 0 for f in undrained)
+    # Manual drains are honoured; weights stay within 0..255; changes only where the weight differs.
+    for f in fs:
+        if f.drained:
+            assert after[f.node.id] == 0
+        assert 0 <= after[f.node.id] <= 255
+    for c in plan.changes:
+        assert c.from_weight != c.to_weight
+    if mode == "weighted" and not plan.fail_open:
+        # Blast radius: at most max_drain_per_cycle nodes newly drained for health.
+        newly = [f for f in undrained if f.current_weight > 0 and after[f.node.id] == 0
+                 and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
+        assert len(newly) <= max_drain
+    # Idempotence: applying the plan and planning again changes nothing more (same health).
+    again = [NodeFacts(node=f.node, health=f.health, records={"A": rec(f.node, after[f.node.id])},
+                       drained=f.drained, listed_on=f.listed_on) for f in fs]
+    second = plan_pool(pool, "Z1", again, T0)
+    if mode == "failover" or not any(
+        "deferred" in d.reason or "panic" in d.reason for d in plan.decisions.values()
+    ):
+        assert second.changes == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(node_states, st.integers(1, 8))
+def test_property_floor(states, min_in_service):
+    pool, fs = build(states, min_in_service=min_in_service, max_drain_per_cycle=8)
+    plan = plan_pool(pool, "Z1", fs, T0)
+    after = weights_after(plan, pool, [f.current_weight for f in fs])
+    drained_for_health = [f for f in fs if f.current_weight > 0 and after[f.node.id] == 0
+                          and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
+    if drained_for_health and not plan.fail_open:
+        assert sum(1 for w in after.values() if w > 0) >= min_in_service
