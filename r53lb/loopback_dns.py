@@ -132,17 +132,22 @@ class LoopbackDNS:
             raise OSError("no free port for both UDP and TCP")
         self._tcp, self._udp, self.port = tcp, udp, port
         for srv in (udp, tcp):
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
                                  name=f"loopback-dns-{port}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
 
     def stop(self) -> None:
-        for srv in (self._udp, self._tcp):
-            if srv is not None:
-                srv.shutdown()
-                srv.server_close()
+        servers = [srv for srv in (self._udp, self._tcp) if srv is not None]
+        # shutdown() waits for the serving thread to notice: stop both at once, not in turn.
+        stoppers = [threading.Thread(target=srv.shutdown, daemon=True) for srv in servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=2)
+        for srv in servers:
+            srv.server_close()
         for t in self._threads:
             t.join(timeout=2)
         self._udp = self._tcp = None

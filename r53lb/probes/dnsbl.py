@@ -25,7 +25,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..config import DnsblCheck, is_ip, split_hostport
-from .base import ProbeResult, Target, fmt_duration, trim
+from .base import ProbeResult, Status, Target, fmt_duration, trim
 
 __all__ = [
     "probe",
@@ -375,9 +375,9 @@ async def probe(target: Target, spec: DnsblCheck, timeout: float) -> ProbeResult
     started = time.perf_counter()
     deadline = asyncio.get_running_loop().time() + timeout
 
-    def result(status: str, detail: str, listed_on: tuple[str, ...] = ()) -> ProbeResult:
+    def result(status: Status, detail: str, listed_on: tuple[str, ...] = ()) -> ProbeResult:
         ms = (time.perf_counter() - started) * 1000
-        return ProbeResult(target.pool, target.node, "dnsbl", status, ms, detail, "lookup",  # type: ignore[arg-type]
+        return ProbeResult(target.pool, target.node, "dnsbl", status, ms, detail, "lookup",
                            phases={"lookup": ms}, listed_on=listed_on)
 
     ips = _sending_ips(target, spec)
