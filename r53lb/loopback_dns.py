@@ -45,7 +45,7 @@ class Entry:
     a: tuple[str, ...] = ()
     txt: tuple[str, ...] = ()
     rcode: int | None = None  # answer with this rcode (dns.rcode.SERVFAIL, REFUSED ...)
-    drop: bool = False  # never answer: the client times out
+    drop: bool | tuple[str, ...] = False  # never answer (True, or only these types: ("TXT",))
     truncate: bool = False  # over UDP, answer with TC set and nothing else (forces TCP)
 
 
@@ -180,10 +180,12 @@ class LoopbackDNS:
                      txt=("RFC 5782 test point",))
 
     def set(self, name: str, *, a: Iterable[str] = (), txt: Iterable[str] = (),
-            rcode: int | None = None, drop: bool = False, truncate: bool = False) -> None:
+            rcode: int | None = None, drop: bool | Iterable[str] = False,
+            truncate: bool = False) -> None:
         """Set how one fully qualified name (inside a served zone) is answered."""
         qname = dns.name.from_text(name)
-        entry = Entry(tuple(a), tuple(txt), rcode, drop, truncate)
+        dropped = drop if isinstance(drop, bool) else tuple(t.upper() for t in drop)
+        entry = Entry(tuple(a), tuple(txt), rcode, dropped, truncate)
         with self._lock:
             self._zone_of(qname).names[qname] = entry
 
@@ -234,7 +236,8 @@ class LoopbackDNS:
         response.flags |= dns.flags.AA
         if entry is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
-        elif entry.drop:
+        elif entry.drop is True or (
+                isinstance(entry.drop, tuple) and dns.rdatatype.to_text(q.rdtype) in entry.drop):
             return None
         elif entry.rcode is not None:
             response.set_rcode(entry.rcode)

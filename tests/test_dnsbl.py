@@ -129,6 +129,14 @@ def test_listed_without_txt_has_the_code_alone(server):
     assert r.detail == "listed on bl.test (127.0.0.4)"
 
 
+def test_listed_when_the_txt_reason_never_comes_does_not_wait_for_the_deadline(server):
+    server.set(rfc5782_name("192.0.2.10", ZONE), a=["127.0.0.2"], txt=["never sent"], drop=["TXT"])
+    started = time.perf_counter()
+    r = run(spec_for(server), timeout=5.0)
+    assert time.perf_counter() - started < 1.0
+    assert r.status == "fail" and r.detail == "listed on bl.test (127.0.0.2)"
+
+
 def test_clean_on_every_zone_is_ok(server):
     r = run(spec_for(server, zones=(ZONE, ZONE2)))
     assert r.status == "ok"
