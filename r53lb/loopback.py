@@ -21,9 +21,11 @@ Public API:
   | "implicit", certs=None, delay=0.0, mode="ok")`` (an aiosmtpd server; ``delay``
   seconds before every reply, greeting included, to stand in for WAN distance). With
   TLS its certificate covers ``certs.names`` and ``host``, issued by ``certs``
-  (a fresh ``Certs()`` when not given: read it back as ``server.certs``).
+  (a fresh ``Certs()`` when not given: read it back as ``server.certs``);
+  ``cert_not_after`` (a datetime) sets its expiry, to show an expiring certificate.
 - ``HttpServer(host="127.0.0.1", port=8080, *, tls=False, certs=None, status=200,
-  body=b"ok\\n", mode="ok")`` (stdlib http.server; answers every path and method).
+  body=b"ok\\n", mode="ok", cert_not_after=None)`` (stdlib http.server; answers every
+  path and method).
 - Both: ``start() -> self``, ``stop()``, ``set_mode(mode)``, ``.mode``, ``.host``,
   ``.port``, ``.accepted`` (connections accepted so far), ``with server: ...``.
   Modes: ``"ok"`` healthy; ``"refuse"`` nothing listening; ``"hang"`` accept and never
@@ -162,6 +164,7 @@ class SmtpServer:
         certs: Certs | None = None,
         delay: float = 0.0,
         mode: str = "ok",
+        cert_not_after: datetime | None = None,
     ) -> None:
         _check_loopback(host)
         if tls not in (None, "starttls", "implicit"):
@@ -171,7 +174,10 @@ class SmtpServer:
         self.mode = _check_mode(mode)
         self.accepted = 0
         self.certs = certs if certs is not None or tls is None else Certs()
-        self._ctx = self.certs.server_context(*self.certs.names, host) if self.certs and tls else None
+        self._ctx = (
+            self.certs.server_context(*self.certs.names, host, not_after=cert_not_after)
+            if self.certs and tls else None
+        )
         self._loop: _LoopThread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.BaseTransport] = set()
@@ -334,13 +340,17 @@ class HttpServer:
         status: int = 200,
         body: bytes = b"ok\n",
         mode: str = "ok",
+        cert_not_after: datetime | None = None,
     ) -> None:
         _check_loopback(host)
         self.host, self.port, self.status, self.body = host, port, status, body
         self.mode = _check_mode(mode)
         self.accepted = 0
         self.certs = certs if certs is not None or not tls else Certs()
-        self._ctx = self.certs.server_context(*self.certs.names, host) if tls and self.certs else None
+        self._ctx = (
+            self.certs.server_context(*self.certs.names, host, not_after=cert_not_after)
+            if tls and self.certs else None
+        )
         self._srv: _HttpListener | None = None
         self._thread: threading.Thread | None = None
         self._release = threading.Event()

@@ -50,7 +50,7 @@ class _Protocol(SMTPProtocol):
         if self.received > self.limit:
             waiter = self._response_waiter
             if waiter is not None and not waiter.done():
-                self._set_response_exception(waiter, _TooMuch(f"more than {self.limit // 1024} KiB received"))
+                self._set_response_exception(waiter, _TooMuch(f"reply too long (more than {self.limit // 1024} KiB received)"))
             if self.transport is not None:
                 self.transport.abort()  # type: ignore[attr-defined]
             return

@@ -1,0 +1,216 @@
+"""The smtp probe against real servers on loopback: healthy, broken and hostile.
+
+Every scenario is probed once, all at the same time (the suite costs one deadline, not
+one per case); each test then checks one verdict, its reason, and that it came in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import hostile
+from r53lb.config import Check, SmtpCheck
+from r53lb.loopback import Certs, SmtpServer
+from r53lb.probes.base import ProbeResult, Target
+from r53lb.probes.runner import Job, run_one
+from r53lb.probes.smtp import probe
+
+TIMEOUT = 1.0
+MARGIN = 0.5  # the whole probe ends within the deadline plus this
+
+
+# name -> (server, check options, expected status, reason pattern)
+CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
+    "plain": ("plain", {}, "ok", r"^smtp ok in \d+ ms$"),
+    "starttls": ("starttls", {"starttls": True}, "ok", r"^smtp ok in \d+ ms, STARTTLS, certificate valid \d+ more days$"),
+    "starttls_min_days": ("starttls", {"starttls": True, "cert_min_days": 14}, "ok", r"STARTTLS"),
+    "starttls_sni": ("starttls", {"starttls": True, "server_name": "mx.test"}, "ok", r"STARTTLS"),
+    "starttls_wrong_name": (
+        "starttls", {"starttls": True, "server_name": "other.test"}, "fail",
+        r"^tls: certificate verify failed: Hostname mismatch, certificate is not valid for 'other.test'",
+    ),
+    "starttls_untrusted": (
+        "starttls", {"starttls": True, "ca_file": None}, "fail",
+        r"^tls: certificate verify failed: unable to get local issuer certificate$",
+    ),
+    "starttls_noverify": ("starttls", {"starttls": True, "ca_file": None, "verify": False}, "ok", r"STARTTLS"),
+    "implicit": ("implicit", {"tls": True}, "ok", r"^smtp ok in \d+ ms, certificate valid \d+ more days$"),
+    "implicit_on_plain": ("plain", {"tls": True}, "fail", r"^tls: TLS handshake failed"),
+    "helo_fallback": ("ehlo_refused", {}, "ok", r"^smtp ok in \d+ ms, HELO$"),
+    "helo_refused_too": ("helo_refused", {}, "fail", r'^HELO 501 "5.5.4 go away" \(after EHLO refused\)$'),
+    "ehlo_4xx": ("ehlo_421", {}, "fail", r'^EHLO 421 "4.7.0 slow down"$'),
+    "no_greeting": ("silent", {}, "fail", r"^no greeting within 1s$"),
+    "greeting_421": ("greeting_421", {}, "fail", r'^greeting 421 "mx.test 4.3.2 too busy, try later"$'),
+    "greeting_554": ("greeting_554", {}, "fail", r'^greeting 554 "mx.test 5.7.1 no SMTP service here"$'),
+    "drip": ("drip", {}, "fail", r"^no greeting within 1s \(\d bytes, no complete reply\)$"),
+    "endless_multiline": ("endless_multiline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
+    "megaline": ("megaline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
+    "random_bytes": ("random_bytes", {}, "fail", r"^greeting: not SMTP: "),
+    "reset": ("reset", {}, "fail", r"^greeting: connection (reset|closed)$"),
+    "close_after_greeting": ("close_after_greeting", {}, "fail", r"^EHLO: connection (closed|reset)$"),
+    "http_on_smtp_port": ("http", {}, "fail", r"^no greeting within 1s$"),
+    "starttls_garbage": ("starttls_garbage", {"starttls": True}, "fail", r"^tls: TLS handshake failed: "),
+    "starttls_not_offered": ("plain", {"starttls": True}, "fail", r"^STARTTLS required but not offered$"),
+    "starttls_refused": ("starttls_454", {"starttls": True}, "fail", r'^STARTTLS 454 "4.7.0 TLS not available now"$'),
+    "expired_verify": (
+        "expired", {"starttls": True}, "fail", r"^tls: certificate verify failed: certificate has expired$",
+    ),
+    "expired_noverify": (
+        "expired", {"starttls": True, "verify": False, "cert_min_days": 0}, "fail",
+        r"^certificate expired \d+ days ago$",
+    ),
+    "expires_3d_min_14": ("expiring", {"starttls": True, "cert_min_days": 14}, "fail", r"^certificate expires in 3 days \(< 14\)$"),
+    "expires_3d_min_1": ("expiring", {"starttls": True, "cert_min_days": 1}, "ok", r"certificate valid 3 more days"),
+    "nothing_listening": ("unused", {}, "fail", r"^connect to port \d+: connection refused$"),
+}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    certs = Certs()
+    suite = hostile.Suite("127.0.77.")
+    now = datetime.now(timezone.utc)
+    smtp = []
+
+    def loopback(name: str, **kw: Any) -> None:
+        smtp.append(SmtpServer(suite.unused(name), suite.port, certs=certs, **kw).start())
+
+    try:
+        loopback("plain")
+        loopback("starttls", tls="starttls")
+        loopback("implicit", tls="implicit")
+        loopback("greeting_421", mode="421")
+        loopback("greeting_554", mode="554")
+        loopback("expired", tls="starttls", cert_not_after=now - timedelta(days=2))
+        loopback("expiring", tls="starttls", cert_not_after=now + timedelta(days=3, hours=12))
+        suite.add("ehlo_refused", hostile.dialogue(
+            b"220 old.test ESMTP\r\n", {b"EHLO": b"502 5.5.2 EHLO not supported\r\n", b"HELO": b"250 old.test\r\n"}))
+        suite.add("helo_refused", hostile.dialogue(
+            b"220 old.test ESMTP\r\n", {b"EHLO": b"500 5.5.1 what\r\n", b"HELO": b"501 5.5.4 go away\r\n"}))
+        suite.add("ehlo_421", hostile.dialogue(b"220 busy.test ESMTP\r\n", {b"EHLO": b"421 4.7.0 slow down\r\n"}))
+        suite.add("starttls_454", hostile.dialogue(
+            b"220 t.test ESMTP\r\n",
+            {b"EHLO": b"250-t.test\r\n250 STARTTLS\r\n", b"STARTTLS": b"454 4.7.0 TLS not available now\r\n"}))
+        suite.add("silent", hostile.silent)
+        suite.add("drip", hostile.drip)
+        suite.add("endless_multiline", hostile.endless_multiline)
+        suite.add("megaline", hostile.megaline)
+        suite.add("random_bytes", hostile.random_bytes)
+        suite.add("reset", hostile.reset)
+        suite.add("close_after_greeting", hostile.close_after_greeting)
+        suite.add("http", hostile.http_server)
+        suite.add("starttls_garbage", hostile.starttls_garbage())
+        suite.unused("unused")
+        yield certs, suite
+    finally:
+        for s in smtp:
+            s.stop()
+        suite.stop()
+
+
+def _spec(certs: Certs, port: int, options: dict[str, Any]) -> SmtpCheck:
+    opts = {"port": port, "ca_file": certs.ca_file, **options}
+    return SmtpCheck(**opts)
+
+
+@pytest.fixture(scope="module")
+def results(servers) -> dict[str, tuple[ProbeResult, float]]:
+    certs, suite = servers
+
+    async def one(case: str) -> tuple[ProbeResult, float]:
+        server, options, _, _ = CASES[case]
+        target = Target("mail", case, suite.addresses[server], helo="probe.r53lb.test")
+        job = Job(target, Check(smtp=_spec(certs, suite.port, options)), TIMEOUT)
+        started = time.perf_counter()
+        result = await run_one(job)
+        return result, time.perf_counter() - started
+
+    async def all_cases() -> dict[str, tuple[ProbeResult, float]]:
+        done = await asyncio.gather(*(one(c) for c in CASES))
+        return dict(zip(CASES, done))
+
+    return asyncio.run(all_cases())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_verdict_reason_and_deadline(results, case: str) -> None:
+    _, _, status, pattern = CASES[case]
+    result, elapsed = results[case]
+    assert result.status == status, result.detail
+    assert result.check == "smtp" and result.node == case
+    assert re.search(pattern, result.detail), result.detail
+    assert elapsed <= TIMEOUT + MARGIN, f"{case} took {elapsed:.2f}s"
+    assert result.latency_ms <= (TIMEOUT + MARGIN) * 1000
+
+
+def test_healthy_result_records_phases_and_greeting(results) -> None:
+    result, _ = results["starttls"]
+    assert result.phase == "quit"
+    assert list(result.phases) == ["connect", "greeting", "ehlo", "starttls", "tls", "ehlo_tls", "quit"]
+    assert result.code == 220 and "mx.test" in (result.text or "")
+    assert result.cert_not_after is not None and result.cert_not_after > datetime.now(timezone.utc)
+
+
+def test_failure_records_the_phase_and_the_servers_reply(results) -> None:
+    result, _ = results["greeting_421"]
+    assert (result.phase, result.code) == ("greeting", 421)
+    assert "too busy" in (result.text or "")
+    result, _ = results["expires_3d_min_14"]
+    assert result.phase == "ehlo_tls"
+    assert result.cert_not_after is not None
+    assert 3 <= (result.cert_not_after - datetime.now(timezone.utc)).days <= 4
+
+
+def test_expired_certificate_is_read_even_unverified(results) -> None:
+    result, _ = results["expired_noverify"]
+    assert result.cert_not_after is not None and result.cert_not_after < datetime.now(timezone.utc)
+
+
+def test_never_speaks_before_the_greeting(servers, results) -> None:
+    _, suite = servers
+    for name in ("silent", "drip", "http"):
+        assert suite.received[name] == [], f"{name}: the probe spoke first: {suite.received[name]}"
+
+
+def test_quit_always_when_the_connection_is_usable(servers, results) -> None:
+    _, suite = servers
+    assert suite.received["ehlo_refused"] == [b"EHLO probe.r53lb.test", b"HELO probe.r53lb.test", b"QUIT"]
+    assert suite.received["helo_refused"][-1] == b"QUIT"
+    assert suite.received["ehlo_421"] == [b"EHLO probe.r53lb.test", b"QUIT"]
+    assert suite.received["starttls_454"] == [b"EHLO probe.r53lb.test", b"STARTTLS", b"QUIT"]
+
+
+def test_hostile_servers_cost_bounded_memory(servers) -> None:
+    """An endless greeting or a line of megabytes costs at most MAX_READ_BYTES-ish, not megabytes."""
+    certs, suite = servers
+
+    async def run() -> list[ProbeResult]:
+        spec = SmtpCheck(port=suite.port)
+        return await asyncio.gather(*(
+            probe(Target("mail", name, suite.addresses[name]), spec, TIMEOUT)
+            for name in ("endless_multiline", "megaline", "random_bytes") for _ in range(5)
+        ))
+
+    tracemalloc.start()
+    try:
+        out = asyncio.run(run())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(r.status == "fail" for r in out)
+    assert peak < 4 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB for 15 hostile probes"
+
+
+def test_a_probe_never_raises(servers) -> None:
+    """Even a nonsense address becomes a result with a reason."""
+    target = Target("mail", "bad", "not-an-address.invalid")
+    result = asyncio.run(probe(target, SmtpCheck(port=25), TIMEOUT))
+    assert result.status == "fail"
+    assert result.detail.startswith("connect to port 25: ")
