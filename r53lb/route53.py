@@ -1,0 +1,393 @@
+"""The only module that talks to Route 53: read weighted record sets, write weights by compare-and-swap."""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from r53lb.records import RecordChange, RecordKey, RecordSet, normalize_name
+
+if TYPE_CHECKING:  # pydantic and boto3 stay out of `r53lb --help`
+    from r53lb.config import AwsConfig
+
+__all__ = ["ConflictError", "Route53", "Route53Error", "batches", "batch_cost"]
+
+# Route 53's limits for one ChangeResourceRecordSets request.
+MAX_RECORDS_PER_BATCH = 1000  # ResourceRecord elements (UPSERT counts twice)
+MAX_CHARS_PER_BATCH = 32000  # characters in all Value elements (UPSERT counts twice)
+MAX_PAGE = 300  # ListResourceRecordSets returns at most this many sets per page
+
+_THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete"})
+_ZONE_ID = re.compile(r"^(?:/hostedzone/)?(Z[A-Z0-9]{4,})$")
+NO_CREDENTIALS = "no AWS credentials found (boto3's usual chain: env, ~/.aws, instance role)"
+
+
+class ConflictError(Exception):
+    """Route 53 refused the batch: a record set changed under us (re-read, re-plan, retry)."""
+
+
+class Route53Error(Exception):
+    """Route 53 could not be used (after retries); the message is one line, never credentials."""
+
+
+class _Transient(Exception):
+    """Internal: an attempt that may succeed if tried again (throttling, 5xx, connection)."""
+
+    def __init__(self, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def _one_line(text: object, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def batch_cost(change: dict[str, Any]) -> tuple[int, int]:
+    """(ResourceRecord elements, characters of values) of one Change, counted as Route 53 does."""
+    values = [rr.get("Value", "") for rr in change["ResourceRecordSet"].get("ResourceRecords") or ()]
+    factor = 2 if change["Action"] == "UPSERT" else 1
+    return factor * len(values), factor * sum(len(v) for v in values)
+
+
+def batches(
+    units: Sequence[Sequence[dict[str, Any]]],
+    max_records: int = MAX_RECORDS_PER_BATCH,
+    max_chars: int = MAX_CHARS_PER_BATCH,
+) -> list[list[dict[str, Any]]]:
+    """Pack units (a DELETE+CREATE pair stays together) into as few batches as the limits allow."""
+    out: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    records = chars = 0
+    for unit in units:
+        r = c = 0
+        for change in unit:
+            dr, dc = batch_cost(change)
+            r, c = r + dr, c + dc
+        if current and (records + r > max_records or chars + c > max_chars):
+            out.append(current)
+            current, records, chars = [], 0, 0
+        current.extend(unit)
+        records, chars = records + r, chars + c
+    if current:
+        out.append(current)
+    return out
+
+
+def _record_set(raw: dict[str, Any]) -> RecordSet:
+    return RecordSet(
+        name=normalize_name(raw["Name"]),
+        type=raw["Type"],
+        set_identifier=raw["SetIdentifier"],
+        weight=int(raw["Weight"]),
+        ttl=int(raw["TTL"]) if raw.get("TTL") is not None else None,
+        values=tuple(rr["Value"] for rr in raw.get("ResourceRecords") or ()),
+        raw=raw,
+    )
+
+
+class Route53:
+    """A Route 53 client with bounded retries, compare-and-swap writes and per-operation counts.
+
+    Retry bounds are parameters so that tests run in milliseconds; the defaults suit a
+    cron job or a daemon that shares an account's request rate with others.
+    """
+
+    def __init__(
+        self,
+        aws: AwsConfig,
+        *,
+        on_request: Callable[[str, str], None] | None = None,
+        attempts: int = 6,
+        backoff: float = 0.5,
+        backoff_max: float = 10.0,
+        retry_deadline: float = 60.0,
+        botocore_attempts: int = 2,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        page_size: int = MAX_PAGE,
+        poll_interval: float = 1.0,
+        poll_interval_max: float = 10.0,
+    ) -> None:
+        self.aws = aws
+        self.on_request = on_request
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.retry_deadline = retry_deadline
+        self.botocore_attempts = max(1, botocore_attempts)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.page_size = max(1, min(page_size, MAX_PAGE))
+        self.poll_interval = poll_interval
+        self.poll_interval_max = poll_interval_max
+        self.request_counts: collections.Counter[str] = collections.Counter()
+        self.last_change_ids: list[str] = []  # every batch of the last apply(), in order
+        self._zones: dict[str, str] = {}
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, built on first use (boto3 is imported only then)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": self.botocore_attempts},
+        )
+        try:
+            session = boto3.session.Session(profile_name=self.aws.profile, region_name=self.aws.region)
+        except Exception as e:  # botocore's ProfileNotFound and friends
+            raise Route53Error(f"AWS profile {self.aws.profile!r}: {_one_line(e)}") from None
+        return session.client("route53", endpoint_url=self.aws.endpoint_url, config=config)
+
+    def _report(self, operation: str, outcome: str) -> None:
+        if self.on_request is not None:
+            try:
+                self.on_request(operation, outcome)
+            except Exception:  # metrics must never break a write
+                pass
+
+    def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+
+        client = self.client
+        method = getattr(client, _snake(operation))
+        self.request_counts[operation] += 1
+        try:
+            result = method(**kwargs)
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            code = str(err.get("Code", "Unknown"))
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = _one_line(err.get("Message") or e)
+            text = f"Route 53 {operation}: {code}: {message}"
+            if code in _THROTTLE_CODES:
+                self._report(operation, "throttled")
+                raise _Transient(text, "throttled") from None
+            if status >= 500:
+                self._report(operation, "error")
+                raise _Transient(text, "error") from None
+            if code == "InvalidChangeBatch":
+                self._report(operation, "conflict")
+                raise ConflictError(f"Route 53 refused the change batch: {message}") from None
+            self._report(operation, "error")
+            if code == "NoSuchHostedZone":
+                zone = kwargs.get("HostedZoneId") or kwargs.get("Id") or "?"
+                raise Route53Error(f"hosted zone {zone} not found ({message})") from None
+            raise Route53Error(text) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            self._report(operation, "error")
+            raise Route53Error(NO_CREDENTIALS) from None
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError) as e:
+            self._report(operation, "error")
+            raise _Transient(f"Route 53 {operation}: {_one_line(e)}", "error") from None
+        except BotoCoreError as e:
+            self._report(operation, "error")
+            raise Route53Error(f"Route 53 {operation}: {_one_line(e)}") from None
+        self._report(operation, "ok")
+        return result
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """One API call: botocore's own retries, then tenacity's, bounded in attempts and time."""
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_random_exponential,
+        )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_deadline),
+            wait=wait_random_exponential(multiplier=self.backoff, max=self.backoff_max),
+            reraise=False,
+        )
+        try:
+            return retrying(self._attempt, operation, kwargs)
+        except RetryError as e:
+            last = e.last_attempt.exception()
+            n = e.last_attempt.attempt_number
+            raise Route53Error(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})") from None
+
+    # --- public API -----------------------------------------------------------------------
+
+    def zone_id(self, zone: str) -> str:
+        """A hosted zone's id from its name (or the id itself), looked up once."""
+        m = _ZONE_ID.match(zone.strip())
+        if m:
+            return m.group(1)
+        name = normalize_name(zone)
+        if name in self._zones:
+            return self._zones[name]
+        found: list[dict[str, Any]] = []
+        resp = self._call("ListHostedZonesByName", DNSName=name + ".", MaxItems="100")
+        for hz in resp.get("HostedZones", []):
+            if normalize_name(hz["Name"]) == name:
+                found.append(hz)
+        if not found:
+            raise Route53Error(f"hosted zone {name} not found (is it in this account?)")
+        if len(found) > 1:
+            kinds = ", ".join(
+                f"{hz['Id'].rsplit('/', 1)[-1]} ({'private' if hz.get('Config', {}).get('PrivateZone') else 'public'})"
+                for hz in found
+            )
+            raise Route53Error(f"{len(found)} hosted zones are named {name}: {kinds}; give the zone id in the config")
+        zid = found[0]["Id"].rsplit("/", 1)[-1]
+        self._zones[name] = zid
+        return zid
+
+    def read(self, zone_id: str, wanted: Iterable[tuple[str, str]]) -> dict[RecordKey, RecordSet]:
+        """The weighted record sets of the wanted (name, type) pairs, reading only their pages."""
+        by_name: dict[str, set[str]] = collections.defaultdict(set)
+        for name, rtype in wanted:
+            by_name[normalize_name(name)].add(rtype.upper())
+        out: dict[RecordKey, RecordSet] = {}
+        for name in sorted(by_name):
+            self._read_name(zone_id, name, by_name[name], out)
+        return out
+
+    def _read_name(self, zone_id: str, name: str, types: set[str], out: dict[RecordKey, RecordSet]) -> None:
+        last_type = max(types)
+        start: tuple[str, str, str | None] = (name + ".", min(types), None)
+        page_size = self.page_size
+        seen: set[tuple[str, str, str | None]] = set()
+        while True:
+            kwargs: dict[str, Any] = {
+                "HostedZoneId": zone_id,
+                "StartRecordName": start[0],
+                "StartRecordType": start[1],
+                "MaxItems": str(page_size),
+            }
+            if start[2] is not None:
+                kwargs["StartRecordIdentifier"] = start[2]
+            resp = self._call("ListResourceRecordSets", **kwargs)
+            new = 0
+            for raw in resp.get("ResourceRecordSets", []):
+                rname, rtype = normalize_name(raw["Name"]), raw["Type"]
+                if rname != name or rtype > last_type:
+                    return  # sorted by name then type: everything wanted is behind us
+                ident = (rname, rtype, raw.get("SetIdentifier"))
+                if ident not in seen:
+                    seen.add(ident)
+                    new += 1
+                if rtype in types and "SetIdentifier" in raw and raw.get("Weight") is not None:
+                    rs = _record_set(raw)
+                    out.setdefault(rs.key, rs)
+            if not resp.get("IsTruncated"):
+                return
+            nxt = (resp["NextRecordName"], resp["NextRecordType"], resp.get("NextRecordIdentifier"))
+            if normalize_name(nxt[0]) != name or nxt[1] > last_type:
+                return
+            if nxt == start and new == 0:
+                # A page ended inside a group of weighted sets and no NextRecordIdentifier came
+                # back (moto does this): the same page would come back forever. Ask for a wider
+                # page; Route 53 itself always sends the identifier, so this never runs there.
+                if page_size >= 8 * MAX_PAGE:
+                    raise Route53Error(
+                        f"Route 53 ListResourceRecordSets: paging of {name} {start[1]} makes no progress"
+                    )
+                page_size *= 2
+                continue
+            start = nxt
+
+    def apply(self, zone_id: str, changes: Sequence[RecordChange], comment: str = "r53lb") -> str | None:
+        """Write new weights as one compare-and-swap batch (split only past Route 53's limits).
+
+        Each change DELETEs the record set exactly as read and CREATEs it with the new weight,
+        so Route 53 refuses the whole batch if anyone changed one of them since (ConflictError).
+        Returns the id of the last batch's change, or None when there was nothing to write.
+        """
+        units: list[list[dict[str, Any]]] = []
+        for ch in changes:
+            if ch.current is not None:
+                if ch.current.weight == ch.weight:
+                    continue  # nothing to change: never spend a write on it
+                old = ch.current.raw or _raw_from(ch.current)
+                new = {**old, "Weight": ch.weight}
+                units.append([
+                    {"Action": "DELETE", "ResourceRecordSet": old},
+                    {"Action": "CREATE", "ResourceRecordSet": new},
+                ])
+            else:
+                units.append([{
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": ch.name,
+                        "Type": ch.type,
+                        "SetIdentifier": ch.set_identifier,
+                        "Weight": ch.weight,
+                        "TTL": ch.ttl,
+                        "ResourceRecords": [{"Value": v} for v in ch.values],
+                    },
+                }])
+        self.last_change_ids = []
+        if not units:
+            return None
+        for batch in batches(units):
+            resp = self._call(
+                "ChangeResourceRecordSets",
+                HostedZoneId=zone_id,
+                ChangeBatch={"Comment": comment, "Changes": batch},
+            )
+            self.last_change_ids.append(resp["ChangeInfo"]["Id"])
+        return self.last_change_ids[-1]
+
+    def wait_insync(self, change_id: str, timeout: float = 300) -> float:
+        """Poll GetChange until the change is INSYNC on every Route 53 server; seconds taken."""
+        started = time.monotonic()
+        deadline = started + timeout
+        delay = self.poll_interval
+        while True:
+            resp = self._call("GetChange", Id=change_id)
+            if resp["ChangeInfo"]["Status"] == "INSYNC":
+                return time.monotonic() - started
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Route53Error(f"Route 53 change {change_id} not INSYNC after {timeout:g} s")
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, self.poll_interval_max)
+
+
+def _raw_from(rs: RecordSet) -> dict[str, Any]:
+    """A ResourceRecordSet mapping for a RecordSet built without `raw` (tests, planners' fixtures)."""
+    raw: dict[str, Any] = {
+        "Name": rs.name + ".",
+        "Type": rs.type,
+        "SetIdentifier": rs.set_identifier,
+        "Weight": rs.weight,
+    }
+    if rs.ttl is not None:
+        raw["TTL"] = rs.ttl
+    raw["ResourceRecords"] = [{"Value": v} for v in rs.values]
+    return raw
+
+
+def _snake(operation: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
