@@ -200,16 +200,20 @@ def starttls_garbage() -> Handler:
 # --- HTTP scenarios -----------------------------------------------------------------------
 
 
-async def _request(reader: asyncio.StreamReader) -> tuple[str, str]:
+async def _request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
     head = await reader.readuntil(b"\r\n\r\n")
-    method, path, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-    return method, path
+    first, *lines = head.decode().split("\r\n")
+    method, path, _ = first.split(" ", 2)
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+    return method, path, headers
 
 
 def http_routes(routes: dict[str, Callable[[asyncio.StreamWriter], Awaitable[None]]]) -> Handler:
+    """Logs 'METHOD path host=... x-probe=...' per request, then answers by path ('*' for any)."""
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log: list[bytes]) -> None:
-        method, path = await _request(reader)
-        log.append(f"{method} {path}".encode())
+        method, path, headers = await _request(reader)
+        log.append(f"{method} {path} host={headers.get('host')} x-probe={headers.get('x-probe')}".encode())
         await routes.get(path, routes.get("*", not_found))(writer)
 
     return handler

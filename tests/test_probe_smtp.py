@@ -49,7 +49,7 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "no_greeting": ("silent", {}, "fail", r"^no greeting within 1s$"),
     "greeting_421": ("greeting_421", {}, "fail", r'^greeting 421 "mx.test 4.3.2 too busy, try later"$'),
     "greeting_554": ("greeting_554", {}, "fail", r'^greeting 554 "mx.test 5.7.1 no SMTP service here"$'),
-    "drip": ("drip", {}, "fail", r"^no greeting within 1s \(\d bytes, no complete reply\)$"),
+    "drip": ("drip", {}, "fail", r"^no greeting within 1s \(\d bytes?, no complete reply\)$"),
     "endless_multiline": ("endless_multiline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
     "megaline": ("megaline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
     "random_bytes": ("random_bytes", {}, "fail", r"^greeting: not SMTP: "),
@@ -64,7 +64,7 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     ),
     "expired_noverify": (
         "expired", {"starttls": True, "verify": False, "cert_min_days": 0}, "fail",
-        r"^certificate expired \d+ days ago$",
+        r"^certificate expired 2 days ago$",
     ),
     "expires_3d_min_14": ("expiring", {"starttls": True, "cert_min_days": 14}, "fail", r"^certificate expires in 3 days \(< 14\)$"),
     "expires_3d_min_1": ("expiring", {"starttls": True, "cert_min_days": 1}, "ok", r"certificate valid 3 more days"),

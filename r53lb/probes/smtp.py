@@ -244,7 +244,8 @@ class _Dialogue:
         if spec.cert_min_days is not None and (spec.tls or spec.starttls) and self.not_after:
             days = (self.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
             if days < 0:
-                raise _Fail(f"certificate expired {int(-days) + 1} days ago", usable=True)
+                ago = f"{int(-days)} days ago" if -days >= 1 else "less than a day ago"
+                raise _Fail(f"certificate expired {ago}", usable=True)
             if days < spec.cert_min_days:
                 raise _Fail(f"certificate expires in {int(days)} days (< {spec.cert_min_days})", usable=True)
 
@@ -292,7 +293,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
             got = d.proto.received if d.proto else 0
             within = fmt_duration(timeout)
             if d.phase == "greeting":
-                detail = f"no greeting within {within}" + (f" ({got} bytes, no complete reply)" if got else "")
+                detail = f"no greeting within {within}" + (f" ({got} byte{'s' if got > 1 else ''}, no complete reply)" if got else "")
             elif d.phase == "connect":
                 detail = f"connect to port {spec.port}: no answer within {within}"
             elif d.phase == "tls":
