@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from ..config import TcpCheck
@@ -23,7 +24,9 @@ async def probe(target: Target, spec: TcpCheck, timeout: float) -> ProbeResult:
     except TimeoutError:
         return result("fail", f"tcp connect to port {spec.port}: no answer within {fmt_duration(timeout)}", "connect")
     except OSError as e:
-        return result("fail", f"tcp connect to port {spec.port}: {e.strerror or e}", "connect")
+        # asyncio's own message ("Connect call failed ('10.0.0.1', 25)") says less than errno does.
+        reason = os.strerror(e.errno).lower() if e.errno else (e.strerror or str(e))
+        return result("fail", f"tcp connect to port {spec.port}: {reason}", "connect")
     writer.close()
     try:
         async with asyncio.timeout(0.5):
