@@ -9,13 +9,17 @@ Writers use `drain()`, so an endless server costs neither side more than a socke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import ssl
 import struct
 import threading
 from collections import defaultdict
-from typing import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, Iterator
+
+from r53lb.loopback import Certs, HttpServer, SmtpServer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
 
@@ -251,3 +255,78 @@ async def huge_body(writer: asyncio.StreamWriter) -> None:
         writer.write(chunk[: size - sent])
         sent += len(chunk)
         await writer.drain()
+
+
+# --- the scenario sets the tests (and `r53lb probe` end to end) run against -----------------
+
+
+@contextlib.contextmanager
+def smtp_scenarios() -> Iterator[tuple[Certs, Suite]]:
+    """Every SMTP scenario of the probe tests, each on its own 127.0.77.x; yields (certs, suite)."""
+    certs = Certs()
+    suite = Suite("127.0.77.")
+    now = datetime.now(timezone.utc)
+    smtp = []
+
+    def loopback(name: str, **kw: Any) -> None:
+        smtp.append(SmtpServer(suite.unused(name), suite.port, certs=certs, **kw).start())
+
+    try:
+        loopback("plain")
+        loopback("starttls", tls="starttls")
+        loopback("implicit", tls="implicit")
+        loopback("greeting_421", mode="421")
+        loopback("greeting_554", mode="554")
+        loopback("expired", tls="starttls", cert_not_after=now - timedelta(days=2))
+        loopback("expiring", tls="starttls", cert_not_after=now + timedelta(days=3, hours=12))
+        suite.add("ehlo_refused", dialogue(
+            b"220 old.test ESMTP\r\n", {b"EHLO": b"502 5.5.2 EHLO not supported\r\n", b"HELO": b"250 old.test\r\n"}))
+        suite.add("helo_refused", dialogue(
+            b"220 old.test ESMTP\r\n", {b"EHLO": b"500 5.5.1 what\r\n", b"HELO": b"501 5.5.4 go away\r\n"}))
+        suite.add("ehlo_421", dialogue(b"220 busy.test ESMTP\r\n", {b"EHLO": b"421 4.7.0 slow down\r\n"}))
+        suite.add("starttls_454", dialogue(
+            b"220 t.test ESMTP\r\n",
+            {b"EHLO": b"250-t.test\r\n250 STARTTLS\r\n", b"STARTTLS": b"454 4.7.0 TLS not available now\r\n"}))
+        suite.add("silent", silent)
+        suite.add("drip", drip)
+        suite.add("endless_multiline", endless_multiline)
+        suite.add("megaline", megaline)
+        suite.add("random_bytes", random_bytes)
+        suite.add("reset", reset)
+        suite.add("close_after_greeting", close_after_greeting)
+        suite.add("http", http_server)
+        suite.add("starttls_garbage", starttls_garbage())
+        suite.unused("unused")
+        yield certs, suite
+    finally:
+        for s in smtp:
+            s.stop()
+        suite.stop()
+
+
+@contextlib.contextmanager
+def http_scenarios() -> Iterator[tuple[Certs, Suite]]:
+    """Every HTTP scenario of the probe tests, each on its own 127.0.78.x; yields (certs, suite)."""
+    certs = Certs()
+    suite = Suite("127.0.78.")
+    web: list[HttpServer] = []
+    try:
+        web.append(HttpServer(suite.unused("healthy"), suite.port).start())
+        web.append(HttpServer(suite.unused("unavailable"), suite.port, mode="503").start())
+        web.append(HttpServer(suite.unused("hang"), suite.port, mode="hang").start())
+        scripted = http_routes({
+            "/slow": slow_body,
+            "/huge": huge_body,
+            "/old": respond("301 Moved Permanently", headers={"Location": "/new"}),
+            "/new": respond("200 OK", b"moved here\n"),
+            "/loop": respond("302 Found", headers={"Location": "/loop"}),
+        })
+        suite.add("scripted", scripted)
+        suite.add("tls", http_routes({"*": respond("200 OK", b"secure\n")}),
+                  tls=certs.server_context("web.test"))
+        suite.unused("unused")
+        yield certs, suite
+    finally:
+        for s in web:
+            s.stop()
+        suite.stop()

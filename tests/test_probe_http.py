@@ -65,29 +65,8 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
 
 @pytest.fixture(scope="module")
 def servers():
-    certs = Certs()
-    suite = hostile.Suite("127.0.78.")
-    web: list[HttpServer] = []
-    try:
-        web.append(HttpServer(suite.unused("healthy"), suite.port).start())
-        web.append(HttpServer(suite.unused("unavailable"), suite.port, mode="503").start())
-        web.append(HttpServer(suite.unused("hang"), suite.port, mode="hang").start())
-        scripted = hostile.http_routes({
-            "/slow": hostile.slow_body,
-            "/huge": hostile.huge_body,
-            "/old": hostile.respond("301 Moved Permanently", headers={"Location": "/new"}),
-            "/new": hostile.respond("200 OK", b"moved here\n"),
-            "/loop": hostile.respond("302 Found", headers={"Location": "/loop"}),
-        })
-        suite.add("scripted", scripted)
-        suite.add("tls", hostile.http_routes({"*": hostile.respond("200 OK", b"secure\n")}),
-                  tls=certs.server_context("web.test"))
-        suite.unused("unused")
+    with hostile.http_scenarios() as (certs, suite):
         yield certs, suite
-    finally:
-        for s in web:
-            s.stop()
-        suite.stop()
 
 
 def _spec(certs: Certs, port: int, options: dict[str, Any]) -> HttpCheck:

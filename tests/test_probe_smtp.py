@@ -10,14 +10,14 @@ import asyncio
 import re
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 import hostile
 from r53lb.config import Check, SmtpCheck
-from r53lb.loopback import Certs, SmtpServer
+from r53lb.loopback import Certs
 from r53lb.probes.base import ProbeResult, Target
 from r53lb.probes.runner import Job, run_one
 from r53lb.probes.smtp import probe
@@ -53,7 +53,7 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "endless_multiline": ("endless_multiline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
     "megaline": ("megaline", {}, "fail", r"^greeting: reply too long( \(more than 64 KiB received\))?$"),
     "random_bytes": ("random_bytes", {}, "fail", r"^greeting: not SMTP: "),
-    "reset": ("reset", {}, "fail", r"^greeting: connection (reset|closed)$"),
+    "reset": ("reset", {}, "fail", r"^(greeting|connect to port \d+): connection (reset|closed)$"),
     "close_after_greeting": ("close_after_greeting", {}, "fail", r"^EHLO: connection (closed|reset)$"),
     "http_on_smtp_port": ("http", {}, "fail", r"^no greeting within 1s$"),
     "starttls_garbage": ("starttls_garbage", {"starttls": True}, "fail", r"^tls: TLS handshake failed: "),
@@ -74,45 +74,8 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
 
 @pytest.fixture(scope="module")
 def servers():
-    certs = Certs()
-    suite = hostile.Suite("127.0.77.")
-    now = datetime.now(timezone.utc)
-    smtp = []
-
-    def loopback(name: str, **kw: Any) -> None:
-        smtp.append(SmtpServer(suite.unused(name), suite.port, certs=certs, **kw).start())
-
-    try:
-        loopback("plain")
-        loopback("starttls", tls="starttls")
-        loopback("implicit", tls="implicit")
-        loopback("greeting_421", mode="421")
-        loopback("greeting_554", mode="554")
-        loopback("expired", tls="starttls", cert_not_after=now - timedelta(days=2))
-        loopback("expiring", tls="starttls", cert_not_after=now + timedelta(days=3, hours=12))
-        suite.add("ehlo_refused", hostile.dialogue(
-            b"220 old.test ESMTP\r\n", {b"EHLO": b"502 5.5.2 EHLO not supported\r\n", b"HELO": b"250 old.test\r\n"}))
-        suite.add("helo_refused", hostile.dialogue(
-            b"220 old.test ESMTP\r\n", {b"EHLO": b"500 5.5.1 what\r\n", b"HELO": b"501 5.5.4 go away\r\n"}))
-        suite.add("ehlo_421", hostile.dialogue(b"220 busy.test ESMTP\r\n", {b"EHLO": b"421 4.7.0 slow down\r\n"}))
-        suite.add("starttls_454", hostile.dialogue(
-            b"220 t.test ESMTP\r\n",
-            {b"EHLO": b"250-t.test\r\n250 STARTTLS\r\n", b"STARTTLS": b"454 4.7.0 TLS not available now\r\n"}))
-        suite.add("silent", hostile.silent)
-        suite.add("drip", hostile.drip)
-        suite.add("endless_multiline", hostile.endless_multiline)
-        suite.add("megaline", hostile.megaline)
-        suite.add("random_bytes", hostile.random_bytes)
-        suite.add("reset", hostile.reset)
-        suite.add("close_after_greeting", hostile.close_after_greeting)
-        suite.add("http", hostile.http_server)
-        suite.add("starttls_garbage", hostile.starttls_garbage())
-        suite.unused("unused")
+    with hostile.smtp_scenarios() as (certs, suite):
         yield certs, suite
-    finally:
-        for s in smtp:
-            s.stop()
-        suite.stop()
 
 
 def _spec(certs: Certs, port: int, options: dict[str, Any]) -> SmtpCheck:
