@@ -301,6 +301,9 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
             else:
                 detail = f"{d.phase_label()}: no reply within {within}"
             d.stop()
+        except Exception as e:  # a probe never raises: an unforeseen error is a failure too
+            status, detail = "fail", f"{d.phase_label()}: {type(e).__name__}: {trim(str(e), 120)}"
+            d.stop()
         else:
             left = deadline - asyncio.get_running_loop().time()
             note: str | None
