@@ -301,3 +301,30 @@ def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> N
         from .render import history_table
 
         history_table(events)
+
+
+def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from .config import parse_duration
+
+    try:
+        seconds = parse_duration(float(value) if value.replace(".", "", 1).isdigit() else value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if not 10 <= seconds <= 3600:
+        raise click.BadParameter(f"{value!r}: give between 10s and 1h")
+    return seconds
+
+
+@main.command()
+@click.option("--duration", default="35s", show_default=True, callback=_duration_seconds,
+              help="Total length (10s-1h, e.g. 20s or 2m); scales slow start, preempt delay and pauses.")
+@click.pass_context
+@errors
+def demo(ctx: click.Context, duration: float) -> None:
+    """The embedded demonstration: moto Route 53, loopback mail servers, the real controller."""
+    from .demo import DemoFailed, run
+
+    try:
+        run(duration=duration, verbose=ctx.obj["verbose"])
+    except DemoFailed as e:
+        raise Fail(f"demo failed: {e}") from None
