@@ -1,0 +1,112 @@
+data "aws_partition" "current" {}
+
+locals {
+  partition = data.aws_partition.current.partition
+  zone_ids  = sort(distinct([for record in var.records : record.zone_id]))
+
+  # One statement per zone: r53lb sends one ChangeResourceRecordSets per zone, and
+  # every name and type in that batch must be among this zone's managed records.
+  # r53lb writes each change as DELETE of the current set plus CREATE with the new
+  # weight (a compare-and-swap), never UPSERT. Route 53 puts the names in the
+  # condition key in lowercase and without the trailing dot.
+  change_statements = [
+    for zone_id in local.zone_ids : {
+      Sid      = "ChangeManagedWeights${zone_id}"
+      Effect   = "Allow"
+      Action   = ["route53:ChangeResourceRecordSets"]
+      Resource = ["arn:${local.partition}:route53:::hostedzone/${zone_id}"]
+      Condition = {
+        "ForAllValues:StringEquals" = {
+          "route53:ChangeResourceRecordSetsNormalizedRecordNames" = sort(distinct([
+            for record in var.records : lower(trimsuffix(record.name, ".")) if record.zone_id == zone_id
+          ]))
+          "route53:ChangeResourceRecordSetsRecordTypes" = sort(distinct([
+            for record in var.records : record.type if record.zone_id == zone_id
+          ]))
+          "route53:ChangeResourceRecordSetsActions" = ["CREATE", "DELETE"]
+        }
+      }
+    }
+  ]
+
+  read_statements = [
+    {
+      Sid      = "ReadManagedZones"
+      Effect   = "Allow"
+      Action   = ["route53:GetHostedZone", "route53:ListResourceRecordSets"]
+      Resource = [for zone_id in local.zone_ids : "arn:${local.partition}:route53:::hostedzone/${zone_id}"]
+    },
+    {
+      Sid      = "WaitForChanges"
+      Effect   = "Allow"
+      Action   = ["route53:GetChange"]
+      Resource = ["arn:${local.partition}:route53:::change/*"]
+    },
+  ]
+
+  lookup_statements = [
+    for allowed in [var.allow_zone_lookup_by_name] : {
+      Sid      = "FindZonesByName"
+      Effect   = "Allow"
+      Action   = ["route53:ListHostedZonesByName"]
+      Resource = ["*"]
+    } if allowed
+  ]
+
+  sns_topic_arns = var.sns_topic_arn == null ? [] : [var.sns_topic_arn]
+
+  notify_statements = [
+    for topic_arn in local.sns_topic_arns : {
+      Sid      = "PublishAlerts"
+      Effect   = "Allow"
+      Action   = ["sns:Publish"]
+      Resource = [topic_arn]
+    }
+  ]
+
+  policy = {
+    Version   = "2012-10-17"
+    Statement = concat(local.read_statements, local.change_statements, local.lookup_statements, local.notify_statements)
+  }
+}
+
+resource "aws_iam_policy" "controller" {
+  name        = var.name
+  description = "r53lb: read the managed zones and change the weights of the managed records only"
+  policy      = jsonencode(local.policy)
+  tags        = var.tags
+}
+
+resource "aws_iam_role" "controller" {
+  count = var.create_role ? 1 : 0
+
+  name                 = var.name
+  description          = "r53lb controller on EC2"
+  permissions_boundary = var.permissions_boundary
+  tags                 = var.tags
+
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "EC2AssumesRole"
+      Effect    = "Allow"
+      Action    = "sts:AssumeRole"
+      Principal = { Service = "ec2.amazonaws.com" }
+    }]
+  })
+}
+
+resource "aws_iam_role_policy_attachment" "controller" {
+  count = var.create_role ? 1 : 0
+
+  role       = aws_iam_role.controller[0].name
+  policy_arn = aws_iam_policy.controller.arn
+}
+
+resource "aws_iam_instance_profile" "controller" {
+  count = var.create_role ? 1 : 0
+
+  name = var.name
+  role = aws_iam_role.controller[0].name
+  tags = var.tags
+}
