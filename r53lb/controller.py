@@ -264,7 +264,7 @@ class Controller:
                         break
                     zplan = self.plan(self.read(zpools), now, create_missing, pools=zpools)
                     for p in zplan.pools:
-                        final[p.name] = p
+                        final[p.pool] = p
                     continue
                 except Route53Error as e:
                     error = f"zone {zone_id}: {e}"
