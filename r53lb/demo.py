@@ -252,9 +252,10 @@ class World:
         build(client, {ZONE: spec})
         return cfg
 
-    def set_server(self, pool: str, node: str, up: bool) -> None:
-        self.servers[(pool, node)].set_mode("ok" if up else "refuse")
-        self.server_up[(pool, node)] = up
+    def set_server(self, pool: str, node: str, mode: str) -> None:
+        """'ok', 'refuse' (nothing listening), or a status code the server answers with."""
+        self.servers[(pool, node)].set_mode(mode)
+        self.server_up[(pool, node)] = mode == "ok"
 
 
 # --- output -------------------------------------------------------------------------------
@@ -450,10 +451,12 @@ class Demo:
 
     async def run(self, deadline_total: float) -> Stats:
         t, out, s = self.t, self.out, self.stats
-        mx, ha = "smtp-inbound", "mta-ha"
+        mx, trk, ha = "smtp-inbound", "tracking", "mta-ha"
         base = {(p.name, n.node): w for p in FLEET for n, w in at_rest(p)}
 
         out.step("steady: every node healthy, Route 53 already right")
+        out.line("first sight: each node starts from what Route 53 shows, so the standby (weight 0) "
+                 f"starts as down until {t.rise} good probes")
         await self.cycle()
         for key, w in base.items():
             if self.weight(*key) != w:
@@ -464,21 +467,26 @@ class Demo:
             raise DemoFailed("a second cycle with no change of health wrote to Route 53 (idempotence)")
         out.line(f"{s.cycles} cycles, 0 writes: nothing to change")
 
-        # 1. A balancer dies.
-        out.step("kill hlb-2 (mx.example.com): its SMTP server stops listening")
-        self.world.set_server(mx, "hlb-2", up=False)
+        # 1. A balancer dies, and a tracking server starts failing its health check.
+        out.step("kill hlb-2 (mx.example.com): its SMTP server stops listening; click-1 answers 503")
+        self.world.set_server(mx, "hlb-2", "refuse")
+        self.world.set_server(trk, "click-1", "503")
         s.detect_seconds = await self.until(
-            "smtp-inbound/hlb-2 weight 0", lambda: self.weight(mx, "hlb-2") == 0, t.detect)
-        why = self.reason(mx, "hlb-2")
-        if not why.startswith("down: smtp:"):
-            raise DemoFailed(f"smtp-inbound/hlb-2 went to 0 for an unexpected reason: {why!r}")
-        out.line(f"hlb-2 out of mx.example.com after {s.detect_seconds:.1f}s; reason: {why}", "bold")
+            "smtp-inbound/hlb-2 and tracking/click-1 weight 0",
+            lambda: self.weight(mx, "hlb-2") == 0 and self.weight(trk, "click-1") == 0, t.detect)
+        for (pool, node), kind in (((mx, "hlb-2"), "smtp"), ((trk, "click-1"), "http")):
+            why = self.reason(pool, node)
+            if not why.startswith(f"down: {kind}:"):
+                raise DemoFailed(f"{pool}/{node} went to 0 for an unexpected reason: {why!r}")
+            out.line(f"{node} out of {self.cfg.pool(pool).record} after {s.detect_seconds:.1f}s; reason: {why}",  # type: ignore[union-attr]
+                     "bold")
         if await self.watch(t.dwell):
             raise DemoFailed("cycles with hlb-2 still down wrote to Route 53 again")
 
-        # 2. It comes back: slow start.
-        out.step(f"bring hlb-2 back: slow start ramps it over {t.slow_start:g}s")
-        self.world.set_server(mx, "hlb-2", up=True)
+        # 2. They come back: slow start.
+        out.step(f"bring hlb-2 and click-1 back: slow start ramps them over {t.slow_start:g}s")
+        self.world.set_server(mx, "hlb-2", "ok")
+        self.world.set_server(trk, "click-1", "ok")
         ramp: list[int] = []
 
         def note() -> None:
@@ -492,7 +500,9 @@ class Demo:
         if not first.startswith("slow start"):
             raise DemoFailed(f"smtp-inbound/hlb-2 came back without slow start: {first!r}")
         s.ramp_seconds = await self.until(
-            "smtp-inbound/hlb-2 weight 100", lambda: self.weight(mx, "hlb-2") == base[(mx, "hlb-2")],
+            "smtp-inbound/hlb-2 weight 100 and tracking/click-1 weight 50",
+            lambda: self.weight(mx, "hlb-2") == base[(mx, "hlb-2")]
+            and self.weight(trk, "click-1") == base[(trk, "click-1")],
             t.slow_start + t.detect, note)
         s.ramp = ramp
         if len(ramp) < 3:
@@ -501,7 +511,7 @@ class Demo:
 
         # 3. The HA pair fails over ...
         out.step("kill primary (smtp.example.com): the standby takes over")
-        self.world.set_server(ha, "primary", up=False)
+        self.world.set_server(ha, "primary", "refuse")
         s.failover_seconds = await self.until(
             "mta-ha failover to standby",
             lambda: self.weight(ha, "primary") == 0 and self.weight(ha, "standby") == 1, t.detect)
@@ -511,7 +521,7 @@ class Demo:
 
         # 4. ... and back, once the primary has been healthy for preempt_delay.
         out.step(f"bring primary back: fail-back after preempt_delay {t.preempt_delay:g}s")
-        self.world.set_server(ha, "primary", up=True)
+        self.world.set_server(ha, "primary", "ok")
         s.failback_seconds = await self.until(
             "mta-ha fail-back to primary",
             lambda: self.weight(ha, "primary") == 1 and self.weight(ha, "standby") == 0,
@@ -578,12 +588,12 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
         summary = [
             f"demo ok in {took:.1f}s: {stats.cycles} cycles, {counts['ChangeResourceRecordSets']} writes "
             f"(ChangeResourceRecordSets), {counts['ListResourceRecordSets']} reads (ListResourceRecordSets)",
-            f"  kill hlb-2      -> weight 0 in Route 53 after {stats.detect_seconds:.1f}s",
-            f"  hlb-2 back      -> slow start {' -> '.join(map(str, stats.ramp))} over {stats.ramp_seconds:.1f}s",
-            f"  kill primary    -> standby active after {stats.failover_seconds:.1f}s",
-            f"  primary back    -> fail-back after {stats.failback_seconds:.1f}s (preempt_delay {t.preempt_delay:g}s)",
-            f"  steady          -> {stats.steady_writes} writes in {stats.steady_cycles} cycles while nothing changed",
-            f"  alerts raised   -> {len(alerts)}",
+            f"  kill hlb-2, click-1 503 -> weight 0 in Route 53 after {stats.detect_seconds:.1f}s",
+            f"  both back               -> hlb-2 slow start {' -> '.join(map(str, stats.ramp))} over {stats.ramp_seconds:.1f}s",
+            f"  kill primary            -> standby active after {stats.failover_seconds:.1f}s",
+            f"  primary back            -> fail-back after {stats.failback_seconds:.1f}s (preempt_delay {t.preempt_delay:g}s)",
+            f"  steady                  -> {stats.steady_writes} writes in {stats.steady_cycles} cycles while nothing changed",
+            f"  alerts raised           -> {len(alerts)}",
         ]
         for text in summary:
             out.line(text, "bold green" if text.startswith("demo ok") else "")

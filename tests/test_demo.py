@@ -1,0 +1,65 @@
+"""`r53lb demo` end to end in a subprocess (no terminal: plain lines), and the example configs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from r53lb.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+R53LB = Path(sys.executable).with_name("r53lb")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)  # nothing from ~/.aws; the demo brings its own fake credentials
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [str(R53LB), "demo", "--duration", "12s"],
+        capture_output=True, text=True, env=env, timeout=80, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr}"
+
+    # Not a terminal: plain progress lines, no live table.
+    assert "\x1b[" not in out
+    # A killed balancer goes to 0, with the probe's reason.
+    assert re.search(r"smtp-inbound/hlb-2 weight 100 -> 0: down: smtp: .*connection refused", out)
+    assert re.search(r"tracking/click-1 weight 50 -> 0: down: http: status 503", out)
+    # It comes back through slow start, in steps, to its full weight.
+    assert "smtp-inbound/hlb-2 weight 0 -> 10: slow start 10%" in out
+    ramp = [int(w) for w in re.findall(r"smtp-inbound/hlb-2 weight \d+ -> (\d+): slow start", out)]
+    assert len(ramp) >= 2 and ramp == sorted(ramp)
+    assert re.search(r"smtp-inbound/hlb-2 weight \d+ -> 100: healthy", out)
+    # The HA pair fails over to the standby, then back to the primary.
+    assert re.search(r"mta-ha/primary weight 1 -> 0: down: smtp: ", out)
+    assert "mta-ha/standby weight 0 -> 1: active (first healthy node)" in out
+    assert "mta-ha/primary weight 0 -> 1: active (preempt: first node healthy again)" in out
+    assert "mta-ha/standby weight 1 -> 0: standby (active: primary)" in out
+    # The summary, and no write once nothing changes.
+    assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
+    assert re.search(r"steady\s+-> 0 writes", out)
+    # Cleaned up: the temporary directory is gone.
+    assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
+
+
+def test_demo_refuses_a_duration_too_short() -> None:
+    result = CliRunner().invoke(main, ["demo", "--duration", "2s"])
+    assert result.exit_code == 2
+    assert "between 10s and 1h" in result.output
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_validate(path: Path) -> None:
+    result = CliRunner().invoke(main, ["-c", str(path), "validate"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ")
