@@ -241,42 +241,51 @@ def strict_change_resource_record_sets(self: Route53Backend, zoneid: str, change
             raise DnsNameInvalidForZone(name=rs["Name"], zone_name=zone.name)
         _validate_shape(i, rs)
     with _commit_lock:
-        rrsets = list(zone.rrsets)  # work on a copy: the zone changes only if every change is valid
+        # Work on a copy, indexed by (name, type, set identifier): the zone changes only if
+        # every change is valid. Copies plain moto may have left behind stay as they are.
+        sets: dict[tuple[str, str | None, str | None], _MotoRecordSet] = {}
+        extras: list[_MotoRecordSet] = []
+        groups: dict[tuple[str, str | None], set[str | None]] = collections.defaultdict(set)
+        for obj in zone.rrsets:
+            k = _obj_key(obj)
+            if k in sets:
+                extras.append(obj)
+            else:
+                sets[k] = obj
+                groups[k[:2]].add(k[2])
         errors: list[str] = []
         for change in change_list:
             action, rs = change["Action"], change["ResourceRecordSet"]
             key = _key(rs["Name"], rs["Type"], rs.get("SetIdentifier"))
-            idx = next((j for j, obj in enumerate(rrsets) if _obj_key(obj) == key), None)
+            current = sets.get(key)
             if action == "DELETE":
-                if idx is None:
+                if current is None:
                     errors.append(f"Tried to delete resource record set {_describe(rs)} but it was not found")
-                elif not _matches(rrsets[idx], rs):
+                elif not _matches(current, rs):
                     errors.append(
                         f"Tried to delete resource record set {_describe(rs)} "
                         "but the values provided do not match the current values"
                     )
                 else:
-                    del rrsets[idx]
+                    del sets[key]
+                    groups[key[:2]].discard(key[2])
                 continue
-            same_name_type = [o for o in rrsets if _obj_key(o)[:2] == key[:2] and _obj_key(o) != key]
-            weighted = rs.get("SetIdentifier") is not None
-            if any((o.set_identifier is not None) != weighted for o in same_name_type):
+            weighted = key[2] is not None
+            if any((other is not None) != weighted for other in groups[key[:2]]):
                 kind = "non-weighted" if weighted else "weighted"
                 errors.append(
                     f"RRSet with DNS name {rs['Name']}, type {rs['Type']} cannot be created "
                     f"as a {kind} set exists with the same name and type."
                 )
                 continue
-            if action == "CREATE" and idx is not None:
+            if action == "CREATE" and current is not None:
                 errors.append(f"Tried to create resource record set {_describe(rs)} but it already exists")
                 continue
-            if idx is not None:  # UPSERT of an existing set
-                rrsets[idx] = _moto_record(rs)
-            else:
-                rrsets.append(_moto_record(rs))
+            sets[key] = _moto_record(rs)  # CREATE, or UPSERT in place
+            groups[key[:2]].add(key[2])
         if errors:
             raise Route53ClientError("InvalidChangeBatch", "[" + ", ".join(errors) + "]")
-        zone.rrsets = rrsets
+        zone.rrsets = list(sets.values()) + extras
         for change in change_list:
             zone.rr_changes.append(copy.deepcopy(change))
     return None

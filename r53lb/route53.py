@@ -148,7 +148,7 @@ class Route53:
         config = Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": self.botocore_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.botocore_attempts},
         )
         try:
             session = boto3.session.Session(profile_name=self.aws.profile, region_name=self.aws.region)
@@ -278,7 +278,7 @@ class Route53:
         start: tuple[str, str, str | None] = (name + ".", min(types), None)
         page_size = self.page_size
         seen: set[tuple[str, str, str | None]] = set()
-        while True:
+        for _ in range(100_000):  # a guard: each page brings new sets or widens; never loop forever
             kwargs: dict[str, Any] = {
                 "HostedZoneId": zone_id,
                 "StartRecordName": start[0],
@@ -316,6 +316,7 @@ class Route53:
                 page_size *= 2
                 continue
             start = nxt
+        raise Route53Error(f"Route 53 ListResourceRecordSets: paging of {name} does not end")
 
     def apply(self, zone_id: str, changes: Sequence[RecordChange], comment: str = "r53lb") -> str | None:
         """Write new weights as one compare-and-swap batch (split only past Route 53's limits).
