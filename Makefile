@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov scans terraform/ in tests/test_terraform.py; it gets its own venv because its
+# pins conflict with the project's. The venv ignores itself in git.
+SCAN_VENV       ?= .venv-scan
+CHECKOV_VERSION := 3.3.30
+SCAN_STAMP      := $(SCAN_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: demo test bench bench-smoke clean venv
+.PHONY: demo test bench bench-smoke clean venv scan-venv
 
 venv: $(STAMP)
 
@@ -14,10 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
+scan-venv: $(SCAN_STAMP)
+
+$(SCAN_STAMP):
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	echo '*' > $(SCAN_VENV)/.gitignore
+	$(SCAN_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(SCAN_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/r53lb demo
 
-test: $(STAMP)
+test: $(STAMP) $(SCAN_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -27,4 +40,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SCAN_VENV) .pytest_cache build *.egg-info
