@@ -175,7 +175,10 @@ def plan_pool(
             out.errors.extend(errs)
             blocked.add(f.node.id)
 
-    serving = [f for f in facts if f.drained is None and _out_reason(f) is None]
+    # Serving: healthy and able to carry weight now (a base weight of 0, or a warm-up that has
+    # not started, carries nothing, so it cannot keep the pool from being all zero).
+    serving = [f for f in facts if f.drained is None and _out_reason(f) is None
+               and _serving_weight(pool, f, now).weight > 0]
     candidates = [f for f in facts if f.drained is None]
 
     decisions: dict[str, Decision] = {}
