@@ -291,9 +291,14 @@ def strict_change_resource_record_sets(self: Route53Backend, zoneid: str, change
     return None
 
 
-def _order(rs: _MotoRecordSet) -> tuple[tuple[str, ...], str, str]:
-    # Route 53 lists by name with its labels reversed, then type, then set identifier.
-    return (tuple(reversed(_norm(rs.name).split("."))), rs.type or "", rs.set_identifier or "")
+def _sort_name(name: str) -> str:
+    # Route 53 sorts by the name with its labels reversed, as ASCII text: "com.example.www."
+    return ".".join(reversed(_norm(name).split("."))) + "."
+
+
+def _order(rs: _MotoRecordSet) -> tuple[str, str, str]:
+    """Route 53's listing order: reversed name, then type, then set identifier."""
+    return (_sort_name(rs.name), rs.type or "", rs.set_identifier or "")
 
 
 def strict_list_resource_record_sets(self: Any) -> ActionResult:
@@ -310,7 +315,7 @@ def strict_list_resource_record_sets(self: Any) -> ActionResult:
     zone = self.backend.get_hosted_zone(zoneid)
     ordered = sorted(zone.rrsets, key=_order)
     if start_name:
-        floor = (tuple(reversed(_norm(start_name).split("."))), start_type or "", start_id or "")
+        floor = (_sort_name(start_name), start_type or "", start_id or "")
         ordered = [rs for rs in ordered if _order(rs) >= floor]
     page, rest = ordered[:max_items], ordered[max_items:]
     nxt = rest[0] if rest else None

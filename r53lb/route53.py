@@ -323,7 +323,9 @@ class Route53:
 
         Each change DELETEs the record set exactly as read and CREATEs it with the new weight,
         so Route 53 refuses the whole batch if anyone changed one of them since (ConflictError).
-        Returns the id of the last batch's change, or None when there was nothing to write.
+        Returns the id of the last batch's change (Route 53 applies a zone's batches in order;
+        all ids are in `last_change_ids`), or None when there was nothing to write. A change
+        whose weight already holds is skipped.
         """
         units: list[list[dict[str, Any]]] = []
         for ch in changes:
