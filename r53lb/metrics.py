@@ -1,0 +1,182 @@
+"""Prometheus metrics of the long-running controller, and the HTTP endpoint serving them with /healthz.
+
+Every daemon owns a private CollectorRegistry, so tests (and embedders) may run several.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from .probes.base import ProbeResult
+
+__all__ = ["Metrics", "MetricsServer", "reason_class", "parse_addr"]
+
+log = logging.getLogger("r53lb.metrics")
+
+# Probes on a LAN answer in milliseconds, across a WAN in tens to hundreds; timeouts are seconds.
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RECONCILE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def reason_class(r: ProbeResult) -> str:
+    """A failed probe's reason folded into a few classes an alert can key on (low cardinality)."""
+    d = r.detail.lower()
+    if r.check == "dnsbl":
+        return "listed" if r.listed_on else "dnsbl_unknown"
+    if "within" in d or "timed out" in d or "timeout" in d:
+        return "timeout"
+    if "refused" in d:
+        return "refused"
+    if "certificate" in d:
+        return "certificate"
+    if "tls" in d or "ssl" in d or r.phase in ("tls", "starttls"):
+        return "tls"
+    if "reset" in d or "closed" in d:
+        return "connection_closed"
+    if "unreachable" in d or "no route" in d:
+        return "unreachable"
+    if "not smtp" in d or "too long" in d or "too many" in d:
+        return "protocol"
+    if r.code is not None:
+        return "status" if r.check == "http" else "reply_code"
+    if "body" in d:
+        return "body"
+    return "error"
+
+
+class Metrics:
+    """The r53lb_* series. Label values are pool and node names from the config, never free text."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.node_up = Gauge("r53lb_node_up", "1 when the node is healthy (rise/fall state), else 0",
+                             ["pool", "node"], registry=r)
+        self.node_weight = Gauge("r53lb_node_weight", "The node's weight in Route 53, as last read or written",
+                                 ["pool", "node"], registry=r)
+        self.node_desired_weight = Gauge("r53lb_node_desired_weight",
+                                         "The weight the planner wants the node to carry",
+                                         ["pool", "node"], registry=r)
+        self.probe_duration = Histogram("r53lb_probe_duration_seconds", "Duration of one check, every phase",
+                                        ["check"], buckets=PROBE_BUCKETS, registry=r)
+        self.probe_failures = Counter("r53lb_probe_failures_total", "Failed checks by reason class",
+                                      ["check", "reason"], registry=r)
+        self.route53_requests = Counter("r53lb_route53_requests_total", "Route 53 API requests by outcome",
+                                        ["operation", "outcome"], registry=r)
+        self.reconcile_duration = Histogram("r53lb_reconcile_duration_seconds",
+                                            "One reconcile of a zone: read, plan, write",
+                                            ["zone"], buckets=RECONCILE_BUCKETS, registry=r)
+        self.reconcile_errors = Counter("r53lb_reconcile_errors_total", "Reconciles that failed to read or write",
+                                        ["zone"], registry=r)
+        self.pool_panic = Gauge("r53lb_pool_panic", "1 while the pool is held at min_in_service (panic)",
+                                ["pool"], registry=r)
+        self.hold = Gauge("r53lb_hold", "1 while a vantage hold stops all writes", registry=r)
+        self.notifications = Counter("r53lb_notifications_total", "Notifications by channel and outcome",
+                                     ["channel", "outcome"], registry=r)
+        self.last_round = Gauge("r53lb_last_probe_round_timestamp_seconds",
+                                "When the last full probe round (every node probed once) finished",
+                                registry=r)
+        self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
+                                      ["outcome"], registry=r)
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def observe_probe(self, r: ProbeResult) -> None:
+        self.probe_duration.labels(r.check).observe(max(r.latency_ms, 0.0) / 1000.0)
+        if r.status == "fail" or (r.check == "dnsbl" and r.status != "ok"):
+            self.probe_failures.labels(r.check, reason_class(r)).inc()
+
+    def route53_request(self, operation: str, outcome: str) -> None:
+        self.route53_requests.labels(operation, outcome).inc()
+
+    def forget_nodes(self, keep: Iterable[tuple[str, str]], keep_pools: Iterable[str]) -> None:
+        """Drop the series of nodes and pools no longer in the config (after a reload)."""
+        keep, keep_pools = set(keep), set(keep_pools)
+        for gauge in (self.node_up, self.node_weight, self.node_desired_weight):
+            for labels in _label_sets(gauge):
+                if labels not in keep:
+                    gauge.remove(*labels)
+        for labels in _label_sets(self.pool_panic):
+            if labels[0] not in keep_pools:
+                self.pool_panic.remove(*labels)
+
+
+def _label_sets(metric: Any) -> list[tuple[str, ...]]:
+    # prometheus-client keeps children in `_metrics`; collecting is the public, slower way.
+    out = set()
+    for fam in metric.collect():
+        for s in fam.samples:
+            out.add(tuple(s.labels[k] for k in metric._labelnames))
+    return sorted(out)
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """'127.0.0.1:9464', '[::1]:9464', ':9464' (every interface) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes every 15 s would flood the log
+        pass
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+Health = Callable[[], tuple[bool, str]]
+
+
+class MetricsServer:
+    """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port."""
+
+    def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 9464) -> None:
+        metrics_app = make_wsgi_app(metrics.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "/")
+            if path == "/healthz":
+                try:
+                    ok, reason = health()
+                except Exception as e:  # the health check must answer, whatever broke
+                    ok, reason = False, f"health check failed: {type(e).__name__}: {e}"
+                body = f"{'ok' if ok else 'unhealthy'}: {reason}\n".encode()
+                start_response("200 OK" if ok else "503 Service Unavailable",
+                               [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+                return [body]
+            if path in ("/metrics", "/"):
+                return metrics_app(environ, start_response)
+            body = b"not found: try /metrics or /healthz\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return [body]
+
+        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
+        self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_Quiet)
+        self.host = host
+        self.port = self._httpd.server_port  # the real one when 0 was asked
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="r53lb-metrics", daemon=True)
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics, health on /healthz",
+                 f"[{self.host}]" if ":" in self.host else self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)

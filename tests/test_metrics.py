@@ -1,0 +1,106 @@
+"""Metrics: private registries, reason classes, the /metrics and /healthz endpoint."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from r53lb.metrics import Metrics, MetricsServer, parse_addr, reason_class
+from r53lb.probes.base import ProbeResult
+
+
+def result(check: str = "smtp", status: str = "fail", detail: str = "", **kw) -> ProbeResult:
+    return ProbeResult("mx", "hlb-1", check, status, 12.0, detail, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("detail,kw,expected", [
+    ("no greeting within 5s", {}, "timeout"),
+    ("tcp connect to port 25: connection refused", {}, "refused"),
+    ("certificate verify failed: certificate has expired", {}, "certificate"),
+    ("TLS handshake failed: wrong version number", {"phase": "starttls"}, "tls"),
+    ("connection reset", {}, "connection_closed"),
+    ('greeting 421 "4.3.2 too busy"', {"code": 421}, "reply_code"),
+    ("not SMTP: HTTP/1.1 400", {}, "protocol"),
+    ("something odd", {}, "error"),
+])
+def test_reason_classes(detail, kw, expected):
+    assert reason_class(result(detail=detail, **kw)) == expected
+
+
+def test_http_status_and_dnsbl_classes():
+    assert reason_class(result("http", detail="status 503", code=503)) == "status"
+    assert reason_class(result("dnsbl", detail="listed", listed_on=("zen.example",))) == "listed"
+
+
+def test_each_daemon_has_its_own_registry():
+    a, b = Metrics(), Metrics()  # would raise "Duplicated timeseries" on a shared registry
+    a.node_up.labels("mx", "hlb-1").set(1)
+    assert b.registry.get_sample_value("r53lb_node_up", {"pool": "mx", "node": "hlb-1"}) is None
+    assert a.registry.get_sample_value("r53lb_node_up", {"pool": "mx", "node": "hlb-1"}) == 1
+
+
+def test_probe_observations():
+    m = Metrics()
+    m.observe_probe(result(status="ok", detail="smtp ok"))
+    m.observe_probe(result(detail="connection refused"))
+    r = m.registry
+    assert r.get_sample_value("r53lb_probe_duration_seconds_count", {"check": "smtp"}) == 2
+    assert r.get_sample_value("r53lb_probe_failures_total", {"check": "smtp", "reason": "refused"}) == 1
+
+
+def test_forget_nodes_after_reload():
+    m = Metrics()
+    for node in ("hlb-1", "hlb-2"):
+        m.node_up.labels("mx", node).set(1)
+        m.node_weight.labels("mx", node).set(50)
+    m.pool_panic.labels("old").set(0)
+    m.forget_nodes({("mx", "hlb-1")}, {"mx"})
+    assert m.registry.get_sample_value("r53lb_node_weight", {"pool": "mx", "node": "hlb-2"}) is None
+    assert m.registry.get_sample_value("r53lb_node_weight", {"pool": "mx", "node": "hlb-1"}) == 50
+    assert m.registry.get_sample_value("r53lb_pool_panic", {"pool": "old"}) is None
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("127.0.0.1:9464", ("127.0.0.1", 9464)), (":9464", ("0.0.0.0", 9464)), ("[::1]:9000", ("::1", 9000)),
+])
+def test_parse_addr(value, expected):
+    assert parse_addr(value) == expected
+
+
+@pytest.mark.parametrize("value", ["9464", "localhost", "127.0.0.1:http", "1.2.3.4:70000"])
+def test_parse_addr_refuses(value):
+    with pytest.raises(ValueError):
+        parse_addr(value)
+
+
+def test_endpoint_serves_metrics_and_healthz():
+    m = Metrics()
+    m.hold.set(1)
+    state = {"ok": True, "reason": "3 node(s) probed on time"}
+    srv = MetricsServer(m, lambda: (state["ok"], state["reason"]), "127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{srv.port}"
+        text = httpx.get(f"{base}/metrics").text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        assert fams["r53lb_hold"].samples[0].value == 1
+        r = httpx.get(f"{base}/healthz")
+        assert (r.status_code, r.text) == (200, "ok: 3 node(s) probed on time\n")
+        state.update(ok=False, reason="mx/hlb-1 not probed for 40s (limit 31s)")
+        r = httpx.get(f"{base}/healthz")
+        assert r.status_code == 503 and "not probed for 40s" in r.text
+        assert httpx.get(f"{base}/nope").status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_healthz_answers_even_when_the_check_breaks():
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    srv = MetricsServer(Metrics(), broken, "127.0.0.1", 0).start()
+    try:
+        r = httpx.get(f"http://127.0.0.1:{srv.port}/healthz")
+        assert r.status_code == 503 and "boom" in r.text
+    finally:
+        srv.stop()
