@@ -22,6 +22,7 @@ MX = {"hlb-1": "127.0.0.21", "hlb-2": "127.0.0.22", "hlb-3": "127.0.0.23"}
 MX2 = {"hlb-1": "127.0.0.24", "hlb-2": "127.0.0.25"}  # same node ids, another pool in the same zone
 HA = {"primary": "127.0.0.31", "standby": "127.0.0.32"}
 API = {"api-1": "127.0.0.41", "api-2": "127.0.0.42"}
+DUAL = {"ds-1": ("127.0.0.51", "2001:db8::51"), "ds-2": ("127.0.0.52", "2001:db8::52")}
 
 
 def free_port() -> int:
@@ -68,10 +69,13 @@ def fleet(tmp_path, moto_server):
         "mx2.example.com": {"type": "A", "sets": {k: (v, 20) for k, v in MX2.items()}},
         "smtp.example.com": {"type": "A", "sets": {"primary": (HA["primary"], 1), "standby": (HA["standby"], 0)}},
         "api.example.com": {"type": "A", "sets": {k: (v, 10) for k, v in API.items()}},
+        "dual.example.com": [{"type": "A", "sets": {k: (v4, 30) for k, (v4, _) in DUAL.items()}},
+                             {"type": "AAAA", "sets": {k: (v6, 30) for k, (_, v6) in DUAL.items()}}],
     }})
     moto_server.controls.reset()  # count only what r53lb does
     smtp = {f"{pool}/{k}": SmtpServer(v, port).start()
             for pool, nodes in (("mx", MX), ("mx2", MX2), ("ha", HA)) for k, v in nodes.items()}
+    smtp.update({f"dual/{k}": SmtpServer(v4, port).start() for k, (v4, _) in DUAL.items()})
     http = {f"api/{k}": HttpServer(v, http_port).start() for k, v in API.items()}
 
     def pool(name, record, nodes, weight, checks, **kw):
@@ -89,6 +93,7 @@ def fleet(tmp_path, moto_server):
             pool("mx2", "mx2.example.com", MX2, 20, smtp_check),
             pool("ha", "smtp.example.com", HA, 1, smtp_check, mode="failover"),
             pool("api", "api.example.com", API, 10, [{"http": {"url": f"http://{{address}}:{http_port}/health"}}]),
+            pool("dual", "dual.example.com", {k: list(v) for k, v in DUAL.items()}, 30, smtp_check),
         ],
     }))
     f = Fleet(tmp_path, config, moto_server.endpoint_url, zones["example.com"], smtp, http, moto_server)
@@ -111,7 +116,7 @@ def test_steady_state_writes_nothing(fleet):
     assert p.returncode == 0 and out["changes"] == []
     assert fleet.writes() == 0
     # Reads are targeted: one ListResourceRecordSets per record name, never a zone scan per pool.
-    assert fleet.server.counts["ListResourceRecordSets"] == 2 * 4
+    assert fleet.server.counts["ListResourceRecordSets"] == 2 * 5
 
 
 def test_node_dies_then_recovers(fleet):
@@ -296,3 +301,14 @@ def test_probe_needs_no_aws(fleet):
     assert results[("mx", "hlb-1")]["ok"] is True
     assert results[("mx", "hlb-2")]["ok"] is False and "421" in results[("mx", "hlb-2")]["detail"]
     assert fleet.server.counts["ListResourceRecordSets"] == 0
+
+
+def test_dual_stack_node_moves_a_and_aaaa_together(fleet):
+    fleet.sync()
+    fleet.smtp["dual/ds-2"].set_mode("refuse")
+    p, out = fleet.sync()
+    assert p.returncode == 0, p.stderr
+    assert fleet.weights("dual.example.com", "A") == {"ds-1": 30, "ds-2": 0}
+    assert fleet.weights("dual.example.com", "AAAA") == {"ds-1": 30, "ds-2": 0}
+    assert sorted(c["type"] for c in out["changes"]) == ["A", "AAAA"]
+    assert fleet.writes() == 1  # one batch for the zone
