@@ -328,3 +328,25 @@ def demo(ctx: click.Context, duration: float) -> None:
         run(duration=duration, verbose=ctx.obj["verbose"])
     except DemoFailed as e:
         raise Fail(f"demo failed: {e}") from None
+
+
+def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    from .metrics import parse_addr
+
+    try:
+        return parse_addr(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
+              metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
+@click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
+@click.pass_context
+@errors
+def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool) -> None:
+    """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
+    from .daemon import run as run_daemon
+
+    ctx.exit(run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr))

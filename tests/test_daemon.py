@@ -1,0 +1,296 @@
+"""`r53lb run` end to end: a subprocess against the strict moto server and loopback SMTP servers.
+
+Short profile: interval 1s, fastinter 0.5s, fall 2, rise 2, timeout 1s. The time-to-DNS
+budget (DESIGN.md) is interval + (fall - 1) x fastinter + timeout + 1 s = 3.5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from moto_fixtures.pytest_plugin import FAKE_ENV
+from moto_fixtures.spec import build, record_sets, weights
+from r53lb.loopback import SmtpServer
+from test_notify import WebhookReceiver, sns_topic_with_queue, sqs_messages
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+INTERVAL, FASTINTER, FALL, RISE, TIMEOUT = 1.0, 0.5, 2, 2, 1.0
+BUDGET = INTERVAL + (FALL - 1) * FASTINTER + TIMEOUT + 1.0
+NODES = {"hlb-1": "127.0.0.61", "hlb-2": "127.0.0.62", "hlb-3": "127.0.0.63"}
+RECORD = "mx.example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, fn: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    metrics_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{self.metrics_url}/metrics", timeout=5).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        try:
+            return self.metrics().get((name, tuple(sorted(labels.items()))))
+        except httpx.HTTPError:
+            return None
+
+    def healthz(self) -> httpx.Response:
+        return httpx.get(f"{self.metrics_url}/healthz", timeout=5)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"r53lb run ignored SIGTERM for {timeout}s:\n{self.log()}")
+        return self.proc.returncode
+
+
+@dataclass
+class Fleet:
+    tmp: Path
+    config: Path
+    endpoint: str
+    zone_id: str
+    smtp: dict[str, SmtpServer]
+    server: Any
+    doc: dict[str, Any]
+    daemons: list[Daemon]
+
+    @property
+    def client(self) -> Any:
+        return boto3.client("route53", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def weights(self) -> dict[str, int]:
+        return weights(self.client, self.zone_id, RECORD, "A")
+
+    def write_config(self, doc: dict[str, Any] | None = None) -> None:
+        self.config.write_text(yaml.safe_dump(doc or self.doc))
+
+    def start(self, *args: str) -> Daemon:
+        port = free_port()
+        log_path = self.tmp / f"daemon-{len(self.daemons)}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(FAKE_ENV, PYTHONUNBUFFERED="1")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "r53lb", "-c", str(self.config), *args, "run",
+                 "--metrics-addr", f"127.0.0.1:{port}"],
+                stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+            )
+        d = Daemon(proc, f"http://127.0.0.1:{port}", log_path)
+        self.daemons.append(d)
+        return d
+
+    def settled(self, d: Daemon) -> None:
+        """Running, every node probed and up, the zone read."""
+        def ready() -> bool:
+            assert d.proc.poll() is None, f"r53lb run exited {d.proc.returncode}:\n{d.log()}"
+            return (d.sample("r53lb_last_probe_round_timestamp_seconds") or 0) > 0 and all(
+                d.sample("r53lb_node_up", pool="mx", node=n) == 1 for n in NODES)
+        wait_until("the first full probe round", ready, timeout=20)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, moto_server: Any) -> Iterator[Fleet]:
+    port = free_port()
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    zones = build(client, {"example.com": {RECORD: {"type": "A", "sets": {k: (v, 50) for k, v in NODES.items()}}}})
+    smtp = {k: SmtpServer(v, port).start() for k, v in NODES.items()}
+    doc = {
+        "aws": {"endpoint_url": moto_server.endpoint_url, "region": "us-east-1"},
+        "state": {"path": str(tmp_path / "state.db")},
+        "defaults": {"interval": f"{INTERVAL}s", "fastinter": f"{FASTINTER * 1000:.0f}ms", "timeout": f"{TIMEOUT}s",
+                     "rise": RISE, "fall": FALL, "helo": "probe.r53lb.test"},
+        "pools": [{
+            "name": "mx", "zone": "example.com", "record": RECORD, "checks": [{"smtp": {"port": port}}],
+            "nodes": [{"id": k, "address": v, "weight": 50} for k, v in NODES.items()],
+        }],
+    }
+    f = Fleet(tmp_path, tmp_path / "r53lb.yaml", moto_server.endpoint_url, zones["example.com"], smtp,
+              moto_server, doc, [])
+    f.write_config()
+    try:
+        yield f
+    finally:
+        for d in f.daemons:
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+                try:
+                    d.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    d.proc.kill()
+                    d.proc.wait(5)
+        for s in smtp.values():
+            s.stop()
+
+
+def measure(fleet: Fleet, node: str, target: int, timeout: float) -> float:
+    started = time.monotonic()
+    wait_until(f"{node} weight {target}", lambda: fleet.weights().get(node) == target, timeout=timeout, every=0.02)
+    return time.monotonic() - started
+
+
+def test_kill_a_node_then_bring_it_back(fleet: Fleet) -> None:
+    hook = WebhookReceiver()
+    try:
+        arn, queue = sns_topic_with_queue(fleet.endpoint)
+        fleet.doc["notify"] = {"webhooks": [{"url": hook.url}], "sns": {"topic_arn": arn}}
+        fleet.write_config()
+        d = fleet.start()
+        fleet.settled(d)
+        writes = fleet.server.counts["ChangeResourceRecordSets"]  # the fixture's own CREATE
+        assert writes == 1  # first sight changes nothing
+
+        fleet.smtp["hlb-2"].set_mode("refuse")
+        down = measure(fleet, "hlb-2", 0, timeout=BUDGET + 5)
+        print(f"\ntime to DNS, node down: {down:.2f}s (budget {BUDGET:.1f}s)")
+        assert down <= BUDGET
+        assert fleet.weights() == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 50}
+
+        # Metrics tell the same story.
+        m = wait_until("metrics of the dead node", lambda: (
+            (mm := d.metrics()).get(("r53lb_node_up", (("node", "hlb-2"), ("pool", "mx")))) == 0 and mm))
+        key = lambda node: (("node", node), ("pool", "mx"))  # noqa: E731
+        assert m[("r53lb_node_weight", key("hlb-2"))] == 0
+        assert m[("r53lb_node_weight", key("hlb-1"))] == 50
+        assert m[("r53lb_node_desired_weight", key("hlb-2"))] == 0
+        assert m[("r53lb_node_desired_weight", key("hlb-3"))] == 50
+        assert m[("r53lb_node_up", key("hlb-1"))] == 1
+        assert m[("r53lb_probe_failures_total", (("check", "smtp"), ("reason", "refused")))] >= FALL
+        assert m[("r53lb_probe_duration_seconds_count", (("check", "smtp"),))] >= 6
+        assert m[("r53lb_route53_requests_total",
+                  (("operation", "ChangeResourceRecordSets"), ("outcome", "ok")))] == 1
+        assert m[("r53lb_route53_requests_total",
+                  (("operation", "ListResourceRecordSets"), ("outcome", "ok")))] >= 2
+        assert m[("r53lb_reconcile_duration_seconds_count", (("zone", "example.com"),))] >= 1
+        assert m[("r53lb_pool_panic", (("pool", "mx"),))] == 0
+        assert m[("r53lb_hold", ())] == 0
+        r = d.healthz()
+        assert r.status_code == 200, r.text
+
+        fleet.smtp["hlb-2"].set_mode("ok")
+        up = measure(fleet, "hlb-2", 50, timeout=INTERVAL * 1.1 + (RISE - 1) * FASTINTER + TIMEOUT + 5)
+        print(f"time to DNS, node back: {up:.2f}s")
+        assert up <= INTERVAL * 1.1 + (RISE - 1) * FASTINTER + TIMEOUT + 1.0
+        assert fleet.weights() == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 50}
+        assert fleet.server.counts["ChangeResourceRecordSets"] == writes + 2  # one write per change, none else
+
+        # One webhook message per transition, in order, with Slack's `text`.
+        bodies = hook.wait_for(2)
+        health = [b for b in bodies if b["kind"] == "health"]
+        assert [(b["details"]["node"], b["details"]["to"]) for b in health] == [("hlb-2", "down"), ("hlb-2", "up")]
+        assert "mx/hlb-2 is down" in health[0]["text"] and "refused" in health[0]["text"]
+        assert len(bodies) == 2, bodies
+        # And the same two land in SNS (read back through an SQS subscription in moto).
+        got = sqs_messages(fleet.endpoint, queue, 2)
+        assert [g["Subject"].split(":")[0] for g in got] == ["r53lb health", "r53lb health"]
+
+        assert d.stop() == 0
+        log = d.log()
+        assert "mx/hlb-2: up -> down" in log and "weight 50 -> 0" in log and "Traceback" not in log
+    finally:
+        hook.stop()
+
+
+def test_sigterm_during_a_write_finishes_it_and_exits_0(fleet: Fleet) -> None:
+    d = fleet.start()
+    fleet.settled(d)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_the_write() -> None:  # runs inside moto, just before the batch is applied
+        entered.set()
+        release.wait(20)
+
+    fleet.server.before_change(hold_the_write)
+    fleet.smtp["hlb-3"].set_mode("421")
+    wait_until("the write to start", entered.is_set, timeout=BUDGET + 5)
+    d.proc.send_signal(signal.SIGTERM)
+    wait_until("the stop to be logged", lambda: "stopping after the write in flight" in d.log(), timeout=5)
+    assert d.proc.poll() is None  # still waiting for the write
+    release.set()
+    assert d.proc.wait(20) == 0, d.log()
+    # Route 53 is consistent: the write landed whole, every set exactly once.
+    assert fleet.weights() == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 0}
+    sets = [rs for rs in record_sets(fleet.client, fleet.zone_id, RECORD, "A")]
+    assert sorted(rs["SetIdentifier"] for rs in sets) == ["hlb-1", "hlb-2", "hlb-3"]
+    assert "weight 50 -> 0" in d.log()
+
+
+def test_sighup_refuses_a_broken_config_and_applies_a_good_one(fleet: Fleet) -> None:
+    d = fleet.start("--log-format", "json")
+    fleet.settled(d)
+    fleet.config.write_text("pools:\n  - name: mx\n    weight: [\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until("the refusal", lambda: "config reload refused" in d.log(), timeout=10)
+    refused = [json.loads(line) for line in d.log().splitlines() if "config reload refused" in line]
+    assert refused[0]["level"] == "error" and "not valid YAML" in refused[0]["msg"]
+    # Still running on the old config: it still reacts to a dead node.
+    assert d.proc.poll() is None and d.healthz().status_code == 200
+    fleet.smtp["hlb-1"].set_mode("refuse")
+    measure(fleet, "hlb-1", 0, timeout=BUDGET + 5)
+
+    # A valid new config takes effect: hlb-3's base weight becomes 30.
+    fleet.doc["pools"][0]["nodes"][2]["weight"] = 30
+    fleet.write_config()
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until("the reload", lambda: "config reloaded" in d.log(), timeout=10)
+    measure(fleet, "hlb-3", 30, timeout=INTERVAL * 1.1 + TIMEOUT + 5)
+    assert fleet.weights() == {"hlb-1": 0, "hlb-2": 50, "hlb-3": 30}
+    assert d.stop() == 0
+
+
+def test_run_refuses_a_broken_config_or_address(fleet: Fleet, tmp_path: Path) -> None:
+    # A broken config at start: exit 2 with the key path, nothing started.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**fleet.doc, "pools": [{**fleet.doc["pools"][0], "mode": "random"}]}))
+    p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(bad), "run", "--no-metrics"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "pools[0].mode" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(fleet.config), "run", "--metrics-addr", "nope"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "HOST:PORT" in p.stderr
