@@ -52,18 +52,18 @@ module "api" {
 }
 
 # Engagement tracking: the open pixel and click redirects in every message sent.
-module "track" {
+module "tracking" {
   source = "../../modules/weighted-pool"
 
   zone_id   = var.zone_id
-  name      = "track.${var.domain}"
+  name      = "click.${var.domain}"
   pool_name = "tracking"
   nodes = {
-    track-1 = { address = ["192.0.2.40"], weight = 50 }
-    track-2 = { address = ["192.0.2.41"], weight = 50 }
+    click-1 = { address = ["192.0.2.40"], weight = 50 }
+    click-2 = { address = ["192.0.2.41"], weight = 50 }
   }
   checks = [
-    { http = { url = "https://{address}/healthz", host = "track.${var.domain}", expect_status = ["2xx"] } },
+    { http = { url = "https://{address}/healthz", host = "click.${var.domain}", expect_status = ["2xx"] } },
   ]
 }
 
@@ -74,8 +74,8 @@ module "smtp_ha" {
   zone_id   = var.zone_id
   name      = "smtp.${var.domain}"
   pool_name = "mta-ha"
-  primary   = { id = "mta-a", address = ["192.0.2.20"] }
-  standby   = { id = "mta-b", address = ["192.0.2.21"] }
+  primary   = { id = "primary", address = ["192.0.2.20"] }
+  standby   = { id = "standby", address = ["192.0.2.21"] }
   checks = [
     { smtp = { port = 587, starttls = true } },
   ]
@@ -90,7 +90,7 @@ module "controller_iam" {
   records = concat(
     module.mx.managed_records,
     module.api.managed_records,
-    module.track.managed_records,
+    module.tracking.managed_records,
     module.smtp_ha.managed_records,
   )
   sns_topic_arn = var.sns_topic_arn
@@ -105,7 +105,7 @@ locals {
       pools = [
         module.mx.r53lb_pool,
         module.api.r53lb_pool,
-        module.track.r53lb_pool,
+        module.tracking.r53lb_pool,
         module.smtp_ha.r53lb_pool,
       ]
     } : key => value if value != null

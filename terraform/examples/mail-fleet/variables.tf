@@ -9,7 +9,7 @@ variable "zone_id" {
 }
 
 variable "domain" {
-  description = "The zone's domain; records are created as mx.DOMAIN, api.DOMAIN, track.DOMAIN and smtp.DOMAIN."
+  description = "The zone's domain; records are created as mx.DOMAIN, api.DOMAIN, click.DOMAIN and smtp.DOMAIN."
   type        = string
 
   validation {

@@ -33,7 +33,7 @@ locals {
     {
       Sid      = "ReadManagedZones"
       Effect   = "Allow"
-      Action   = ["route53:GetHostedZone", "route53:ListResourceRecordSets"]
+      Action   = ["route53:ListResourceRecordSets"]
       Resource = [for zone_id in local.zone_ids : "arn:${local.partition}:route53:::hostedzone/${zone_id}"]
     },
     {

@@ -60,6 +60,11 @@ variable "permissions_boundary" {
   description = "ARN of a permissions boundary for the role, if your account requires one."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.permissions_boundary == null || can(regex("^arn:[a-z-]+:iam::([0-9]{12}|aws):policy/.+$", var.permissions_boundary))
+    error_message = "The permissions_boundary must be the ARN of an IAM policy."
+  }
 }
 
 variable "tags" {
