@@ -125,6 +125,15 @@ class Controller:
                     keep = prev[1] if prev else {"status": "unknown", "listed_on": [], "detail": ""}
                     verdict = {**keep, "last_unknown": r.detail}
                     log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
+                was = sorted(prev[1].get("listed_on", [])) if prev else []
+                if sorted(verdict["listed_on"]) != was:
+                    listed = bool(verdict["listed_on"])
+                    reason = verdict["detail"] if listed else f"delisted: {r.detail}"
+                    self.store.add_event(now, r.pool, r.node, "reputation",
+                                         ", ".join(was) or "clean", ", ".join(verdict["listed_on"]) or "clean", reason)
+                    log.info("%s/%s: %s", r.pool, r.node, reason)
+                    self.notify("reputation", f"{r.pool}/{r.node}: {reason}",
+                                {"pool": r.pool, "node": r.node, "listed_on": verdict["listed_on"], "reason": reason})
                 self.store.put_check_result(r.pool, r.node, slot, now, verdict)
 
     def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
