@@ -211,3 +211,26 @@ def test_property_floor(states, min_in_service):
                           and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
     if drained_for_health and not plan.fail_open:
         assert sum(1 for w in after.values() if w > 0) >= min_in_service
+
+
+def test_warmup_and_slow_start_lower_share_wins():
+    pool = Pool.model_validate({
+        "name": "p", "zone": "example.com", "record": "mx.example.com", "slow_start": "100s",
+        "checks": [{"tcp": {"port": 25}}],
+        "nodes": [{"id": "n0", "address": "192.0.2.10", "weight": 100},
+                  {"id": "n1", "address": "192.0.2.11", "weight": 100,
+                   "warmup": {"start": (T0 - timedelta(days=7)).isoformat(), "schedule": {"0d": "5%", "7d": "50%", "14d": "100%"}}}],
+    })
+    n0, n1 = pool.nodes
+    recovered = NodeHealth(True, T0, recovered_at=T0)
+
+    def plan_at(t):
+        fs = [NodeFacts(node=n0, health=NodeHealth(True, T0 - timedelta(days=1)), records={"A": rec(n0, 100)}),
+              NodeFacts(node=n1, health=recovered, records={"A": rec(n1, 0)})]
+        return plan_pool(pool, "Z1", fs, t).decisions["n1"]
+
+    assert plan_at(T0) == type(plan_at(T0))(10, "slow start 10%")  # slow start 10% < warm-up 50%
+    d = plan_at(T0 + timedelta(seconds=100))  # slow start done: warm-up 50% holds
+    assert (d.weight, d.reason) == (50, "warm-up 50%")
+    d = plan_at(T0 + timedelta(seconds=80))  # 82% slow start vs 50.0x% warm-up
+    assert d.weight == 50 and d.reason.startswith("warm-up")
