@@ -153,18 +153,12 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     """Run every check once; change nothing. Exit 3 when some check failed."""
     import asyncio
 
-    from .config import default_helo
-    from .controller import LIVENESS
-    from .probes.base import Target
-    from .probes.runner import Job, run_all
+    from .controller import CHECK_KINDS, LIVENESS, Controller
+    from .probes.runner import run_all
 
     cfg = load_config(ctx)
-    helo = cfg.defaults.helo or default_helo()
-    jobs = []
-    for pool in cfg.pools:
-        for node in pool.nodes:
-            t = Target(pool.name, node.id, node.target, tuple(node.address), pool.tuning.helo or helo)
-            jobs.extend(Job(t, c, pool.tuning.timeout) for c in pool.checks_for(node))
+    ctl = Controller(cfg, store=None, route53=None)  # probe touches neither the state nor Route 53
+    jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
     results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
     if as_json:
         emit_json({"results": [r.to_json() for r in results]})

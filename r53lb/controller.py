@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from .config import Check, Config, Node, Pool, default_helo
+from .config import CHECK_KINDS, Config, Node, Pool, default_helo
 from .health import NodeHealth, Transition, first_sight, observe
 from .planner import NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
 from .probes.base import ProbeResult, Target
@@ -62,7 +62,7 @@ class Controller:
     def __init__(
         self,
         cfg: Config,
-        store: "StateStore",
+        store: "StateStore | None",
         route53: "Route53 | None",
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -76,7 +76,7 @@ class Controller:
         self.sleep = sleep
         self.notify = notify or (lambda kind, msg, details: None)
         self.helo = cfg.defaults.helo or default_helo()
-        self.health: dict[NodeKey, NodeHealth] = store.health()
+        self.health: dict[NodeKey, NodeHealth] = store.health() if store is not None else {}
         self._zone_ids: dict[str, str] = {}
 
     # --- probing --------------------------------------------------------------------------
