@@ -312,3 +312,34 @@ def test_dual_stack_node_moves_a_and_aaaa_together(fleet):
     assert fleet.weights("dual.example.com", "AAAA") == {"ds-1": 30, "ds-2": 0}
     assert sorted(c["type"] for c in out["changes"]) == ["A", "AAAA"]
     assert fleet.writes() == 1  # one batch for the zone
+
+
+def test_failed_vantage_canary_is_a_hold(fleet, tmp_path):
+    canary = SmtpServer("127.0.0.99", free_port()).start()
+    try:
+        cfg = yaml.safe_load(fleet.config.read_text())
+        cfg["vantage"] = {"canaries": [{"address": "127.0.0.99", "checks": [{"tcp": {"port": canary.port}}]}]}
+        fleet.config.write_text(yaml.safe_dump(cfg))
+        p, out = fleet.sync()
+        assert p.returncode == 0 and out["hold"] is None, p.stderr
+        canary.set_mode("refuse")
+        fleet.smtp["mx/hlb-1"].set_mode("refuse")
+        p, out = fleet.sync()
+        assert p.returncode == 3
+        assert out["hold"].startswith("vantage canary failed: canary-0 tcp")
+        assert fleet.writes() == 0 and fleet.weights("mx.example.com")["hlb-1"] == 50
+    finally:
+        canary.stop()
+
+
+def test_two_syncs_at_once_one_waits_nothing_corrupts(fleet):
+    fleet.sync()
+    fleet.smtp["mx/hlb-2"].set_mode("refuse")
+    cmd = [sys.executable, "-m", "r53lb", "-c", str(fleet.config), "sync", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=90) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert fleet.weights("mx.example.com")["hlb-2"] == 0
+    assert fleet.writes() == 1  # the second run waited, re-read, and found nothing to do
+    weight_events = [e for e in history(fleet, "mx/hlb-2") if e["kind"] == "weight"]
+    assert len(weight_events) == 1
