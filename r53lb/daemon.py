@@ -306,19 +306,21 @@ class Daemon:
         assert self.ctl is not None
         ctl = self.ctl
         ok = all(r.ok for r in results if r.check in LIVENESS)
-        previous = self.latest.get(key)
         self.latest[key] = results
         if ok:
-            if "sweep" in self.holds and previous and not all(r.ok for r in previous):
-                self._clear_hold("sweep", f"{key[0]}/{key[1]} answers again")
+            if "sweep" in self.holds:  # something answers: our own network works again
+                self._clear_hold("sweep", f"{key[0]}/{key[1]} answers")
         else:
             h = ctl.health[key]
             if h.up and h.failures + 1 >= pool.tuning.fall:
                 # This result would take the node down: first make sure it is not our own network.
-                hold = self.holds.get("canary") or await self._vantage_sweep(key, results)
+                hold = self.holds.get("canary") or self.holds.get("sweep")
+                if hold is None:
+                    hold = await self._vantage_sweep(key, results)
+                    if hold:
+                        self._set_hold("sweep", hold)
                 if hold:
-                    self._set_hold("sweep" if "canary" not in self.holds else "canary", hold)
-                    log.warning("%s/%s: failure not counted during the hold: %s", key[0], key[1],
+                    log.info("%s/%s: failure not counted during the hold: %s", key[0], key[1],
                                 "; ".join(r.detail for r in results if not r.ok))
                     return
         transitions = ctl.fold(results, self.clock())
@@ -334,7 +336,6 @@ class Daemon:
             (p, n) for p in self.cfg.pools for n in p.nodes
             if (p.name, n.id) != key and ctl.health.get((p.name, n.id)) is not None
             and ctl.health[(p.name, n.id)].up
-            and all(r.ok for r in self.latest.get((p.name, n.id), ()))
         ]
         sample = random.sample(others, min(VANTAGE_SAMPLE, len(others)))
         if not sample and not self.cfg.vantage.canaries:

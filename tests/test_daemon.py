@@ -294,3 +294,64 @@ def test_run_refuses_a_broken_config_or_address(fleet: Fleet, tmp_path: Path) ->
     p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(fleet.config), "run", "--metrics-addr", "nope"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "HOST:PORT" in p.stderr
+
+
+def test_every_node_failing_is_a_hold_not_a_drain(fleet: Fleet) -> None:
+    hook = WebhookReceiver()
+    try:
+        fleet.doc["notify"] = {"webhooks": [{"url": hook.url}]}
+        fleet.write_config()
+        d = fleet.start()
+        fleet.settled(d)
+        writes = fleet.server.counts["ChangeResourceRecordSets"]
+        for s in fleet.smtp.values():
+            s.set_mode("refuse")  # as if the controller's own network went away
+        wait_until("the hold", lambda: d.sample("r53lb_hold") == 1, timeout=BUDGET + 5)
+        assert fleet.weights() == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 50}
+        hold = hook.wait_for(1)[0]
+        assert hold["kind"] == "hold" and "every check of every node failed" in hold["message"]
+        r = d.healthz()
+        assert r.status_code == 200 and "hold" in r.text  # the controller itself is fine
+
+        for s in fleet.smtp.values():
+            s.set_mode("ok")
+        wait_until("the hold to clear", lambda: d.sample("r53lb_hold") == 0, timeout=INTERVAL * 2 + 5)
+        assert [b["kind"] for b in hook.wait_for(2)] == ["hold", "recovery"]
+        assert all(d.sample("r53lb_node_up", pool="mx", node=n) == 1 for n in NODES)
+        assert fleet.server.counts["ChangeResourceRecordSets"] == writes  # nothing was ever written
+        assert d.stop() == 0
+    finally:
+        hook.stop()
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_systemd_unit_is_hardened() -> None:
+    unit: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / "r53lb.service").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            unit.setdefault(k.strip(), []).append(v.strip())
+    for key, value in {"DynamicUser": "yes", "ProtectSystem": "strict", "StateDirectory": "r53lb",
+                       "NoNewPrivileges": "yes", "ProtectHome": "yes", "PrivateTmp": "yes",
+                       "KillSignal": "SIGTERM"}.items():
+        assert unit.get(key) == [value], key
+    assert " run " in unit["ExecStart"][0] and unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert unit["CapabilityBoundingSet"] == [""]
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    lines = [line.strip() for line in (DEPLOY / "docker" / "Dockerfile").read_text().splitlines()]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM "))]
+    assert final.startswith("FROM python:3.11")
+    assert any(line.startswith("ENTRYPOINT") and "r53lb" in line for line in lines)
+    assert any(line.startswith("CMD") and '"run"' in line for line in lines)
+
+
+def test_cron_example_runs_sync() -> None:
+    jobs = [line for line in (DEPLOY / "cron" / "r53lb.cron").read_text().splitlines()
+            if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(jobs) == 1 and jobs[0].split()[:5] == ["*"] * 5 and " sync" in jobs[0]

@@ -104,3 +104,23 @@ def test_healthz_answers_even_when_the_check_breaks():
         assert r.status_code == 503 and "boom" in r.text
     finally:
         srv.stop()
+
+
+def test_grafana_dashboard_uses_only_exported_series():
+    import json
+    import re
+    from pathlib import Path
+
+    dash = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exported = {m.name for m in Metrics().registry.collect()}
+    exported |= {n + "_total" for n in exported}  # counters are collected without the suffix
+    used = set()
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            used |= set(re.findall(r"\br53lb_\w+", t["expr"]))
+    base = {re.sub(r"_(bucket|count|sum)$", "", n) for n in used}
+    assert base <= exported, base - exported
+    required = {"r53lb_node_up", "r53lb_node_weight", "r53lb_node_desired_weight", "r53lb_probe_duration_seconds",
+                "r53lb_probe_failures_total", "r53lb_route53_requests_total", "r53lb_reconcile_duration_seconds",
+                "r53lb_pool_panic", "r53lb_hold"}
+    assert required <= base
