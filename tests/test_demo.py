@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,33 @@ def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
     assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
     assert re.search(r"steady\s+-> 0 writes", out)
     # Cleaned up: the temporary directory is gone.
+    assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
+
+
+@pytest.mark.timeout(60)
+def test_demo_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [str(R53LB), "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL, start_new_session=True,  # SIGINT not ignored, as in a terminal
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the demo is under way once its first step starts
+            if "== kill hlb-2" in line:
+                break
+        else:
+            pytest.fail(f"the demo ended before its first step: {proc.stderr.read() if proc.stderr else ''}")
+        assert list(tmp_path.glob("r53lb-demo-*"))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
     assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
 
 
