@@ -401,10 +401,10 @@ class Module:
             )
             if fname == "can":
                 try:
-                    value = self.eval(arg_nodes[0], scope)
+                    self.eval(arg_nodes[0], scope)
                 except (HclError, KeyError, IndexError, TypeError, ValueError):
                     return False
-                return value is not UNKNOWN or True
+                return True
             if fname not in FUNCTIONS:
                 raise HclError(f"function {fname}() is not implemented by this evaluator")
             args = [self.eval(a, scope) for a in arg_nodes]
@@ -1025,6 +1025,7 @@ def test_iam_role_is_for_ec2_and_optional() -> None:
         ({"nodes": {"a/b": {"address": ["192.0.2.1"]}}}, "Node ids"),
         ({"nodes": {"a": {"address": ["192.0.2.1"], "weight": 300}}}, "between 0 and 255"),
         ({"nodes": {"a": {"address": ["192.0.2.1"], "weight": 1.5}}}, "between 0 and 255"),
+        ({"nodes": {"a": {"address": ["192.0.2.1"], "initial_weight": 256}}}, "between 0 and 255"),
         ({"nodes": {"a": {"address": ["192.0.2.300"]}}}, "IPv4 address, an IPv6 address or a hostname"),
         ({"nodes": {"a": {"address": ["192.0.2.1", "192.0.2.2"]}}}, "one IPv4 and one IPv6"),
         ({"pool_options": {"nodes": []}}, "must not set"),
@@ -1145,3 +1146,13 @@ def test_rendered_config_passes_r53lb_validate(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("weight: 100", "weight: 300", 1))
     proc = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(path), "validate"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "pools[0].nodes[0].weight" in proc.stderr, proc.stderr
+
+
+def test_initial_weight_keeps_a_new_node_out_until_r53lb_brings_it_in() -> None:
+    nodes = {"old": {"address": ["192.0.2.1"], "weight": 100}, "new": {"address": ["192.0.2.2"], "weight": 100, "initial_weight": 0}}
+    pool = Module(MODULES / "weighted-pool", {**_minimal_inputs("weighted-pool"), "nodes": nodes, "checks": [{"tcp": {"port": 25}}]})
+    assert pool.validation_errors() == []
+    plan = pool.resource("aws_route53_record", "node")
+    assert {k: v["weighted_routing_policy"][0]["weight"] for k, v in plan.items()} == {"new/A": 0, "old/A": 100}
+    config = loads(pool.output("r53lb_config_yaml"))
+    assert [(n.id, n.weight) for n in config.pools[0].nodes] == [("new", 100), ("old", 100)]

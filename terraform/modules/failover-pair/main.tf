@@ -1,5 +1,5 @@
-# The same record sets as any weighted pool: the primary starts with weight 1, the
-# standby with 0. From then on r53lb gives the weight to the first healthy server in
+# The same record sets as any weighted pool: the primary is created with weight 1,
+# the standby with 0. From then on r53lb gives the weight to the first healthy server in
 # the order primary, standby (failover mode) and Terraform leaves the weights alone.
 module "records" {
   source = "../weighted-pool"
@@ -9,8 +9,8 @@ module "records" {
   type    = var.type
   ttl     = var.ttl
   nodes = {
-    (var.primary.id) = { address = var.primary.address, weight = 1, probe_address = var.primary.probe_address }
-    (var.standby.id) = { address = var.standby.address, weight = 0, probe_address = var.standby.probe_address }
+    (var.primary.id) = { address = var.primary.address, initial_weight = 1, probe_address = var.primary.probe_address }
+    (var.standby.id) = { address = var.standby.address, initial_weight = 0, probe_address = var.standby.probe_address }
   }
 }
 

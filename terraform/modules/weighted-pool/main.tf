@@ -9,7 +9,7 @@ locals {
           set_identifier = id
           type           = length(regexall(":", address)) > 0 ? "AAAA" : (can(regex("^[0-9.]+$", address)) ? "A" : "CNAME")
           value          = lower(trimsuffix(address, "."))
-          weight         = node.weight
+          weight         = node.initial_weight != null ? node.initial_weight : node.weight
         }
       ]
     ]) : "${set.set_identifier}/${set.type}" => set

@@ -41,11 +41,12 @@ variable "ttl" {
 }
 
 variable "nodes" {
-  description = "The pool's nodes, keyed by node id (the record sets' SetIdentifier and r53lb's node id). address: one IP per family ([\"192.0.2.10\", \"2001:db8::10\"] for dual-stack) or one hostname for a CNAME pool. weight: the base weight (0-255), written once at creation; r53lb owns it afterwards. probe_address: optional address that r53lb probes instead of the published one."
+  description = "The pool's nodes, keyed by node id (the record sets' SetIdentifier and r53lb's node id). address: one IP per family ([\"192.0.2.10\", \"2001:db8::10\"] for dual-stack) or one hostname for a CNAME pool. weight: the base weight (0-255) r53lb gives the node when healthy. initial_weight: the weight the record set is created with (default: weight; 0 keeps a new node out of service until r53lb has seen it healthy); Terraform never writes a weight again. probe_address: optional address that r53lb probes instead of the published one."
   type = map(object({
-    address       = list(string)
-    weight        = optional(number, 1)
-    probe_address = optional(string)
+    address        = list(string)
+    weight         = optional(number, 1)
+    initial_weight = optional(number)
+    probe_address  = optional(string)
   }))
 
   validation {
@@ -59,7 +60,12 @@ variable "nodes" {
   }
 
   validation {
-    condition     = alltrue([for node in values(var.nodes) : node.weight >= 0 && node.weight <= 255 && floor(node.weight) == node.weight])
+    condition = alltrue([
+      for node in values(var.nodes) : alltrue([
+        for weight in [node.weight, node.initial_weight != null ? node.initial_weight : 0] :
+        weight >= 0 && weight <= 255 && floor(weight) == weight
+      ])
+    ])
     error_message = "Node weights are whole numbers between 0 and 255 (Route 53's range)."
   }
 
