@@ -311,7 +311,7 @@ def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str) ->
 
 @main.command()
 @click.option("--duration", default="35s", show_default=True, callback=_duration_seconds,
-              help="Total length (10s-1h, e.g. 20s or 2m); scales slow start, preempt delay and pauses.")
+              help="About how long it runs (10s-1h, e.g. 20s, 2m; the story needs ~18s): scales slow start, preempt delay, pauses.")
 @click.pass_context
 @errors
 def demo(ctx: click.Context, duration: float) -> None:
