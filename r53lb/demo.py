@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .controller import Controller, CycleResult
-    from .loopback import Certs, HttpServer, SmtpServer
+    from .loopback import HttpServer, SmtpServer
     from .route53 import Route53
 
 __all__ = ["DemoFailed", "run", "FLEET", "Timeline"]
@@ -359,7 +359,6 @@ def _shape(reason: str) -> str:
 @dataclass
 class Stats:
     cycles: int = 0
-    writes_before_steady: int = 0
     detect_seconds: float | None = None
     ramp: list[int] = field(default_factory=list)
     ramp_seconds: float | None = None
@@ -437,8 +436,9 @@ class Demo:
             if ok():
                 return time.monotonic() - start
             if time.monotonic() - start > deadline:
-                shown = ", ".join(f"{p}/{n}={w[0]} ({w[1]})" for (p, n), w in self.weights.items()
-                                  if p in what or n in what)
+                named = [k for k in self.weights if f"{k[0]}/{k[1]}" in what] or \
+                    [k for k in self.weights if k[0] in what]
+                shown = ", ".join(f"{p}/{n}={self.weights[(p, n)][0]} ({self.weights[(p, n)][1]})" for p, n in named)
                 raise DemoFailed(f"{what}: not seen within {deadline:.0f}s; Route 53 shows {shown or self.weights}")
 
     async def watch(self, seconds: float) -> int:
@@ -532,7 +532,6 @@ class Demo:
         out.line(f"fail-back after {s.failback_seconds:.1f}s: standby {standby_why!r}", "bold")
 
         # 5. Steady again until the time is up: no change of health, no write.
-        s.writes_before_steady = self.writes
         out.step("steady: every node healthy again; no write while nothing changes")
         cycles = s.cycles
         s.steady_writes = await self.watch(max(t.interval, deadline_total - out.elapsed()))

@@ -80,6 +80,27 @@ def test_demo_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
 
 
+@pytest.mark.timeout(60)
+def test_demo_fails_loudly_when_a_step_does_not_happen(tmp_path: Path) -> None:
+    # The balancer is never really killed: the step's deadline passes and the demo says so.
+    script = (
+        "from r53lb import demo\n"
+        "demo.World.set_server = lambda self, pool, node, mode: None\n"
+        "demo.Timeline.detect = property(lambda self: 1.0)\n"
+        "from r53lb.cli import main\n"
+        "main(['demo', '--duration', '10s'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=50, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"r53lb: demo failed: smtp-inbound/hlb-2 and tracking/click-1 weight 0: not seen within 1s; "
+                     r"Route 53 shows smtp-inbound/hlb-2=100 \(healthy\)", proc.stderr), proc.stderr
+    assert "demo ok" not in proc.stdout
+    assert not list(tmp_path.glob("r53lb-demo-*"))
+
+
 def test_demo_refuses_a_duration_too_short() -> None:
     result = CliRunner().invoke(main, ["demo", "--duration", "2s"])
     assert result.exit_code == 2
