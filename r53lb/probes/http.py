@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ..config import HttpCheck, status_range
-from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, trim
+from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "build_url"]
 
@@ -33,17 +33,6 @@ _PHASES = {
     "http11.receive_response_headers.started": "headers",
     "http11.receive_response_body.started": "body",
 }
-
-
-@functools.lru_cache(maxsize=64)
-def _tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One context per option set (loading the trust store is the costly part)."""
-    if not verify:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=ca_file)
 
 
 @functools.lru_cache(maxsize=256)
@@ -120,7 +109,7 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
     try:
         async with asyncio.timeout(timeout):
             async with httpx.AsyncClient(
-                verify=_tls_context(spec.verify, str(spec.ca_file) if spec.ca_file else None),
+                verify=tls_context(spec.verify, str(spec.ca_file) if spec.ca_file else None),
                 follow_redirects=spec.follow_redirects,
                 max_redirects=MAX_REDIRECTS,
                 timeout=httpx.Timeout(timeout),

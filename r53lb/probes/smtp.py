@@ -26,7 +26,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from ..config import SmtpCheck
-from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, trim
+from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "tls_context"]
 
@@ -55,17 +55,6 @@ class _Protocol(SMTPProtocol):
                 self.transport.abort()  # type: ignore[attr-defined]
             return
         super().data_received(data)
-
-
-@functools.lru_cache(maxsize=64)
-def tls_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
-    """One client context per distinct option set: loading the trust store is the costly part."""
-    if not verify:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=ca_file)
 
 
 class _Fail(Exception):
