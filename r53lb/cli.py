@@ -342,5 +342,10 @@ def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tup
 def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool) -> None:
     """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
     from .daemon import run as run_daemon
+    from .metrics import MetricsError
 
-    ctx.exit(run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr))
+    try:
+        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr)
+    except MetricsError as e:
+        raise Fail(str(e)) from None
+    ctx.exit(code)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 from .probes.base import ProbeResult
 
-__all__ = ["Metrics", "MetricsServer", "reason_class", "parse_addr"]
+__all__ = ["Metrics", "MetricsError", "MetricsServer", "reason_class", "parse_addr"]
 
 log = logging.getLogger("r53lb.metrics")
 
@@ -140,6 +140,10 @@ class _Server(ThreadingMixIn, WSGIServer):
 Health = Callable[[], tuple[bool, str]]
 
 
+class MetricsError(Exception):
+    """The metrics endpoint cannot listen (address in use, no such address)."""
+
+
 class MetricsServer:
     """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port."""
 
@@ -164,7 +168,12 @@ class MetricsServer:
             return [body]
 
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
-        self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_Quiet)
+        try:
+            self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_Quiet)
+        except OSError as e:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            reason = (e.strerror or str(e)).lower()
+            raise MetricsError(f"metrics: cannot listen on {where}: {reason} (--metrics-addr, or --no-metrics)") from None
         self.host = host
         self.port = self._httpd.server_port  # the real one when 0 was asked
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},

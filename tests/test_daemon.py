@@ -355,3 +355,16 @@ def test_cron_example_runs_sync() -> None:
     jobs = [line for line in (DEPLOY / "cron" / "r53lb.cron").read_text().splitlines()
             if line and not line.startswith("#") and "=" not in line.split()[0]]
     assert len(jobs) == 1 and jobs[0].split()[:5] == ["*"] * 5 and " sync" in jobs[0]
+
+
+def test_busy_metrics_port_is_one_line(fleet: Fleet) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, **FAKE_ENV}
+        p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(fleet.config), "run",
+                            "--metrics-addr", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 1
+    assert p.stderr.strip() == (f"r53lb: metrics: cannot listen on 127.0.0.1:{port}: address already in use "
+                                "(--metrics-addr, or --no-metrics)")

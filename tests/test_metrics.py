@@ -124,3 +124,14 @@ def test_grafana_dashboard_uses_only_exported_series():
                 "r53lb_probe_failures_total", "r53lb_route53_requests_total", "r53lb_reconcile_duration_seconds",
                 "r53lb_pool_panic", "r53lb_hold"}
     assert required <= base
+
+
+def test_a_busy_port_is_one_clear_error():
+    from r53lb.metrics import MetricsError
+
+    srv = MetricsServer(Metrics(), lambda: (True, "ok"), "127.0.0.1", 0).start()
+    try:
+        with pytest.raises(MetricsError, match=r"cannot listen on 127\.0\.0\.1:\d+: address already in use"):
+            MetricsServer(Metrics(), lambda: (True, "ok"), "127.0.0.1", srv.port)
+    finally:
+        srv.stop()
