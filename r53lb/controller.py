@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from .config import CHECK_KINDS, Config, Node, Pool, default_helo
 from .health import NodeHealth, Transition, first_sight, observe
-from .planner import NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
+from .planner import Change, NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
 from .probes.base import ProbeResult, Target
 from .probes.runner import Job, run_all
 from .records import RecordKey, RecordSet
@@ -280,19 +280,23 @@ class Controller:
                     break
                 if cid:
                     change_ids.append(cid)
-                with self.store.transaction():
-                    for c in changes:
-                        self.store.add_event(now, c.pool, c.node, "weight",
-                                             None if c.from_weight is None else str(c.from_weight),
-                                             str(c.to_weight), f"{c.type}: {c.reason}")
-                for c in changes:
-                    log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
+                self.record_applied(changes, now)
                 break
             if error:
                 log.error("apply failed: %s", error)
                 self.notify("apply_failed", f"apply failed: {error}", {"zone": zone_id, "error": error})
         new_plan = Plan(pools=[final[p.name] for p in self.cfg.pools], hold=plan.hold, applied=error is None)
         return new_plan, error, conflicts, change_ids
+
+    def record_applied(self, changes: list[Change], now: datetime) -> None:
+        """Each written weight goes into the history and gets one log line, with its reason."""
+        with self.store.transaction():
+            for c in changes:
+                self.store.add_event(now, c.pool, c.node, "weight",
+                                     None if c.from_weight is None else str(c.from_weight),
+                                     str(c.to_weight), f"{c.type}: {c.reason}")
+        for c in changes:
+            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
 
     # --- the cycle ------------------------------------------------------------------------
 

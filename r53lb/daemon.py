@@ -492,15 +492,9 @@ class Daemon:
                          {"zone": z.name})
 
     def _record_applied(self, changes: list["Change"], now: datetime) -> None:
-        """The state's history and one log line per written weight, with its reason."""
-        assert self.store is not None
-        with self.store.transaction():
-            for c in changes:
-                self.store.add_event(now, c.pool, c.node, "weight",
-                                     None if c.from_weight is None else str(c.from_weight),
-                                     str(c.to_weight), f"{c.type}: {c.reason}")
+        assert self.ctl is not None
+        self.ctl.record_applied(changes, now)
         for c in changes:
-            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
             self.metrics.node_weight.labels(c.pool, c.node).set(c.to_weight)
 
     def _zone_failed(self, z: _Zone, error: str) -> None:
