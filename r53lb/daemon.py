@@ -523,9 +523,19 @@ class Daemon:
                 self.metrics.node_weight.labels(pool_name, node_id).set(w)
 
     def _observe_plan(self, plan: "Plan") -> None:
+        from .weights import warmup_share
+
+        assert self.ctl is not None
+        now = self.clock()
         for pp in plan.pools:
+            pool = self.ctl.cfg.pool(pp.pool)
             for node_id, d in pp.decisions.items():
                 self.metrics.node_desired_weight.labels(pp.pool, node_id).set(d.weight)
+                node = pool.node(node_id) if pool is not None else None
+                if node is not None:
+                    listed_on, _ = self.ctl.reputation(pool, node)
+                    self.metrics.node_listed.labels(pp.pool, node_id).set(len(listed_on))
+                    self.metrics.node_warmup_share.labels(pp.pool, node_id).set(warmup_share(node.warmup, now))
             self.metrics.pool_panic.labels(pp.pool).set(1 if pp.panic else 0)
             alerts = "; ".join(pp.alerts)
             if pp.panic != self.panic.get(pp.pool, False):

@@ -65,6 +65,12 @@ class Metrics:
         self.node_desired_weight = Gauge("r53lb_node_desired_weight",
                                          "The weight the planner wants the node to carry",
                                          ["pool", "node"], registry=r)
+        self.node_listed = Gauge("r53lb_node_listed",
+                                 "Blocklists (dnsbl zones) that list the node's sending IP; 0 when clean",
+                                 ["pool", "node"], registry=r)
+        self.node_warmup_share = Gauge("r53lb_node_warmup_share",
+                                       "The warm-up share of the node's weight in force (1 when warmed up)",
+                                       ["pool", "node"], registry=r)
         self.probe_duration = Histogram("r53lb_probe_duration_seconds", "Duration of one check, every phase",
                                         ["check"], buckets=PROBE_BUCKETS, registry=r)
         self.probe_failures = Counter("r53lb_probe_failures_total", "Failed checks by reason class",
@@ -100,7 +106,8 @@ class Metrics:
     def forget_nodes(self, keep: Iterable[tuple[str, str]], keep_pools: Iterable[str]) -> None:
         """Drop the series of nodes and pools no longer in the config (after a reload)."""
         keep, keep_pools = set(keep), set(keep_pools)
-        for gauge in (self.node_up, self.node_weight, self.node_desired_weight):
+        for gauge in (self.node_up, self.node_weight, self.node_desired_weight, self.node_listed,
+                      self.node_warmup_share):
             for labels in _label_sets(gauge):
                 if labels not in keep:
                     gauge.remove(*labels)

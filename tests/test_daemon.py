@@ -209,6 +209,8 @@ def test_kill_a_node_then_bring_it_back(fleet: Fleet) -> None:
                   (("operation", "ListResourceRecordSets"), ("outcome", "ok")))] >= 2
         assert m[("r53lb_reconcile_duration_seconds_count", (("zone", "example.com"),))] >= 1
         assert m[("r53lb_pool_panic", (("pool", "mx"),))] == 0
+        assert m[("r53lb_node_listed", key("hlb-1"))] == 0
+        assert m[("r53lb_node_warmup_share", key("hlb-1"))] == 1
         assert m[("r53lb_hold", ())] == 0
         r = d.healthz()
         assert r.status_code == 200, r.text

@@ -122,7 +122,7 @@ def test_grafana_dashboard_uses_only_exported_series():
     assert base <= exported, base - exported
     required = {"r53lb_node_up", "r53lb_node_weight", "r53lb_node_desired_weight", "r53lb_probe_duration_seconds",
                 "r53lb_probe_failures_total", "r53lb_route53_requests_total", "r53lb_reconcile_duration_seconds",
-                "r53lb_pool_panic", "r53lb_hold"}
+                "r53lb_pool_panic", "r53lb_hold", "r53lb_node_listed", "r53lb_node_warmup_share"}
     assert required <= base
 
 
