@@ -349,7 +349,7 @@ class Reporter:
 # --- the story ----------------------------------------------------------------------------
 
 
-_AT_REST = ("healthy", "active (first healthy node)", "standby (active: primary)")
+_AT_REST = ("healthy", "active (first healthy node)", "standing by; primary is active")
 
 
 def _shape(reason: str) -> str:
@@ -527,7 +527,7 @@ class Demo:
             lambda: self.weight(ha, "primary") == 1 and self.weight(ha, "standby") == 0,
             t.preempt_delay + t.detect)
         standby_why = self.reason(ha, "standby")
-        if not standby_why.startswith("standby (active: primary)"):
+        if not standby_why.startswith("standing by; primary is active"):
             raise DemoFailed(f"mta-ha/standby reason after fail-back: {standby_why!r}")
         out.line(f"fail-back after {s.failback_seconds:.1f}s: standby {standby_why!r}", "bold")
 

@@ -296,8 +296,12 @@ def _plan_failover(
             continue
         if f is active:
             decisions[f.node.id] = Decision(max(1, f.node.weight), why)
+        elif f is first:
+            # The preferred node is healthy but not active: preempt is off, or preempt_delay runs.
+            wait = "preempt off" if not pool.preempt else f"fail-back after preempt_delay {pool.preempt_delay:g}s"
+            decisions[f.node.id] = Decision(0, f"healthy, waiting ({wait}); {active.node.id} is active")
         else:
-            reason = _out_reason(f) or f"standby (active: {active.node.id})"
+            reason = _out_reason(f) or f"standing by; {active.node.id} is active"
             decisions[f.node.id] = Decision(0, reason)
 
 

@@ -45,7 +45,7 @@ def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
     assert re.search(r"mta-ha/primary weight 1 -> 0: down: smtp: ", out)
     assert "mta-ha/standby weight 0 -> 1: active (first healthy node)" in out
     assert "mta-ha/primary weight 0 -> 1: active (preempt: first node healthy again)" in out
-    assert "mta-ha/standby weight 1 -> 0: standby (active: primary)" in out
+    assert "mta-ha/standby weight 1 -> 0: standing by; primary is active" in out
     # The summary, and no write once nothing changes.
     assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
     assert re.search(r"steady\s+-> 0 writes", out)
