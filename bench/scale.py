@@ -1,0 +1,95 @@
+"""Scale: `r53lb sync` over 10,000 nodes in 200 pools, all healthy: wall time and peak RSS.
+
+The nodes are answered by the SMTP farm (its own process, 10,000 loopback addresses, the
+real smtp check: greeting, EHLO, QUIT) and Route 53 by the strict moto server (its own
+process too, so its memory is not counted). `r53lb sync` runs as an operator runs it, a
+subprocess from the console script; its wall time (start-up included) and its peak RSS
+(wait4's ru_maxrss) are measured. The first run meets every node for the first time (first
+sight fills the state file); the second is the steady state the budget is about.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import PYTHON, ROOT, aws_env, moto_server, raise_nofile, smtp_farm
+
+R53LB = str(Path(PYTHON).parent / "r53lb")
+
+
+@dataclass
+class Run:
+    label: str
+    wall_s: float
+    peak_rss_mb: float
+    changes: int
+    writes: int
+    exit_code: int
+
+
+@dataclass
+class Result:
+    nodes: int
+    pools: int
+    zones: int
+    runs: list[Run]
+
+
+def sync(config: Path) -> tuple[float, float, int, dict[str, Any]]:
+    """One `r53lb sync --json`: (wall seconds, peak RSS MB, exit code, its JSON)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen([R53LB, "-c", str(config), "sync", "--json"], stdout=out, stderr=err,
+                                cwd=ROOT, env=aws_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text = out.read()
+        if not text.strip():
+            raise RuntimeError(f"r53lb sync exited {proc.returncode} without output: {err.read()[-3000:]}")
+        return wall, usage.ru_maxrss / 1024, proc.returncode, json.loads(text)
+
+
+def run(nodes: int = 10_000, pools: int = 200, zones: int = 10, concurrency: int = 512) -> Result:
+    import yaml
+
+    from moto_fixtures.spec import build
+
+    per_pool = nodes // pools
+    raise_nofile(nodes + 4096)
+    runs = []
+    with smtp_farm(nodes, 100, 0.0) as (addrs, port), moto_server() as moto, \
+            tempfile.TemporaryDirectory(prefix="r53lb-bench-") as tmp:
+        spec: dict[str, Any] = {}
+        pool_docs = []
+        for p in range(pools):
+            zone = f"zone{p % zones}.example.com"
+            record = f"mx{p}.{zone}"
+            members = [{"id": f"n{i}", "address": addrs[p * per_pool + i], "weight": 10} for i in range(per_pool)]
+            spec.setdefault(zone, {})[record] = {"type": "A", "sets": {m["id"]: (m["address"], 10) for m in members}}
+            pool_docs.append({"name": f"pool{p}", "zone": zone, "record": record, "nodes": members})
+        build(moto.client, spec)
+        config = Path(tmp) / "r53lb.yaml"
+        config.write_text(yaml.safe_dump({
+            "aws": {"endpoint_url": moto.endpoint_url, "region": "us-east-1"},
+            "state": {"path": str(Path(tmp) / "state.db")},
+            "defaults": {"helo": "probe.r53lb.test", "concurrency": concurrency},
+            "pools": [{**d, "checks": [{"smtp": {"port": port}}]} for d in pool_docs],
+        }))
+        for label in ("first run (first sight)", "steady state"):
+            moto.reset_counts()
+            wall, rss, code, doc = sync(config)
+            writes = moto.counts().get("ChangeResourceRecordSets", 0)
+            runs.append(Run(label, wall, rss, len(doc.get("changes", [])), writes, code))
+            print(f"  scale {label}: {wall:.2f}s, peak RSS {rss:.0f} MB, {len(doc.get('changes', []))} changes, "
+                  f"{writes} writes, exit {code}", flush=True)
+    return Result(nodes, pools, zones, runs)
