@@ -210,10 +210,11 @@ class Controller:
             wanted = {(p.record, t) for p in zpools for t in p.record_types()}
             recs = self.route53.read(zone_id, sorted(wanted))
             for p in zpools:
-                ids = {n.id for n in p.nodes}
+                # record_types() walks every node's addresses: once per pool, not once per record.
+                ids, types = {n.id for n in p.nodes}, set(p.record_types())
                 out[p.name] = {
                     k: r for k, r in recs.items()
-                    if r.name == p.record and r.type in p.record_types() and r.set_identifier in ids
+                    if r.name == p.record and r.type in types and r.set_identifier in ids
                 }
         return out
 

@@ -264,20 +264,34 @@ class Route53:
         return zid
 
     def read(self, zone_id: str, wanted: Iterable[tuple[str, str]]) -> dict[RecordKey, RecordSet]:
-        """The weighted record sets of the wanted (name, type) pairs, reading only their pages."""
+        """The weighted record sets of the wanted (name, type) pairs, reading only their pages.
+
+        Names are read in Route 53's listing order and a page serves every wanted name it
+        holds: pools whose names sit side by side in a zone share pages instead of costing a
+        request each (200 pools in 10 zones: 40 requests, not 200).
+        """
         by_name: dict[str, set[str]] = collections.defaultdict(set)
         for name, rtype in wanted:
             by_name[normalize_name(name)].add(rtype.upper())
         out: dict[RecordKey, RecordSet] = {}
-        for name in sorted(by_name):
-            self._read_name(zone_id, name, by_name[name], out)
+        done: set[str] = set()
+        for name in sorted(by_name, key=_listing_order):
+            if name not in done:
+                self._sweep(zone_id, name, by_name, done, out)
         return out
 
-    def _read_name(self, zone_id: str, name: str, types: set[str], out: dict[RecordKey, RecordSet]) -> None:
-        last_type = max(types)
-        start: tuple[str, str, str | None] = (name + ".", min(types), None)
+    def _sweep(
+        self, zone_id: str, name: str, wanted: dict[str, set[str]], done: set[str], out: dict[RecordKey, RecordSet]
+    ) -> None:
+        """Page from `name` on while the listing is inside a wanted name not read yet; mark the names read.
+
+        The listing is sorted (name, then type) and contiguous from the start, so a wanted name
+        is read completely once a record past its last wanted type has been seen, or the listing ends.
+        """
+        start: tuple[str, str, str | None] = (name + ".", min(wanted[name]), None)
         page_size = self.page_size
         seen: set[tuple[str, str, str | None]] = set()
+        current: str | None = None  # the wanted name the listing is in
         for _ in range(100_000):  # a guard: each page brings new sets or widens; never loop forever
             kwargs: dict[str, Any] = {
                 "HostedZoneId": zone_id,
@@ -291,8 +305,17 @@ class Route53:
             new = 0
             for raw in resp.get("ResourceRecordSets", []):
                 rname, rtype = normalize_name(raw["Name"]), raw["Type"]
-                if rname != name or rtype > last_type:
-                    return  # sorted by name then type: everything wanted is behind us
+                if current is not None and (rname != current or rtype > max(wanted[current])):
+                    done.add(current)
+                    current = None
+                types = wanted.get(rname)
+                if types is None:
+                    continue
+                if rname not in done:
+                    if rtype > max(types):
+                        done.add(rname)  # the listing passed where its wanted types would be: there are none
+                    else:
+                        current = rname
                 ident = (rname, rtype, raw.get("SetIdentifier"))
                 if ident not in seen:
                     seen.add(ident)
@@ -301,9 +324,16 @@ class Route53:
                     rs = _record_set(raw)
                     out.setdefault(rs.key, rs)
             if not resp.get("IsTruncated"):
+                done.add(name)
+                if current is not None:
+                    done.add(current)
                 return
             nxt = (resp["NextRecordName"], resp["NextRecordType"], resp.get("NextRecordIdentifier"))
-            if normalize_name(nxt[0]) != name or nxt[1] > last_type:
+            nname = normalize_name(nxt[0])
+            if nname not in wanted or nname in done or nxt[1] > max(wanted[nname]):
+                done.add(name)  # the next page starts past every name this sweep is in
+                if current is not None:
+                    done.add(current)
                 return
             if nxt == start and new == 0:
                 # A page ended inside a group of weighted sets and no NextRecordIdentifier came
@@ -311,7 +341,7 @@ class Route53:
                 # page; Route 53 itself always sends the identifier, so this never runs there.
                 if page_size >= 8 * MAX_PAGE:
                     raise Route53Error(
-                        f"Route 53 ListResourceRecordSets: paging of {name} {start[1]} makes no progress"
+                        f"Route 53 ListResourceRecordSets: paging of {nname} {start[1]} makes no progress"
                     )
                 page_size *= 2
                 continue
@@ -390,6 +420,11 @@ def _raw_from(rs: RecordSet) -> dict[str, Any]:
         raw["TTL"] = rs.ttl
     raw["ResourceRecords"] = [{"Value": v} for v in rs.values]
     return raw
+
+
+def _listing_order(name: str) -> str:
+    """Route 53 lists a zone by name with its labels reversed ("com.example.mx"), then by type."""
+    return ".".join(reversed(name.split(".")))
 
 
 def _snake(operation: str) -> str:

@@ -87,7 +87,7 @@ def test_read_returns_only_the_wanted_weighted_sets(zone, mock_route53) -> None:
     rs = got[key(MX, "hlb-1")]
     assert (rs.name, rs.type, rs.weight, rs.ttl, rs.values) == (MX, "A", 50, 60, ("192.0.2.10",))
     assert rs.raw["SetIdentifier"] == "hlb-1" and rs.raw["Name"] == "mx.example.com."
-    assert r53.request_counts["ListResourceRecordSets"] == 2  # one page per name, never the zone
+    assert r53.request_counts["ListResourceRecordSets"] == 1  # both names fit one page
 
 
 def _big_zone(c, zid: str, n: int) -> None:  # noqa: ANN001
@@ -111,6 +111,23 @@ def test_read_pages_through_a_group_straddling_page_boundaries(zone) -> None:  #
     small = fast(page_size=7)
     assert small.read(zid, [(MX, "A")]) == got
     assert small.request_counts["ListResourceRecordSets"] == -(-352 // 7)
+
+
+def test_read_shares_pages_between_names_side_by_side(zone) -> None:  # noqa: ANN001
+    c, zid = zone
+    names = [f"p{i:02d}.pools.example.com" for i in range(30)]
+    build(c, {"example.com": {
+        **{n: {"sets": {f"s{j}": (f"10.3.{i}.{j}", 1) for j in range(20)}} for i, n in enumerate(names)},
+        "zz.example.com": {"sets": {f"z{i}": (f"10.2.0.{i}", 1) for i in range(400)}},
+    }})
+    r53 = fast()
+    got = r53.read(zid, [(n, "A") for n in names] + [("zz.example.com", "A")])
+    assert len(got) == 30 * 20 + 400
+    # 600 sets side by side: 2 or 3 pages of 300, not one request per name; zz: 2 pages of its own.
+    assert r53.request_counts["ListResourceRecordSets"] <= 5
+    r53 = fast()
+    assert len(r53.read(zid, [(names[0], "A"), (names[29], "A")])) == 40
+    assert r53.request_counts["ListResourceRecordSets"] == 2  # never a sweep through the 28 between
 
 
 def test_read_survives_plain_moto_paging_without_identifiers(zone) -> None:  # noqa: ANN001
