@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -53,6 +54,24 @@ class ProbeResult:
         d["cert_not_after"] = self.cert_not_after.isoformat() if self.cert_not_after else None
         d["listed_on"] = list(self.listed_on)
         return d
+
+
+class PhaseClock:
+    """Milliseconds per protocol phase; a phase entered twice (like tls) adds up."""
+
+    def __init__(self, phase: str = "connect") -> None:
+        self.started = self.mark = time.perf_counter()
+        self.phase = phase
+        self.phases: dict[str, float] = {}
+
+    def enter(self, phase: str) -> None:
+        self.stop()
+        self.phase = phase
+
+    def stop(self) -> None:
+        now = time.perf_counter()
+        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + (now - self.mark) * 1000
+        self.mark = now
 
 
 def trim(text: str, limit: int = 160) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from ..config import HttpCheck, status_range
-from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, tls_context, trim
+from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "build_url"]
 
@@ -72,21 +72,7 @@ def _error(e: BaseException) -> str:
     return trim(str(e) or type(e).__name__, 120)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.started = self.mark = time.perf_counter()
-        self.phase = "connect"
-        self.phases: dict[str, float] = {}
-
-    def enter(self, phase: str) -> None:
-        self.stop()
-        self.phase = phase
-
-    def stop(self) -> None:
-        now = time.perf_counter()
-        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + (now - self.mark) * 1000
-        self.mark = now
-
+class _Clock(PhaseClock):
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         phase = _PHASES.get(event)
         if phase is not None:

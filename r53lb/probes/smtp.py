@@ -26,7 +26,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from ..config import SmtpCheck
-from .base import MAX_READ_BYTES, ProbeResult, Target, fmt_duration, tls_context, trim
+from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "tls_context"]
 
@@ -120,32 +120,19 @@ def _not_after(transport: asyncio.BaseTransport) -> datetime | None:
     return x509.load_der_x509_certificate(der).not_valid_after_utc
 
 
-class _Dialogue:
+class _Dialogue(PhaseClock):
     """One probe's state: phases reached, their latencies, the replies seen."""
 
     def __init__(self, target: Target, spec: SmtpCheck, timeout: float) -> None:
+        super().__init__("connect")
         self.target = target
         self.spec = spec
         self.timeout = timeout
-        self.started = time.perf_counter()
-        self.mark = self.started
-        self.phase = "connect"
-        self.phases: dict[str, float] = {}
         self.proto: _Protocol | None = None
         self.greeting: SMTPResponse | None = None
         self.last: SMTPResponse | None = None  # the last reply seen before QUIT
         self.not_after: datetime | None = None
         self.extras: list[str] = []
-
-    def enter(self, phase: str) -> None:
-        self.stop()
-        self.phase = phase
-
-    def stop(self) -> None:
-        """Close the running phase's clock (a phase entered twice, like tls, adds up)."""
-        now = time.perf_counter()
-        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + (now - self.mark) * 1000
-        self.mark = now
 
     def server_name(self) -> str:
         return self.spec.server_name or self.target.address
