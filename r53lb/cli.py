@@ -170,6 +170,15 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     ctx.exit(EXIT_HOLD if failed else EXIT_OK)
 
 
+def show_cycle(result: Any, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        from .render import plan_view
+
+        plan_view(result)
+
+
 def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: bool, snapshot: bool) -> Any:
     import asyncio
 
@@ -192,12 +201,7 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
 def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_missing: bool) -> None:
     """Probe, then show the changes a sync would make."""
     result = _cycle(ctx, dry_run=True, create_missing=create_missing, wait=False, snapshot=True)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        from .render import plan_view
-
-        plan_view(result)
+    show_cycle(result, as_json)
     if detailed_exitcode and result.plan.changes:
         ctx.exit(2)
     ctx.exit(EXIT_OK)
@@ -213,12 +217,7 @@ def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_miss
 def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool, wait: bool) -> None:
     """One reconcile cycle (for cron). Exit 0 ok, 1 apply failed, 3 hold."""
     result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        from .render import plan_view
-
-        plan_view(result)
+    show_cycle(result, as_json)
     if result.apply_error:
         click.echo(f"r53lb: apply failed: {result.apply_error}", err=True)
     for err in result.plan.errors:
