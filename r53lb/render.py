@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
 from rich.console import Console
@@ -76,9 +77,9 @@ def status_table(rows: list[dict[str, Any]]) -> None:
 
 def history_table(events: list["Event"]) -> None:
     t = Table(title="history")
-    for col in ("time", "pool/node", "kind", "change", "reason"):
+    for col in ("time (UTC)", "pool/node", "kind", "change", "reason"):
         t.add_column(col)
     for e in events:
-        change = f"{e.from_state or ''} -> {e.to_state or ''}" if (e.from_state or e.to_state) else ""
-        t.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change, e.reason)
+        change = " -> ".join(s for s in (e.from_state, e.to_state) if s)
+        t.add_row(e.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change, e.reason)
     console.print(t)
