@@ -47,6 +47,7 @@ RESYNC_SECONDS = 30.0  # a zone is re-read this often anyway: drains, slow start
 VANTAGE_SAMPLE = 3  # other healthy nodes re-probed before a node is taken down, to rule out our own network
 STOP_GRACE = 90.0  # how long SIGTERM waits for a write in flight (Route 53 retries are bounded at 60 s)
 APPLY_FAILED_RENOTIFY = 600.0  # while a zone keeps failing, remind at most this often
+ZONE_FAILING_UNHEALTHY = 60.0  # /healthz turns 503 when a zone fails for max(this, 3 x shortest interval)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Daemon:
         self.holds: dict[str, str] = {}  # source ("canary", "sweep") -> reason
         self.panic: dict[str, bool] = {}
         self.fail_open: dict[str, bool] = {}
-        self._errors_seen: set[str] = set()
+        self._errors_seen: dict[str, set[str]] = {}  # pool -> drift/missing-set errors of its last plan
         self._probe_tasks: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Event | None = None  # created on the loop in run()
         self._stopping = False
@@ -246,13 +247,18 @@ class Daemon:
                 delay = random.uniform(0, min(pool.tuning.interval, 5.0)) if first else 0.0
                 self._schedule_probe(pool, node, delay)
         for zone in {p.zone for p in cfg.pools}:
-            self.scheduler.add_job(self.request_reconcile, "interval", seconds=self.resync, args=[zone],
+            self.scheduler.add_job(self._resync, "interval", seconds=self.resync, args=[zone],
                                    id=f"resync:{zone}", replace_existing=True,
                                    jitter=self.resync * JITTER)
         if cfg.vantage.canaries:
             every = min(p.tuning.interval for p in cfg.pools)
             self.scheduler.add_job(self._probe_canaries, "interval", seconds=every, id="canaries",
                                    replace_existing=True, next_run_time=datetime.now(timezone.utc))
+
+    async def _resync(self, zone: str) -> None:
+        # A coroutine on purpose: APScheduler runs a plain function in a worker thread, where
+        # request_reconcile finds no running loop (and would touch the zone state off the loop).
+        self.request_reconcile(zone)
 
     def _schedule_probe(self, pool: Pool, node: Node, delay: float) -> None:
         if self._stopping or self.scheduler is None:
@@ -555,11 +561,15 @@ class Daemon:
                     log.info("pool %s: healthy nodes again, no longer failing open", pp.pool)
                     self._notify("recovery", f"pool {pp.pool}: healthy nodes again, no longer failing open",
                                  {"pool": pp.pool})
-            for err in pp.errors:  # drift, missing sets: once per distinct message, not every pass
-                if err not in self._errors_seen:
-                    self._errors_seen.add(err)
+            # Drift, missing sets: when one appears, not every pass; one fixed and back again is new.
+            seen = self._errors_seen.get(pp.pool, set())
+            for err in pp.errors:
+                if err not in seen:
                     log.error("%s", err)
                     self._notify("alert", err, {"pool": pp.pool})
+            for err in seen.difference(pp.errors):
+                log.info("cleared: %s", err)
+            self._errors_seen[pp.pool] = set(pp.errors)
 
     def _notify(self, kind: str, message: str, details: dict[str, Any]) -> None:
         if self.notifier is not None:
@@ -609,9 +619,9 @@ class Daemon:
             self._reset_progress(new)
             keep = {(p.name, n.id) for p in new.pools for n in p.nodes}
             self.metrics.forget_nodes(keep, {p.name for p in new.pools})
-            for name in [n for n in self.panic if new.pool(n) is None]:
-                self.panic.pop(name)
-                self.fail_open.pop(name, None)
+            for per_pool in (self.panic, self.fail_open, self._errors_seen):
+                for name in [n for n in per_pool if new.pool(n) is None]:
+                    per_pool.pop(name)
             self._schedule(new, first=True)
             self.metrics.config_reloads.labels("ok").inc()
             log.info("config reloaded: %d pool(s), %d node(s)", len(new.pools), len(keep))
@@ -638,7 +648,7 @@ class Daemon:
             return False, worst[1]
         shortest = min(p.tuning.interval for p in cfg.pools)
         for z in list(self.zones.values()):
-            if z.failing_since is not None and now - z.failing_since > max(60.0, 3 * shortest):
+            if z.failing_since is not None and now - z.failing_since > max(ZONE_FAILING_UNHEALTHY, 3 * shortest):
                 return False, f"zone {z.name}: reconcile failing for {now - z.failing_since:.0f}s: {z.error}"
         held = "; hold: " + "; ".join(self.holds.values()) if self.holds else ""
         nodes = len(last)
