@@ -24,7 +24,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.common import PYTHON, ROOT, aws_env, free_port, median, moto_server, wait_until
 
@@ -84,6 +84,30 @@ def _metric(url: str, name: str) -> list[float]:
     return [float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)]
 
 
+def _kill_and_time(nodes: dict[str, Any], runs: int, rng: random.Random, profile: Profile, label: str,
+                   is_down: Callable[[str], bool]) -> list[float]:
+    """Kill n0, n1, ... each at a random point of the probe schedule; seconds until `is_down(node)`."""
+    seconds = []
+    for i in range(runs):
+        time.sleep(rng.uniform(0, profile.interval))
+        node = f"n{i}"
+        nodes[node].set_mode("refuse")
+        started = time.monotonic()
+        wait_until(f"{label}: {node} down", lambda: is_down(node), timeout=profile.budget + 30, every=POLL)
+        seconds.append(time.monotonic() - started)
+        print(f"  {label}: {seconds[-1]:.2f}s", flush=True)
+    return seconds
+
+
+def _stop(proc: subprocess.Popen[Any], grace: float) -> None:
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def r53lb_run(profile: Profile, runs: int, seed: int) -> Measured:
     import yaml
 
@@ -119,22 +143,11 @@ def r53lb_run(profile: Profile, runs: int, seed: int) -> Measured:
                     timeout=profile.interval * 3 + 30)
                 if daemon.poll() is not None:
                     raise RuntimeError(f"r53lb run exited {daemon.returncode}: {(Path(tmp) / 'daemon.log').read_text()[-2000:]}")
-                for i in range(runs):
-                    time.sleep(rng.uniform(0, profile.interval))
-                    node = f"n{i}"
-                    nodes[node].set_mode("refuse")
-                    started = time.monotonic()
-                    wait_until(f"{node} weight 0", lambda: weights(moto.client, zid, RECORD).get(node) == 0,
-                               timeout=profile.budget + 30, every=POLL)
-                    out.seconds.append(time.monotonic() - started)
-                    print(f"  time to DNS, r53lb run, {profile.name}: {out.seconds[-1]:.2f}s", flush=True)
+                out.seconds += _kill_and_time(
+                    nodes, runs, rng, profile, f"time to DNS, r53lb run, {profile.name}",
+                    lambda node: weights(moto.client, zid, RECORD).get(node) == 0)
             finally:
-                daemon.terminate()
-                try:
-                    daemon.wait(30)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait(5)
+                _stop(daemon, grace=30)
     finally:
         for s in nodes.values():
             s.stop()
@@ -203,22 +216,11 @@ def haproxy(profile: Profile, runs: int, seed: int) -> Measured:
 
                 wait_until("HAProxy to see every server UP", all_up, timeout=profile.interval * 3 + 10)
                 time.sleep(profile.interval)  # past the start-up's spread of first checks
-                for i in range(runs):
-                    time.sleep(rng.uniform(0, profile.interval))
-                    node = f"n{i}"
-                    nodes[node].set_mode("refuse")
-                    started = time.monotonic()
-                    wait_until(f"HAProxy to mark {node} DOWN", lambda: _haproxy_status(sock).get(node, "").startswith("DOWN"),
-                               timeout=profile.budget + 30, every=POLL)
-                    out.seconds.append(time.monotonic() - started)
-                    print(f"  time to DOWN, HAProxy, {profile.name}: {out.seconds[-1]:.2f}s", flush=True)
+                out.seconds += _kill_and_time(
+                    nodes, runs, rng, profile, f"time to DOWN, HAProxy, {profile.name}",
+                    lambda node: _haproxy_status(sock).get(node, "").startswith("DOWN"))
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+                _stop(proc, grace=10)
     finally:
         for s in nodes.values():
             s.stop()
