@@ -9,7 +9,7 @@ SCAN_VENV       ?= .venv-scan
 CHECKOV_VERSION := 3.3.30
 SCAN_STAMP      := $(SCAN_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: demo test bench bench-smoke clean venv scan-venv
+.PHONY: demo test bench bench-smoke clean venv scan-venv system-packages
 
 venv: $(STAMP)
 
@@ -30,7 +30,11 @@ $(SCAN_STAMP):
 demo: $(STAMP)
 	$(BIN)/r53lb demo
 
-test: $(STAMP) $(SCAN_STAMP)
+# Real programs the tests run (Postfix, HAProxy, nginx, ...): installed from Debian when missing.
+system-packages:
+	scripts/install-system-packages
+
+test: $(STAMP) $(SCAN_STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
