@@ -68,7 +68,7 @@ def r53lb_controller(addrs: list[str], port: int, concurrency: int) -> Any:
     import yaml
 
     from r53lb.config import loads
-    from r53lb.controller import Controller
+    from r53lb.engine.cycle import Controller
 
     doc = {
         "defaults": {"helo": HELO, "concurrency": concurrency, "timeout": f"{TIMEOUT:g}s"},

@@ -58,9 +58,9 @@ def _layout(zones: int, pools_per_zone: int, nodes_per_pool: int) -> tuple[dict[
 
 
 def _controller(cfg: Any, state: Path, down: set[tuple[str, str]]) -> Any:
-    from r53lb.controller import Controller
+    from r53lb.engine.cycle import Controller
     from r53lb.probes.base import ProbeResult
-    from r53lb.route53 import Route53
+    from r53lb.aws.route53 import Route53
     from r53lb.state.sqlite import StateStore
 
     class FixedHealth(Controller):

@@ -70,7 +70,7 @@ class Measured:
 
 
 def _nodes(n: int, block: int, port: int) -> dict[str, Any]:
-    from r53lb.loopback import SmtpServer
+    from r53lb.demo.loopback import SmtpServer
 
     return {f"n{i}": SmtpServer(f"127.{block}.0.{i + 1}", port).start() for i in range(n)}
 

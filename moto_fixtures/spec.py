@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from r53lb.records import normalize_name
+from r53lb.core.records import normalize_name
 
 __all__ = ["build", "weights", "record_sets", "set_weight", "change", "weighted_set"]
 

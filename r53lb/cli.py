@@ -12,7 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from .config import Config
-    from .controller import Controller
+    from .engine.cycle import Controller
     from .state.sqlite import StateStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HOLD = 0, 1, 2, 3
@@ -68,7 +68,7 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             raise Fail("interrupted", 130) from None
         except Exception as e:
-            from .route53 import Route53Error
+            from .aws.route53 import Route53Error
 
             if click.get_current_context().obj.get("verbose"):
                 raise
@@ -109,11 +109,11 @@ def open_state(cfg: "Config") -> "StateStore":
 
 
 def make_controller(cfg: "Config", store: "StateStore", with_route53: bool = True) -> "Controller":
-    from .controller import Controller
+    from .engine.cycle import Controller
 
     r53 = None
     if with_route53:
-        from .route53 import Route53
+        from .aws.route53 import Route53
 
         r53 = Route53(cfg.aws)
     return Controller(cfg, store, r53)
@@ -153,7 +153,7 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     """Run every check once; change nothing. Exit 3 when some check failed."""
     import asyncio
 
-    from .controller import CHECK_KINDS, LIVENESS, Controller
+    from .engine.cycle import CHECK_KINDS, LIVENESS, Controller
     from .probes.runner import run_all
 
     cfg = load_config(ctx)
@@ -233,7 +233,7 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
 @errors
 def status(ctx: click.Context, as_json: bool) -> None:
     """Route 53 weights beside stored health, per node."""
-    from .status import collect
+    from .engine.status import collect
 
     cfg = load_config(ctx)
     store = open_state(cfg)
@@ -253,7 +253,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @errors
 def drain(ctx: click.Context, ref: str, reason: str) -> None:
     """Hold a node at weight 0 until `r53lb enable` (applied by the next sync)."""
-    from .controller import utcnow
+    from .engine.cycle import utcnow
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
@@ -267,7 +267,7 @@ def drain(ctx: click.Context, ref: str, reason: str) -> None:
 @errors
 def enable(ctx: click.Context, ref: str) -> None:
     """Undo a drain (applied by the next sync)."""
-    from .controller import utcnow
+    from .engine.cycle import utcnow
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
@@ -324,7 +324,7 @@ def demo(ctx: click.Context, duration: float) -> None:
 
 
 def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
-    from .metrics import parse_addr
+    from .engine.metrics import parse_addr
 
     try:
         return parse_addr(value)
@@ -340,8 +340,8 @@ def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tup
 @errors
 def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool) -> None:
     """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
-    from .daemon import run as run_daemon
-    from .metrics import MetricsError
+    from .engine.daemon import run as run_daemon
+    from .engine.metrics import MetricsError
 
     try:
         code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr)

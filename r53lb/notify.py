@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import AwsConfig, NotifyConfig, SnsConfig, WebhookConfig
-    from .metrics import Metrics
+    from .engine.metrics import Metrics
 
 __all__ = ["Notifier", "Message", "NotifyError"]
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .controller import CycleResult
+    from .engine.cycle import CycleResult
     from .probes.base import ProbeResult
     from .state.sqlite import Event
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterator
 
-from r53lb.loopback import Certs, HttpServer, SmtpServer
+from r53lb.demo.loopback import Certs, HttpServer, SmtpServer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from moto_fixtures.pytest_plugin import FAKE_ENV
 from moto_fixtures.spec import build, record_sets, weights
-from r53lb.loopback import SmtpServer
+from r53lb.demo.loopback import SmtpServer
 from test_notify import WebhookReceiver, sns_topic_with_queue, sqs_messages
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]

@@ -23,11 +23,11 @@ import httpx
 import pytest
 import yaml
 
-import r53lb.daemon
+import r53lb.engine.daemon
 from moto_fixtures.spec import build, change, record_sets, weights
-from r53lb.daemon import Daemon
-from r53lb.loopback import SmtpServer
-from r53lb.route53 import Route53
+from r53lb.engine.daemon import Daemon
+from r53lb.demo.loopback import SmtpServer
+from r53lb.aws.route53 import Route53
 from test_daemon import free_port
 from test_notify import WebhookReceiver
 
@@ -230,7 +230,7 @@ def test_every_node_of_a_pool_down_fails_open_and_its_end_is_a_recovery(fleet: F
 
 def test_failing_writes_alert_once_turn_healthz_503_and_recover(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     # 503 after max(this, 3 x interval) = 1.5 s of failures instead of a minute.
-    monkeypatch.setattr(r53lb.daemon, "ZONE_FAILING_UNHEALTHY", 0.0)
+    monkeypatch.setattr(r53lb.engine.daemon, "ZONE_FAILING_UNHEALTHY", 0.0)
 
     async def scenario() -> None:
         writes = fleet.server.counts["ChangeResourceRecordSets"]

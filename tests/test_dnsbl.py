@@ -1,4 +1,4 @@
-"""dnsbl check against a real authoritative DNS server on loopback (r53lb.loopback_dns)."""
+"""dnsbl check against a real authoritative DNS server on loopback (tests.loopback_dns)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dns.rcode
 import pytest
 
 from r53lb.config import DnsblCheck
-from r53lb.loopback_dns import LoopbackDNS, rfc5782_name
+from loopback_dns import LoopbackDNS, rfc5782_name
 from r53lb.probes import dnsbl
 from r53lb.probes.base import ProbeResult, Target
 from r53lb.probes.dnsbl import DnsblCache, classify, quarantined, reverse_name
@@ -397,6 +397,6 @@ def test_runner_dispatches_dnsbl(server):
 
 
 def dnsbl_entry(**kw):
-    from r53lb.loopback_dns import Entry
+    from loopback_dns import Entry
 
     return Entry(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from moto_fixtures.spec import build, set_weight, weighted_set, change, weights
-from r53lb.loopback import HttpServer, SmtpServer
+from r53lb.demo.loopback import HttpServer, SmtpServer
 
 pytestmark = pytest.mark.timeout(180)
 

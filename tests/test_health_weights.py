@@ -3,8 +3,8 @@
 from datetime import datetime, timedelta, timezone
 
 from r53lb.config import Warmup
-from r53lb.health import first_sight, observe
-from r53lb.weights import effective_weight, slow_start_share, warmup_next_step, warmup_share
+from r53lb.core.health import first_sight, observe
+from r53lb.core.weights import effective_weight, slow_start_share, warmup_next_step, warmup_share
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

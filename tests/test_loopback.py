@@ -8,7 +8,7 @@ import pytest
 
 from hostile import free_port
 from r53lb.config import HttpCheck, SmtpCheck
-from r53lb.loopback import Certs, HttpServer, SmtpServer
+from r53lb.demo.loopback import Certs, HttpServer, SmtpServer
 from r53lb.probes import http, smtp
 from r53lb.probes.base import ProbeResult, Target
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from r53lb.metrics import Metrics, MetricsServer, parse_addr, reason_class
+from r53lb.engine.metrics import Metrics, MetricsServer, parse_addr, reason_class
 from r53lb.probes.base import ProbeResult
 
 
@@ -127,7 +127,7 @@ def test_grafana_dashboard_uses_only_exported_series():
 
 
 def test_a_busy_port_is_one_clear_error():
-    from r53lb.metrics import MetricsError
+    from r53lb.engine.metrics import MetricsError
 
     srv = MetricsServer(Metrics(), lambda: (True, "ok"), "127.0.0.1", 0).start()
     try:

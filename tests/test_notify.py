@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from r53lb.config import AwsConfig, NotifyConfig, SnsConfig, WebhookConfig
-from r53lb.metrics import Metrics
+from r53lb.engine.metrics import Metrics
 from r53lb.notify import Message, Notifier
 
 pytestmark = pytest.mark.timeout(60)

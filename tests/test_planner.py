@@ -5,9 +5,9 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings, strategies as st
 
 from r53lb.config import Pool
-from r53lb.health import NodeHealth
-from r53lb.planner import NodeFacts, plan_pool, vantage_hold
-from r53lb.records import RecordSet
+from r53lb.core.health import NodeHealth
+from r53lb.core.planner import NodeFacts, plan_pool, vantage_hold
+from r53lb.core.records import RecordSet
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 

@@ -12,7 +12,7 @@ import pytest
 
 import hostile
 from r53lb.config import Check, HttpCheck
-from r53lb.loopback import Certs, HttpServer
+from r53lb.demo.loopback import Certs, HttpServer
 from r53lb.probes.base import ProbeResult, Target
 from r53lb.probes.http import build_url, probe
 from r53lb.probes.runner import Job, run_one

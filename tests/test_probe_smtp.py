@@ -17,7 +17,7 @@ import pytest
 
 import hostile
 from r53lb.config import Check, SmtpCheck
-from r53lb.loopback import Certs
+from r53lb.demo.loopback import Certs
 from r53lb.probes.base import ProbeResult, Target
 from r53lb.probes.runner import Job, run_one
 from r53lb.probes.smtp import probe

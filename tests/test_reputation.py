@@ -13,13 +13,13 @@ import yaml
 
 from moto_fixtures.spec import build, weights
 from r53lb.config import Config
-from r53lb.controller import Controller
-from r53lb.loopback import SmtpServer
-from r53lb.loopback_dns import LoopbackDNS
+from r53lb.engine.cycle import Controller
+from r53lb.demo.loopback import SmtpServer
+from loopback_dns import LoopbackDNS
 from r53lb.probes import dnsbl
-from r53lb.route53 import Route53
+from r53lb.aws.route53 import Route53
 from r53lb.state.sqlite import StateStore
-from r53lb.status import collect
+from r53lb.engine.status import collect
 
 NODES = {"n1": "127.0.0.61", "n2": "127.0.0.62", "n3": "127.0.0.63"}
 V6 = "2001:db8::63"

@@ -14,8 +14,8 @@ from moto_fixtures import build, record_sets, set_weight, weighted_set, weights
 from moto_fixtures.spec import change
 from moto_fixtures.strict import layer
 from r53lb.config import AwsConfig
-from r53lb.records import RecordChange, RecordSet
-from r53lb.route53 import (
+from r53lb.core.records import RecordChange, RecordSet
+from r53lb.aws.route53 import (
     NO_CREDENTIALS,
     ConflictError,
     Route53,
@@ -384,6 +384,6 @@ def test_through_the_moto_server(moto_server) -> None:  # noqa: ANN001
 
 
 def test_import_stays_cheap() -> None:
-    code = "import sys, r53lb.route53; print(sorted(m for m in ('boto3', 'botocore', 'tenacity', 'pydantic') if m in sys.modules))"
+    code = "import sys, r53lb.aws.route53; print(sorted(m for m in ('boto3', 'botocore', 'tenacity', 'pydantic') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
     assert out.stdout.strip() == "[]"

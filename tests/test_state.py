@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from r53lb.health import NodeHealth
+from r53lb.core.health import NodeHealth
 from r53lb.state.sqlite import StateError, StateStore
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)

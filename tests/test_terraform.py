@@ -953,7 +953,7 @@ def test_iam_policy_allows_what_r53lb_does_and_nothing_more() -> None:
 def test_iam_policy_covers_every_route53_call_r53lb_makes() -> None:
     """Each operation r53lb's Route 53 layer sends is allowed on the managed zone (the
     zone lookup by name only with allow_zone_lookup_by_name, which zone ids make needless)."""
-    source = ROOT / "r53lb" / "route53.py"
+    source = ROOT / "r53lb" / "aws" / "route53.py"
     calls = set(re.findall(r'_call\(\s*"(\w+)"', source.read_text()))
     assert "ChangeResourceRecordSets" in calls and "ListResourceRecordSets" in calls
     records = [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..health import NodeHealth
+from ..core.health import NodeHealth
 
 log = logging.getLogger("r53lb.state")
 

@@ -15,11 +15,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from .probes.base import ProbeResult
+from ..probes.base import ProbeResult
 
 __all__ = ["Metrics", "MetricsError", "MetricsServer", "reason_class", "parse_addr"]
 
-log = logging.getLogger("r53lb.metrics")
+log = logging.getLogger("r53lb.engine.metrics")
 
 # Probes on a LAN answer in milliseconds, across a WAN in tens to hundreds; timeouts are seconds.
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -25,22 +25,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError, Node, Pool, load
-from .controller import LIVENESS, MAX_CONFLICT_RETRIES, Controller, NodeKey, utcnow
+from ..config import Config, ConfigError, Node, Pool, load
+from .cycle import LIVENESS, MAX_CONFLICT_RETRIES, Controller, NodeKey, utcnow
 from .metrics import Metrics, MetricsServer
-from .notify import Notifier
-from .probes.base import ProbeResult
-from .probes.runner import run_all
+from ..notify import Notifier
+from ..probes.base import ProbeResult
+from ..probes.runner import run_all
 
 if TYPE_CHECKING:
-    from .planner import Change, Plan
-    from .records import RecordKey, RecordSet
-    from .route53 import Route53
-    from .state.sqlite import StateStore
+    from ..core.planner import Change, Plan
+    from ..core.records import RecordKey, RecordSet
+    from ..aws.route53 import Route53
+    from ..state.sqlite import StateStore
 
 __all__ = ["Daemon", "run"]
 
-log = logging.getLogger("r53lb.daemon")
+log = logging.getLogger("r53lb.engine.daemon")
 
 JITTER = 0.10  # ±10% on `interval`, so a fleet's probes do not fall into step
 RESYNC_SECONDS = 30.0  # a zone is re-read this often anyway: drains, slow start, out-of-band edits
@@ -109,7 +109,7 @@ class Daemon:
     async def run(self) -> int:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-        from .state.sqlite import StateStore
+        from ..state.sqlite import StateStore
 
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -192,7 +192,7 @@ class Daemon:
     def _route53(self, cfg: Config) -> "Route53":
         if self.route53_factory is not None:
             return self.route53_factory(cfg.aws, on_request=self.metrics.route53_request)
-        from .route53 import Route53
+        from ..aws.route53 import Route53
 
         return Route53(cfg.aws, on_request=self.metrics.route53_request)
 
@@ -438,7 +438,7 @@ class Daemon:
                     self._zone_failed(z, f"{type(e).__name__}: {e}")
 
     async def _reconcile(self, z: _Zone) -> None:
-        from .route53 import ConflictError, Route53Error
+        from ..aws.route53 import ConflictError, Route53Error
 
         ctl, cfg = self.ctl, self.cfg
         assert ctl is not None and ctl.route53 is not None
@@ -529,7 +529,7 @@ class Daemon:
                 self.metrics.node_weight.labels(pool_name, node_id).set(w)
 
     def _observe_plan(self, plan: "Plan") -> None:
-        from .weights import warmup_share
+        from ..core.weights import warmup_share
 
         assert self.ctl is not None
         now = self.clock()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from .config import Node, Pool
+from ..config import Node, Pool
 from .health import NodeHealth
 from .records import RecordChange, RecordSet, normalize_name
 from .weights import effective_weight, slow_start_share, warmup_share

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .config import Warmup
+from ..config import Warmup
 
 SLOW_START_FLOOR = 0.10  # a recovered node starts at 10% of its weight
 

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from .config import CHECK_KINDS, Config, Node, Pool, default_helo
-from .health import NodeHealth, Transition, first_sight, observe
-from .planner import Change, NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
-from .probes.base import ProbeResult, Target
-from .probes.runner import Job, run_all
-from .records import RecordKey, RecordSet
+from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
+from ..core.health import NodeHealth, Transition, first_sight, observe
+from ..core.planner import Change, NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
+from ..probes.base import ProbeResult, Target
+from ..probes.runner import Job, run_all
+from ..core.records import RecordKey, RecordSet
 
 if TYPE_CHECKING:
-    from .route53 import Route53
-    from .state.sqlite import StateStore
+    from ..aws.route53 import Route53
+    from ..state.sqlite import StateStore
 
 log = logging.getLogger("r53lb")
 
@@ -247,7 +247,7 @@ class Controller:
 
     def apply(self, plan: Plan, now: datetime, create_missing: bool = False) -> tuple[Plan, str | None, int, list[str]]:
         """Write the plan, one compare-and-swap batch per zone; on a conflict re-read, re-plan, retry."""
-        from .route53 import ConflictError, Route53Error
+        from ..aws.route53 import ConflictError, Route53Error
 
         assert self.route53 is not None
         conflicts = 0

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
 
-    from .config import Config
-    from .controller import Controller, CycleResult
+    from ..config import Config
+    from ..engine.cycle import Controller, CycleResult
     from .loopback import HttpServer, SmtpServer
-    from .route53 import Route53
+    from ..aws.route53 import Route53
 
 __all__ = ["DemoFailed", "run", "FLEET", "Timeline"]
 
@@ -211,7 +211,7 @@ class World:
         except ImportError as e:  # moto[server], aiosmtpd and trustme are the `demo` extra
             raise DemoFailed(f"the demo needs moto[server], aiosmtpd and trustme: pip install 'r53lb[demo]' ({e})") from None
 
-        from .config import load
+        from ..config import load
         from .loopback import Certs, HttpServer, SmtpServer
 
         _fake_aws_env(self.tmp)
@@ -548,9 +548,9 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
     """Run the demonstration; DemoFailed when a step does not happen in time."""
     import logging
 
-    from .controller import Controller
-    from .route53 import Route53
-    from .state.sqlite import StateStore
+    from ..engine.cycle import Controller
+    from ..aws.route53 import Route53
+    from ..state.sqlite import StateStore
 
     t = Timeline(duration=duration)
     if live is None:

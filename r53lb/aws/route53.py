@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from r53lb.records import RecordChange, RecordKey, RecordSet, normalize_name
+from r53lb.core.records import RecordChange, RecordKey, RecordSet, normalize_name
 
 if TYPE_CHECKING:  # pydantic and boto3 stay out of `r53lb --help`
     from r53lb.config import AwsConfig

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .controller import Controller
-from .weights import warmup_next_step, warmup_share
+from .cycle import Controller
+from ..core.weights import warmup_next_step, warmup_share
 
 
 def collect(ctl: Controller) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The reconcile engine used by `sync` and `run`, and the daemon around it."""
