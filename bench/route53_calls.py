@@ -64,7 +64,7 @@ def _controller(cfg: Any, state: Path, down: set[tuple[str, str]]) -> Any:
     from r53lb.state.sqlite import StateStore
 
     class FixedHealth(Controller):
-        async def probe(self, nodes: list[Any], with_canaries: bool = False) -> list[ProbeResult]:
+        async def probe(self, nodes: list[Any]) -> list[ProbeResult]:
             return [ProbeResult(p.name, n.id, "tcp", "fail" if (p.name, n.id) in down else "ok", 0.1,
                                 "connect to port 25: connection refused" if (p.name, n.id) in down else "tcp ok")
                     for p, n in nodes]

@@ -8,6 +8,7 @@ from r53lb.config import Pool
 from r53lb.core.health import NodeHealth
 from r53lb.core.planner import NodeFacts, plan_pool, vantage_hold
 from r53lb.core.records import RecordSet
+from r53lb.core.reputation import CLEAN, Reputation
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -77,7 +78,7 @@ def test_blast_radius_limits_new_drains_per_cycle():
 def test_manual_drain_and_quarantine():
     pool = make_pool()
     f = facts(pool, [True] * 4, n1={"drained": "kernel upgrade"},
-              n2={"listed_on": ("zen.spamhaus.org",), "listed_detail": "listed on zen.spamhaus.org (127.0.0.2)"})
+              n2={"reputation": Reputation(("zen.spamhaus.org",), "listed on zen.spamhaus.org (127.0.0.2)")})
     plan = plan_pool(pool, "Z1", f, T0)
     assert {c.node: (c.to_weight, c.reason) for c in plan.changes} == {
         "n1": (0, "drained: kernel upgrade"),
@@ -87,7 +88,7 @@ def test_manual_drain_and_quarantine():
 
 def test_listed_on_n_needs_agreement():
     pool = make_pool(quarantine="listed_on_n: 2")
-    f = facts(pool, [True] * 4, n1={"listed_on": ("a.example",), "quarantine_n": 2})
+    f = facts(pool, [True] * 4, n1={"reputation": Reputation(("a.example",)), "quarantine_n": 2})
     assert plan_pool(pool, "Z1", f, T0).changes == []
 
 
@@ -164,7 +165,7 @@ def build(states, **kw):
     for node, (up, cur, drained, listed, _) in zip(pool.nodes, states):
         fs.append(NodeFacts(node=node, health=NodeHealth(up, T0 - timedelta(hours=1)),
                             records={"A": rec(node, cur)}, drained=drained,
-                            listed_on=("bl.example",) if listed else ()))
+                            reputation=Reputation(("bl.example",)) if listed else CLEAN))
     return pool, fs
 
 
@@ -193,7 +194,7 @@ def test_property_safety_rules(states, min_in_service, max_drain, mode):
         assert len(newly) <= max_drain
     # Idempotence: applying the plan and planning again changes nothing more (same health).
     again = [NodeFacts(node=f.node, health=f.health, records={"A": rec(f.node, after[f.node.id])},
-                       drained=f.drained, listed_on=f.listed_on) for f in fs]
+                       drained=f.drained, reputation=f.reputation) for f in fs]
     second = plan_pool(pool, "Z1", again, T0)
     if mode == "failover" or not any(
         "deferred" in d.reason or "panic" in d.reason for d in plan.decisions.values()

@@ -26,20 +26,32 @@ _ZONE_ID = re.compile(r"^(?:/hostedzone/)?(Z[A-Z0-9]{4,})$")
 NO_CREDENTIALS = "no AWS credentials found (boto3's usual chain: env, ~/.aws, instance role)"
 
 
-class ConflictError(Exception):
-    """Route 53 refused the batch: a record set changed under us (re-read, re-plan, retry)."""
-
-
 class Route53Error(Exception):
-    """Route 53 could not be used (after retries); the message is one line, never credentials."""
+    """Route 53 could not be used (after retries); the message is one line, never credentials.
+
+    `code` is the error's class alone (`AccessDenied`, `NoSuchHostedZone`, `Throttling`,
+    `ConnectionError`): what /healthz may show without account ids or role ARNs.
+    """
+
+    def __init__(self, message: str, code: str = "Error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConflictError(Route53Error):
+    """Route 53 refused the batch (InvalidChangeBatch): a record set may have changed under us."""
+
+    def __init__(self, message: str, code: str = "InvalidChangeBatch") -> None:
+        super().__init__(message, code)
 
 
 class _Transient(Exception):
     """Internal: an attempt that may succeed if tried again (throttling, 5xx, connection)."""
 
-    def __init__(self, message: str, outcome: str) -> None:
+    def __init__(self, message: str, outcome: str, code: str = "Error") -> None:
         super().__init__(message)
         self.outcome = outcome
+        self.code = code
 
 
 def _one_line(text: object, limit: int = 400) -> str:
@@ -188,27 +200,27 @@ class Route53:
             text = f"Route 53 {operation}: {code}: {message}"
             if code in _THROTTLE_CODES:
                 self._report(operation, "throttled")
-                raise _Transient(text, "throttled") from None
+                raise _Transient(text, "throttled", code) from None
             if status >= 500:
                 self._report(operation, "error")
-                raise _Transient(text, "error") from None
+                raise _Transient(text, "error", code) from None
             if code == "InvalidChangeBatch":
                 self._report(operation, "conflict")
                 raise ConflictError(f"Route 53 refused the change batch: {message}") from None
             self._report(operation, "error")
             if code == "NoSuchHostedZone":
                 zone = kwargs.get("HostedZoneId") or kwargs.get("Id") or "?"
-                raise Route53Error(f"hosted zone {zone} not found ({message})") from None
-            raise Route53Error(text) from None
+                raise Route53Error(f"hosted zone {zone} not found ({message})", code) from None
+            raise Route53Error(text, code) from None
         except (NoCredentialsError, PartialCredentialsError):
             self._report(operation, "error")
-            raise Route53Error(NO_CREDENTIALS) from None
+            raise Route53Error(NO_CREDENTIALS, "NoCredentials") from None
         except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError) as e:
             self._report(operation, "error")
-            raise _Transient(f"Route 53 {operation}: {_one_line(e)}", "error") from None
+            raise _Transient(f"Route 53 {operation}: {_one_line(e)}", "error", type(e).__name__) from None
         except BotoCoreError as e:
             self._report(operation, "error")
-            raise Route53Error(f"Route 53 {operation}: {_one_line(e)}") from None
+            raise Route53Error(f"Route 53 {operation}: {_one_line(e)}", type(e).__name__) from None
         self._report(operation, "ok")
         return result
 
@@ -234,7 +246,8 @@ class Route53:
         except RetryError as e:
             last = e.last_attempt.exception()
             n = e.last_attempt.attempt_number
-            raise Route53Error(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})") from None
+            code = getattr(last, "code", "Error")
+            raise Route53Error(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})", code) from None
 
     # --- public API -----------------------------------------------------------------------
 
@@ -252,13 +265,14 @@ class Route53:
             if normalize_name(hz["Name"]) == name:
                 found.append(hz)
         if not found:
-            raise Route53Error(f"hosted zone {name} not found (is it in this account?)")
+            raise Route53Error(f"hosted zone {name} not found (is it in this account?)", "NoSuchHostedZone")
         if len(found) > 1:
             kinds = ", ".join(
                 f"{hz['Id'].rsplit('/', 1)[-1]} ({'private' if hz.get('Config', {}).get('PrivateZone') else 'public'})"
                 for hz in found
             )
-            raise Route53Error(f"{len(found)} hosted zones are named {name}: {kinds}; give the zone id in the config")
+            raise Route53Error(f"{len(found)} hosted zones are named {name}: {kinds}; give the zone id in the config",
+                               "AmbiguousZone")
         zid = found[0]["Id"].rsplit("/", 1)[-1]
         self._zones[name] = zid
         return zid

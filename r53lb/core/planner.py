@@ -8,7 +8,8 @@ from typing import Any, Iterable, Sequence
 
 from ..config import Node, Pool
 from .health import NodeHealth
-from .records import RecordChange, RecordSet, normalize_name
+from .records import RecordChange, RecordSet, normalize_value
+from .reputation import CLEAN, Reputation
 from .weights import effective_weight, slow_start_share, warmup_share
 
 
@@ -20,13 +21,16 @@ class NodeFacts:
     health: NodeHealth
     records: dict[str, RecordSet | None]  # record type -> the set in Route 53 (None: missing)
     drained: str | None = None  # the manual drain's reason
-    listed_on: tuple[str, ...] = ()  # blocklists that list the node's sending IP
-    listed_detail: str = ""
+    reputation: Reputation = CLEAN  # blocklists that list the node's sending IP
     quarantine_n: int = 1  # how many lists must agree before the node is quarantined
 
     @property
     def quarantined(self) -> bool:
-        return len(self.listed_on) >= self.quarantine_n
+        return self.reputation.quarantined(self.quarantine_n)
+
+    @property
+    def listed_on(self) -> tuple[str, ...]:
+        return self.reputation.listed_on
 
     @property
     def current_weight(self) -> int:
@@ -73,6 +77,9 @@ class PoolPlan:
     panic: bool = False
     fail_open: bool = False
     active: str | None = None  # failover mode: the node carrying traffic
+    blocked: dict[str, str] = field(default_factory=dict)  # node -> why it cannot be written (drift, missing)
+    newly_drained: list[str] = field(default_factory=list)  # taken to 0 for health: they spend the drain budget
+    deferred: int = 0  # nodes whose drain waits for the next cycle (max_drain_per_cycle)
 
 
 @dataclass
@@ -131,7 +138,7 @@ def _serving_weight(pool: Pool, f: NodeFacts, now: datetime) -> Decision:
 def _out_reason(f: NodeFacts) -> str | None:
     """Why a node should carry no traffic for its health, or None when it may serve."""
     if f.quarantined:
-        return f"quarantined: {f.listed_detail or 'listed on ' + ', '.join(f.listed_on)}"
+        return f"quarantined: {f.reputation.detail or 'listed on ' + ', '.join(f.listed_on)}"
     if not f.health.up:
         return f"down: {f.health.reason}" if f.health.reason else "down"
     return None
@@ -147,8 +154,8 @@ def _check_records(pool: Pool, f: NodeFacts, create_missing: bool) -> list[str]:
             if not create_missing:
                 errors.append(f"{where}: record set missing in Route 53 (use --create-missing to create it)")
             continue
-        held = tuple(sorted(normalize_name(v) if rtype == "CNAME" else v for v in rec.values))
-        if held != (address,):
+        held = tuple(sorted(normalize_value(rtype, v) for v in rec.values))
+        if held != (normalize_value(rtype, address),):
             errors.append(
                 f"{where}: drift: Route 53 holds {', '.join(rec.values) or 'nothing'}, "
                 f"config says {address}; not written"
@@ -166,42 +173,61 @@ def plan_pool(
     now: datetime,
     *,
     create_missing: bool = False,
+    drain_budget: int | None = None,
 ) -> PoolPlan:
+    """The weights a pool should carry.
+
+    A node whose record set cannot be written (drift, missing) counts in every rule at the
+    weight Route 53 holds (0 for a missing set), never at the weight it should have: the
+    rules are about what DNS serves. `drain_budget` is how many nodes may still be newly
+    drained in this cycle (default: the pool's max_drain_per_cycle).
+    """
     out = PoolPlan(pool=pool.name)
-    blocked: set[str] = set()
     for f in facts:
         errs = _check_records(pool, f, create_missing)
         if errs:
             out.errors.extend(errs)
-            blocked.add(f.node.id)
-
-    # Serving: healthy and able to carry weight now (a base weight of 0, or a warm-up that has
-    # not started, carries nothing, so it cannot keep the pool from being all zero).
-    serving = [f for f in facts if f.drained is None and _out_reason(f) is None
-               and _serving_weight(pool, f, now).weight > 0]
-    candidates = [f for f in facts if f.drained is None]
+            out.blocked[f.node.id] = errs[0]
 
     decisions: dict[str, Decision] = {}
     for f in facts:
-        if f.drained is not None:
+        if f.node.id in out.blocked:
+            decisions[f.node.id] = Decision(f.current_weight, "not written (see the error)")
+        elif f.drained is not None:
             decisions[f.node.id] = Decision(0, f"drained: {f.drained}")
+
+    def serves(f: NodeFacts) -> bool:
+        """Healthy and carrying weight once this plan is applied."""
+        if f.drained is not None or _out_reason(f) is not None:
+            return False
+        if f.node.id in out.blocked:
+            return f.current_weight > 0
+        return _serving_weight(pool, f, now).weight > 0
+
+    serving = [f for f in facts if serves(f)]
+    candidates = [f for f in facts if f.drained is None and f.node.id not in out.blocked]
 
     if candidates and not serving:
         # Never all zero: with nobody healthy, fail open as Route 53 itself does.
         out.fail_open = True
-        out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")
+        down = [f for f in facts if f.drained is None and _out_reason(f) is not None]
+        if down and all(f.quarantined and f.health.up for f in down):
+            out.alerts.append(f"pool {pool.name}: every node is quarantined; failing open to base weights")
+        else:
+            out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")
         for f in candidates:
-            decisions[f.node.id] = Decision(f.node.weight, f"fail open ({_out_reason(f)})")
+            decisions[f.node.id] = Decision(f.node.weight, f"fail open ({_out_reason(f) or 'carries no weight'})")
     elif not serving:
-        pass  # every node is drained by hand: the operator's call (Route 53 treats all-zero as all-equal)
+        pass  # every node is drained by hand or cannot be written: nothing for r53lb to decide
     elif pool.mode == "failover":
         _plan_failover(pool, facts, serving, decisions, now, out)
     else:
-        _plan_weighted(pool, facts, decisions, now, out)
+        _plan_weighted(pool, facts, serving, decisions, now, out,
+                       pool.max_drain() if drain_budget is None else max(0, drain_budget))
 
     out.decisions = {f.node.id: decisions[f.node.id] for f in facts}
     for f in facts:
-        if f.node.id in blocked:
+        if f.node.id in out.blocked:
             continue
         d = out.decisions[f.node.id]
         for rtype, address in f.node.addresses_by_type().items():
@@ -221,7 +247,13 @@ def plan_pool(
 
 
 def _plan_weighted(
-    pool: Pool, facts: Sequence[NodeFacts], decisions: dict[str, Decision], now: datetime, out: PoolPlan
+    pool: Pool,
+    facts: Sequence[NodeFacts],
+    serving: list[NodeFacts],
+    decisions: dict[str, Decision],
+    now: datetime,
+    out: PoolPlan,
+    budget: int,
 ) -> None:
     newly_out: list[NodeFacts] = []
     for f in facts:
@@ -247,23 +279,24 @@ def _plan_weighted(
         decisions[f.node.id] = Decision(
             f.current_weight, f"panic: kept in service, {decisions[f.node.id].reason} (min_in_service {pool.min_in_service})"
         )
-    healthy = sum(1 for f in facts if f.drained is None and _out_reason(f) is None)
-    if keep or healthy < pool.min_in_service:
+    if keep or len(serving) < pool.min_in_service:
         out.panic = True
         out.alerts.append(
-            f"pool {pool.name}: panic: {healthy} healthy node(s), min_in_service is {pool.min_in_service}"
+            f"pool {pool.name}: panic: {len(serving)} healthy node(s), min_in_service is {pool.min_in_service}"
         )
     # Blast radius: at most max_drain_per_cycle nodes newly drained in one cycle.
     draining = [f for f in newly_out if f not in keep]
-    limit = pool.max_drain()
-    for f in draining[limit:]:
+    for f in draining[budget:]:
         decisions[f.node.id] = Decision(
             f.current_weight,
             f"drain deferred (max_drain_per_cycle {pool.max_drain_per_cycle}): {decisions[f.node.id].reason}",
         )
-    if len(draining) > limit:
+    out.newly_drained = [f.node.id for f in draining[:budget]]
+    out.deferred = max(0, len(draining) - budget)
+    if out.deferred:
         out.alerts.append(
-            f"pool {pool.name}: {len(draining)} nodes to drain, {limit} this cycle (max_drain_per_cycle)"
+            f"pool {pool.name}: {len(draining)} nodes to drain, {min(budget, len(draining))} this cycle "
+            f"(max_drain_per_cycle)"
         )
 
 
@@ -293,7 +326,7 @@ def _plan_failover(
     out.active = active.node.id
     for f in facts:
         if f.node.id in decisions:
-            continue
+            continue  # drained by hand, or not writable (counted at the weight it holds)
         if f is active:
             decisions[f.node.id] = Decision(max(1, f.node.weight), why)
         elif f is first:

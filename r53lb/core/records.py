@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,18 @@ RecordKey = tuple[str, str, str]  # (name, type, set_identifier)
 def normalize_name(name: str) -> str:
     r"""Route 53 returns 'mx.example.com.' and escapes '*' as '\052'; compare without either."""
     return name.replace("\\052", "*").rstrip(".").lower()
+
+
+def normalize_value(rtype: str, value: str) -> str:
+    """A record value compared by what it means: `2001:0DB8::1` is `2001:db8::1`, a CNAME target has no trailing dot."""
+    if rtype in ("A", "AAAA"):
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            return value.strip()
+    if rtype == "CNAME":
+        return normalize_name(value)
+    return value
 
 
 @dataclass(frozen=True)

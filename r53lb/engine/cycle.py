@@ -1,31 +1,44 @@
-"""One reconcile cycle: probe -> health -> plan -> apply -> record. The shell around the pure core."""
+"""The one reconcile engine: probe -> health -> plan -> compare-and-swap write -> history and alerts.
+
+`r53lb sync` runs `Controller.cycle()` once; `r53lb run` (engine/daemon.py) probes each node
+on its own schedule and calls the same `Controller.reconcile_zone()` per zone, in a thread.
+Both record the same history events, log the same lines and raise alerts through the same
+pure watcher (core/watcher.py), so a rule that holds for one holds for the other.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
+from ..core.records import RecordKey, RecordSet, normalize_value
+from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
+from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
-from ..core.records import RecordKey, RecordSet
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
     from ..state.sqlite import StateStore
 
+__all__ = ["CHECK_KINDS", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
+
 log = logging.getLogger("r53lb")
 
 NodeKey = tuple[str, str]  # (pool, node)
 Notify = Callable[[str, str, dict[str, Any]], None]  # (kind, message, details)
+Guard = Callable[[], "str | None"]  # a reason not to write now (a hold, a lost lease), or None
 LIVENESS = ("smtp", "http", "tcp")
 MAX_CONFLICT_RETRIES = 3
+WATCH_KEY = "watcher"
 
 
 def utcnow() -> datetime:
@@ -33,13 +46,36 @@ def utcnow() -> datetime:
 
 
 @dataclass
+class ZoneOutcome:
+    """What one reconcile of one hosted zone did."""
+
+    zone: str
+    plan: Plan
+    records: dict[str, dict[RecordKey, RecordSet]] = field(default_factory=dict)  # pool -> its sets as last read
+    applied: list[Change] = field(default_factory=list)
+    error: str | None = None  # one line: the zone could not be read or written
+    error_class: str | None = None  # the error's class alone (for /healthz: no account ids, no ARNs)
+    conflicts: int = 0
+    change_ids: list[str] = field(default_factory=list)
+    held: str | None = None  # the write was not made: a hold or a lost lease came up
+
+
+@dataclass
 class CycleResult:
     plan: Plan
     results: list[ProbeResult] = field(default_factory=list)
     transitions: list[tuple[NodeKey, Transition]] = field(default_factory=list)
-    apply_error: str | None = None
-    conflicts: int = 0
+    zones: list[ZoneOutcome] = field(default_factory=list)
     insync_seconds: float | None = None
+
+    @property
+    def apply_error(self) -> str | None:
+        errors = [z.error for z in self.zones if z.error]
+        return "; ".join(errors) if errors else None
+
+    @property
+    def conflicts(self) -> int:
+        return sum(z.conflicts for z in self.zones)
 
     @property
     def exit_code(self) -> int:
@@ -52,6 +88,7 @@ class CycleResult:
     def to_json(self) -> dict[str, Any]:
         d = self.plan.to_json()
         d["apply_error"] = self.apply_error
+        d["zone_errors"] = {z.zone: z.error for z in self.zones if z.error}
         d["conflicts"] = self.conflicts
         if self.insync_seconds is not None:
             d["insync_seconds"] = round(self.insync_seconds, 3)
@@ -59,6 +96,8 @@ class CycleResult:
 
 
 class Controller:
+    """The shell around the pure core, shared by `sync` and `run`."""
+
     def __init__(
         self,
         cfg: Config,
@@ -77,6 +116,9 @@ class Controller:
         self.notify = notify or (lambda kind, msg, details: None)
         self.helo = cfg.defaults.helo or default_helo()
         self.health: dict[NodeKey, NodeHealth] = store.health() if store is not None else {}
+        self.watch_state = self._load_watch_state()
+        # Nodes drained for health, with when: in `run` a cycle is one interval of the pool.
+        self.drain_log: dict[str, list[datetime]] = defaultdict(list)
         self._zone_ids: dict[str, str] = {}
 
     # --- probing --------------------------------------------------------------------------
@@ -89,20 +131,34 @@ class Controller:
         return [Job(t, c, pool.tuning.timeout) for c in pool.checks_for(node) if c.kind in kinds]
 
     def canary_jobs(self) -> list[Job]:
+        """Targets outside the fleet; their results never reach a node's health."""
         out = []
         for i, canary in enumerate(self.cfg.vantage.canaries):
-            t = Target("vantage", f"canary-{i}", canary.address, (canary.address,), self.helo)
+            t = Target("", f"canary-{i}", canary.address, (canary.address,), self.helo)
             out.extend(Job(t, c, self.cfg.defaults.timeout) for c in canary.checks)
         return out
 
-    async def probe(self, nodes: list[tuple[Pool, Node]], with_canaries: bool = False) -> list[ProbeResult]:
+    async def probe(self, nodes: list[tuple[Pool, Node]]) -> list[ProbeResult]:
         jobs = [j for pool, node in nodes for j in self.jobs(pool, node)]
-        if with_canaries:
-            jobs += self.canary_jobs()
         return await run_all(jobs, concurrency=self.cfg.defaults.concurrency)
 
-    async def probe_dnsbl(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> None:
-        """Run the dnsbl checks that are due (each at its own interval) and remember their verdicts."""
+    async def probe_canaries(self) -> list[ProbeResult]:
+        return await run_all(self.canary_jobs(), concurrency=self.cfg.defaults.concurrency)
+
+    # --- reputation -----------------------------------------------------------------------
+
+    def verdicts(self) -> dict[NodeKey, Reputation]:
+        """Every node's reputation, read once (not once per node)."""
+        assert self.store is not None
+        per_node: dict[NodeKey, list[Verdict]] = defaultdict(list)
+        for (p, n, slot), (at, v) in self.store.check_results().items():
+            if slot.startswith("dnsbl:"):
+                per_node[(p, n)].append(Verdict.from_json(v, at))
+        return {k: combine(vs) for k, vs in per_node.items()}
+
+    async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+        """Run the dnsbl checks that are due (each at its own interval); True when a listing changed."""
+        assert self.store is not None
         cached = self.store.check_results()
         due: list[tuple[str, Job]] = []
         for pool, node in nodes:
@@ -114,71 +170,89 @@ class Controller:
                 if force or prev is None or (now - prev[0]).total_seconds() >= check.dnsbl.interval:
                     due.append((slot, Job(self.target(pool, node), check, pool.tuning.timeout)))
         if not due:
-            return
+            return False
         results = await run_all([j for _, j in due], concurrency=self.cfg.defaults.concurrency)
+        changed = False
         with self.store.transaction():
             for (slot, _), r in zip(due, results):
-                prev = cached.get((r.pool, r.node, slot))
-                verdict = {"status": r.status, "listed_on": list(r.listed_on), "detail": r.detail}
+                prev_raw = cached.get((r.pool, r.node, slot))
+                prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
+                verdict = fold(prev, r.status, r.listed_on, r.detail, now)
                 if r.status == "unknown":
-                    # An unknown answer never changes a weight: keep the last verdict.
-                    keep = prev[1] if prev else {"status": "unknown", "listed_on": [], "detail": ""}
-                    verdict = {**keep, "last_unknown": r.detail}
                     log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
-                was = sorted(prev[1].get("listed_on", [])) if prev else []
-                if sorted(verdict["listed_on"]) != was:
-                    listed = bool(verdict["listed_on"])
-                    reason = verdict["detail"] if listed else f"delisted: {r.detail}"
+                was = sorted(prev.listed_on) if prev else []
+                if sorted(verdict.listed_on) != was:
+                    changed = True
+                    reason = verdict.detail if verdict.listed_on else f"delisted: {r.detail}"
                     self.store.add_event(now, r.pool, r.node, "reputation",
-                                         ", ".join(was) or "clean", ", ".join(verdict["listed_on"]) or "clean", reason)
+                                         ", ".join(was) or "clean", ", ".join(verdict.listed_on) or "clean", reason)
                     log.info("%s/%s: %s", r.pool, r.node, reason)
                     self.notify("reputation", f"{r.pool}/{r.node}: {reason}",
-                                {"pool": r.pool, "node": r.node, "listed_on": verdict["listed_on"], "reason": reason})
-                self.store.put_check_result(r.pool, r.node, slot, now, verdict)
+                                {"pool": r.pool, "node": r.node, "listed_on": list(verdict.listed_on),
+                                 "reason": reason})
+                self.store.put_check_result(r.pool, r.node, slot, now, verdict.to_json())
+        return changed
 
+    # Kept for callers that ask about one node (status, tests).
     def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
-        listed: list[str] = []
-        details: list[str] = []
-        for (p, n, slot), (_, v) in self.store.check_results().items():
-            if p == pool.name and n == node.id and slot.startswith("dnsbl:") and v.get("listed_on"):
-                listed.extend(v["listed_on"])
-                details.append(v.get("detail", ""))
-        return tuple(dict.fromkeys(listed)), "; ".join(d for d in details if d)
+        rep = self.verdicts().get((pool.name, node.id), CLEAN)
+        return rep.listed_on, rep.detail
 
     # --- health ---------------------------------------------------------------------------
 
-    def fold(self, results: list[ProbeResult], now: datetime) -> list[tuple[NodeKey, Transition]]:
-        """Fold one round of liveness results into health; persist; return the transitions."""
+    def fold(self, results: list[ProbeResult], now: datetime, persist_all: bool = True) -> list[tuple[NodeKey, Transition]]:
+        """Fold one round of liveness results into health; return the transitions.
+
+        Transitions are persisted (with a history event) at once. `persist_all` also writes
+        every folded node's counters: `sync` does, `run` leaves that to a periodic snapshot.
+        """
         by_node: dict[NodeKey, list[ProbeResult]] = defaultdict(list)
         for r in results:
-            if r.check in LIVENESS and r.pool != "vantage":
+            if r.check in LIVENESS and r.pool:
                 by_node[(r.pool, r.node)].append(r)
         transitions = []
-        with self.store.transaction():
-            for key, rs in by_node.items():
-                pool = self.cfg.pool(key[0])
-                assert pool is not None
-                failed = [r for r in rs if not r.ok]
-                ok = not failed
-                reason = "; ".join(f"{r.check}: {r.detail}" for r in failed) if failed else "; ".join(
-                    f"{r.check} ok" for r in rs)
-                h, t = observe(self.health[key], ok, reason, now, pool.tuning.rise, pool.tuning.fall)
-                self.health[key] = h
-                self.store.put_health(key[0], key[1], h)
-                if t:
-                    transitions.append((key, t))
+        for key, rs in by_node.items():
+            pool = self.cfg.pool(key[0])
+            if pool is None or key not in self.health:
+                continue  # not adopted yet (its zone could not be read): no state to fold into
+            failed = [r for r in rs if not r.ok]
+            reason = ("; ".join(f"{r.check}: {r.detail}" for r in failed) if failed
+                      else "; ".join(f"{r.check} ok" for r in rs))
+            h, t = observe(self.health[key], not failed, reason, now, pool.tuning.rise, pool.tuning.fall)
+            self.health[key] = h
+            if t:
+                transitions.append((key, t))
+        if self.store is not None and (transitions or persist_all):
+            with self.store.transaction():
+                for key, t in transitions:
                     frm, to = ("down", "up") if t.up else ("up", "down")
                     self.store.add_event(now, key[0], key[1], "health", frm, to, t.reason)
-                    log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
-                    self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
-                                {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
+                for key in (by_node if persist_all else [k for k, _ in transitions]):
+                    if key in self.health:
+                        self.store.put_health(key[0], key[1], self.health[key])
+        for key, t in transitions:
+            frm, to = ("down", "up") if t.up else ("up", "down")
+            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
+            self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
+                        {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
         return transitions
+
+    def save_health(self) -> None:
+        """A snapshot of every node's counters (run mode writes this periodically, not per probe)."""
+        if self.store is None:
+            return
+        snapshot = dict(self.health)
+        with self.store.transaction():
+            for key, h in snapshot.items():
+                self.store.put_health(key[0], key[1], h)
 
     def adopt(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime) -> None:
         """First sight: a node with no stored state starts from what Route 53 shows."""
         fresh = []
         for pool in self.cfg.pools:
-            recs = records.get(pool.name, {})
+            if pool.name not in records:
+                continue  # its zone could not be read: adopt it once it can
+            recs = records[pool.name]
             for node in pool.nodes:
                 key = (pool.name, node.id)
                 if key in self.health:
@@ -186,7 +260,7 @@ class Controller:
                 weight = max((r.weight for r in recs.values() if r.set_identifier == node.id), default=0)
                 self.health[key] = first_sight(weight > 0, now)
                 fresh.append(key)
-        if fresh:
+        if fresh and self.store is not None:
             with self.store.transaction():
                 for key in fresh:
                     self.store.put_health(key[0], key[1], self.health[key])
@@ -199,8 +273,15 @@ class Controller:
             self._zone_ids[pool.zone] = self.route53.zone_id(pool.zone)
         return self._zone_ids[pool.zone]
 
+    def zones(self) -> dict[str, list[Pool]]:
+        """The config's pools by hosted zone (as the config names it), in config order."""
+        out: dict[str, list[Pool]] = defaultdict(list)
+        for pool in self.cfg.pools:
+            out[pool.zone].append(pool)
+        return dict(out)
+
     def read(self, pools: Iterable[Pool]) -> dict[str, dict[RecordKey, RecordSet]]:
-        """Current record sets per pool, one targeted read per zone."""
+        """Current record sets per pool, one targeted read per zone (an error raises)."""
         assert self.route53 is not None
         by_zone: dict[str, list[Pool]] = defaultdict(list)
         for pool in pools:
@@ -218,139 +299,269 @@ class Controller:
                 }
         return out
 
+    def read_zones(self) -> tuple[dict[str, dict[RecordKey, RecordSet]], dict[str, tuple[str, str]]]:
+        """Every zone's record sets; a zone that cannot be read is an error for it alone.
+
+        Returns (records per pool, {zone: (error, error class)}).
+        """
+        from ..aws.route53 import Route53Error
+
+        records: dict[str, dict[RecordKey, RecordSet]] = {}
+        failed: dict[str, tuple[str, str]] = {}
+        for zone, pools in self.zones().items():
+            try:
+                records.update(self.read(pools))
+            except Route53Error as e:
+                failed[zone] = (str(e), e.code)
+                log.error("zone %s: cannot read Route 53: %s", zone, e)
+        return records, failed
+
     # --- planning -------------------------------------------------------------------------
 
-    def facts(self, pool: Pool, recs: dict[RecordKey, RecordSet], drains: dict[NodeKey, tuple[str, datetime]]) -> list[NodeFacts]:
+    def facts(self, pool: Pool, recs: dict[RecordKey, RecordSet], drains: dict[NodeKey, tuple[str, datetime]],
+              verdicts: dict[NodeKey, Reputation], health: dict[NodeKey, NodeHealth] | None = None) -> list[NodeFacts]:
+        health = self.health if health is None else health
         out = []
         for node in pool.nodes:
             key = (pool.name, node.id)
-            listed_on, listed_detail = self.reputation(pool, node)
             out.append(NodeFacts(
                 node=node,
-                health=self.health[key],
+                health=health[key],
                 records={t: recs.get((pool.record, t, node.id)) for t in node.addresses_by_type()},
                 drained=drains[key][0] if key in drains else None,
-                listed_on=listed_on,
-                listed_detail=listed_detail,
+                reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
             ))
         return out
 
+    def drain_budget(self, pool: Pool, now: datetime, interval_cycles: bool) -> int:
+        """How many nodes of the pool may still be newly drained in the cycle that `now` is in.
+
+        `sync`: every reconcile is a cycle of its own. `run` (`interval_cycles`): a cycle is
+        one `interval` of the pool, however many reconciles happen inside it.
+        """
+        if not interval_cycles:
+            return pool.max_drain()
+        since = now - timedelta(seconds=pool.tuning.interval)
+        recent = [t for t in self.drain_log.get(pool.name, []) if t > since]
+        self.drain_log[pool.name] = recent
+        return max(0, pool.max_drain() - len(recent))
+
     def plan(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime,
-             create_missing: bool = False, pools: Iterable[Pool] | None = None) -> Plan:
+             create_missing: bool = False, pools: Iterable[Pool] | None = None,
+             interval_cycles: bool = False, health: dict[NodeKey, NodeHealth] | None = None) -> Plan:
+        assert self.store is not None
         drains = self.store.drains()
+        verdicts = self.verdicts()
+        health = self.health if health is None else health
         plan = Plan()
         for pool in pools or self.cfg.pools:
-            plan.pools.append(plan_pool(pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains),
-                                        now, create_missing=create_missing))
+            if pool.name not in records or any((pool.name, n.id) not in health for n in pool.nodes):
+                continue  # its zone could not be read
+            plan.pools.append(plan_pool(
+                pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains, verdicts, health), now,
+                create_missing=create_missing, drain_budget=self.drain_budget(pool, now, interval_cycles),
+            ))
         return plan
 
-    def apply(self, plan: Plan, now: datetime, create_missing: bool = False) -> tuple[Plan, str | None, int, list[str]]:
-        """Write the plan, one compare-and-swap batch per zone; on a conflict re-read, re-plan, retry."""
+    # --- the per-zone reconcile (sync and run) -------------------------------------------
+
+    def reconcile_zone(
+        self,
+        zone: str,
+        *,
+        create_missing: bool = False,
+        dry_run: bool = False,
+        interval_cycles: bool = False,
+        guard: Guard | None = None,
+        health: dict[NodeKey, NodeHealth] | None = None,
+        records: dict[str, dict[RecordKey, RecordSet]] | None = None,
+        comment: str = "r53lb",
+    ) -> ZoneOutcome:
+        """Read -> plan -> compare-and-swap write -> bounded re-read/re-plan -> history. Blocking.
+
+        `guard` is asked right before each write; a reason it returns stops the write (a
+        vantage hold that came up meanwhile, a lease that was lost).
+        """
         from ..aws.route53 import ConflictError, Route53Error
 
         assert self.route53 is not None
-        conflicts = 0
-        change_ids: list[str] = []
-        pools_by_zone: dict[str, list[Pool]] = defaultdict(list)
-        for pool in self.cfg.pools:
-            pools_by_zone[self.zone_id(pool)].append(pool)
-        final: dict[str, PoolPlan] = {p.pool: p for p in plan.pools}
-        error = None
-        for zone_id, zpools in pools_by_zone.items():
-            zplan = Plan(pools=[final[p.name] for p in zpools])
-            for attempt in range(MAX_CONFLICT_RETRIES + 1):
-                changes = zplan.changes
-                if not changes:
-                    break
-                try:
-                    cid = self.route53.apply(zone_id, [c.record_change for c in changes])
-                except ConflictError as e:
-                    conflicts += 1
-                    log.warning("zone %s: batch refused, a record changed since it was read (%s); re-planning",
-                                zone_id, e)
-                    if attempt == MAX_CONFLICT_RETRIES:
-                        error = f"zone {zone_id}: records kept changing under r53lb; gave up after {attempt + 1} tries: {e}"
-                        break
-                    zplan = self.plan(self.read(zpools), now, create_missing, pools=zpools)
-                    for p in zplan.pools:
-                        final[p.pool] = p
-                    continue
-                except Route53Error as e:
-                    error = f"zone {zone_id}: {e}"
-                    break
-                if cid:
-                    change_ids.append(cid)
-                self.record_applied(changes, now)
+        pools = self.zones().get(zone, [])
+        empty = ZoneOutcome(zone, Plan())
+        if not pools:
+            return empty
+        if records is None or any(p.name not in records for p in pools):
+            try:
+                records = self.read(pools)
+            except Route53Error as e:
+                return ZoneOutcome(zone, Plan(), error=str(e), error_class=e.code)
+        now = self.clock()
+        self.adopt(records, now)
+        plan = self.plan(records, now, create_missing, pools=pools, interval_cycles=interval_cycles, health=health)
+        out = ZoneOutcome(zone, plan, records=records)
+        if dry_run:
+            return out
+        zone_id = self.zone_id(pools[0])
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            changes = plan.changes
+            if not changes:
                 break
-            if error:
-                log.error("apply failed: %s", error)
-                self.notify("apply_failed", f"apply failed: {error}", {"zone": zone_id, "error": error})
-        new_plan = Plan(pools=[final[p.name] for p in self.cfg.pools], hold=plan.hold, applied=error is None)
-        return new_plan, error, conflicts, change_ids
+            held = guard() if guard is not None else None
+            if held:
+                out.held = held
+                log.info("zone %s: not written: %s", zone, held)
+                break
+            try:
+                last_id = self.route53.apply(zone_id, [c.record_change for c in changes], comment=comment)
+                if last_id:
+                    out.change_ids.append(last_id)
+            except ConflictError as e:
+                try:
+                    fresh = self.read(pools)
+                except Route53Error as e2:
+                    out.error, out.error_class = str(e2), e2.code
+                    break
+                if _already_hold(changes, fresh):
+                    # The write went through and its answer was lost; the retry was refused.
+                    log.info("zone %s: Route 53 already holds the planned weights (a lost answer)", zone)
+                    out.applied = changes
+                    self.record_applied(changes, now)
+                    break
+                if not _changed_since(changes, fresh):
+                    out.error, out.error_class = str(e), "InvalidChangeBatch"
+                    break  # refused for another reason than a concurrent change: Route 53 says why
+                out.conflicts += 1
+                log.warning("zone %s: batch refused, a record changed since it was read (%s); re-planning", zone, e)
+                if attempt == MAX_CONFLICT_RETRIES:
+                    out.error = f"records kept changing under r53lb; gave up after {attempt + 1} tries: {e}"
+                    out.error_class = "Conflict"
+                    break
+                records = out.records = fresh
+                now = self.clock()
+                plan = out.plan = self.plan(records, now, create_missing, pools=pools, interval_cycles=interval_cycles, health=health)
+                continue
+            except Route53Error as e:
+                out.error, out.error_class = str(e), e.code
+                break
+            out.applied = changes
+            self.record_applied(changes, now)
+            break
+        for pp in out.plan.pools:
+            applied = {c.node for c in out.applied}
+            for node_id in pp.newly_drained:
+                if node_id in applied:
+                    self.drain_log[pp.pool].append(now)
+        out.plan.applied = out.error is None and out.held is None
+        return out
 
     def record_applied(self, changes: list[Change], now: datetime) -> None:
         """Each written weight goes into the history and gets one log line, with its reason."""
-        with self.store.transaction():
-            for c in changes:
-                self.store.add_event(now, c.pool, c.node, "weight",
-                                     None if c.from_weight is None else str(c.from_weight),
-                                     str(c.to_weight), f"{c.type}: {c.reason}")
+        if self.store is not None:
+            with self.store.transaction():
+                for c in changes:
+                    self.store.add_event(now, c.pool, c.node, "weight",
+                                         None if c.from_weight is None else str(c.from_weight),
+                                         str(c.to_weight), f"{c.type}: {c.reason}")
         for c in changes:
             log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
 
-    # --- the cycle ------------------------------------------------------------------------
+    # --- alerts ---------------------------------------------------------------------------
+
+    def _load_watch_state(self) -> WatchState:
+        if self.store is None:
+            return WatchState()
+        raw = self.store.get_meta(WATCH_KEY)
+        try:
+            return WatchState.from_json(json.loads(raw) if raw else None)
+        except ValueError:
+            return WatchState()
+
+    def watch(self, now: datetime, *, plan: Plan | None = None, zone: str | None = None,
+              error: str | None = None, hold: str | None | bool = False, cleared: str = "") -> list[Alert]:
+        """Step the watcher; tell what changed (log, notification, history for holds); keep its state."""
+        state, alerts = self.watch_state, []
+        if hold is not False:
+            state, alerts = step_hold(state, hold or None, cleared)  # type: ignore[arg-type]
+        if plan is not None or zone is not None:
+            state, more = step(state, now, plan=plan, zone=zone, error=error)
+            alerts += more
+        changed = state != self.watch_state
+        self.watch_state = state
+        if self.store is not None and (changed or alerts):
+            with self.store.transaction():
+                for a in alerts:
+                    if a.kind is AlertKind.HOLD:
+                        self.store.add_event(now, "-", "-", "hold", None, "hold", a.details.get("reason", ""))
+                    elif a.kind is AlertKind.HOLD_CLEARED:
+                        self.store.add_event(now, "-", "-", "hold", "hold", None, f"cleared: {a.details.get('reason', '')}")
+                self.store.put_meta(WATCH_KEY, json.dumps(state.to_json()))
+        for a in alerts:
+            (log.error if a.kind.severe else log.info)("%s", a.message)
+            self.notify(a.kind.notify_kind, a.message, dict(a.details))
+        return alerts
+
+    # --- the cycle (sync) -----------------------------------------------------------------
 
     async def cycle(self, *, dry_run: bool = False, create_missing: bool = False, wait: bool = False,
                     confirm: bool = True) -> CycleResult:
-        """One reconcile, as `r53lb sync` runs it from cron."""
+        """One reconcile of every zone, as `r53lb sync` runs it from cron."""
         now = self.clock()
-        nodes = [(p, n) for p in self.cfg.pools for n in p.nodes]
-        records = self.read(self.cfg.pools)
+        records, failed = self.read_zones()
         self.adopt(records, now)
+        nodes = [(p, n) for p in self.cfg.pools for n in p.nodes if (p.name, n.id) in self.health]
 
-        results = await self.probe(nodes, with_canaries=True)
-        await self.probe_dnsbl(nodes, now)
-        hold = self.vantage(results)
+        results = await self.probe(nodes)
+        canaries = await self.probe_canaries()
+        await self.refresh_verdicts(nodes, now)
+        hold = self.vantage(results, canaries)
         if hold:
             log.error("hold: %s; nothing written", hold)
-            with self.store.transaction():
-                self.store.add_event(now, "-", "-", "hold", None, None, hold)
-            self.notify("hold", f"hold: {hold}", {"reason": hold})
             plan = self.plan(records, now, create_missing)
             plan.hold = hold
-            return CycleResult(plan=plan, results=results)
+            if not dry_run:
+                self.watch(now, hold=hold)
+            return CycleResult(plan=plan, results=results + canaries)
+        if not dry_run and self.watch_state.hold:
+            self.watch(now, hold=None, cleared="every node and canary answers again")
 
         all_results = list(results)
         transitions = self.fold(results, now)
         if confirm:
             transitions += await self.confirm(nodes, all_results)
-        now = self.clock()
-        plan = self.plan(records, now, create_missing)
-        for alert in plan.alerts:
-            log.warning("%s", alert)
-            self.notify("alert", alert, {})
-        for err in plan.errors:
-            log.error("%s", err)
-        result = CycleResult(plan=plan, results=all_results, transitions=transitions)
-        if dry_run or not plan.changes:
-            plan.applied = not plan.changes and not dry_run
-            return result
-        result.plan, result.apply_error, result.conflicts, change_ids = self.apply(plan, now, create_missing)
+        result = CycleResult(plan=Plan(), results=all_results + canaries, transitions=transitions)
+        for zone in self.zones():
+            if zone in failed:
+                error, code = failed[zone]
+                result.zones.append(ZoneOutcome(zone, Plan(), error=error, error_class=code))
+                if not dry_run:
+                    self.watch(self.clock(), zone=zone, error=error)
+                continue
+            # The zone was read before probing: a change since makes the compare-and-swap refuse and re-plan.
+            out = await asyncio.to_thread(self.reconcile_zone, zone, create_missing=create_missing,
+                                          dry_run=dry_run, records=records)
+            result.zones.append(out)
+            result.plan.pools.extend(out.plan.pools)
+            for err in out.plan.errors:
+                log.error("%s", err)
+            if not dry_run:
+                self.watch(self.clock(), plan=out.plan, zone=zone, error=out.error)
+            elif out.plan.alerts:
+                for a in out.plan.alerts:
+                    log.warning("%s", a)
+        order = {p.name: i for i, p in enumerate(self.cfg.pools)}
+        result.plan.pools.sort(key=lambda pp: order.get(pp.pool, 0))
+        result.plan.applied = not dry_run and all(z.error is None for z in result.zones)
+        change_ids = [cid for z in result.zones for cid in z.change_ids]
         if wait and change_ids and self.route53 is not None:
             result.insync_seconds = max(self.route53.wait_insync(cid) for cid in change_ids)
         return result
 
-    def vantage(self, results: list[ProbeResult]) -> str | None:
+    def vantage(self, results: list[ProbeResult], canaries: list[ProbeResult] = ()) -> str | None:  # type: ignore[assignment]
         node_ok: dict[NodeKey, bool] = {}
-        canaries_failed = []
         for r in results:
-            if r.pool == "vantage":
-                if not r.ok:
-                    canaries_failed.append(f"{r.node} {r.check}: {r.detail}")
-                continue
-            if r.check in LIVENESS:
+            if r.check in LIVENESS and r.pool:
                 node_ok[(r.pool, r.node)] = node_ok.get((r.pool, r.node), False) or r.ok
+        canaries_failed = [f"{r.node} {r.check}: {r.detail}" for r in canaries if not r.ok]
         return vantage_hold(node_ok, canaries_failed)
 
     async def confirm(self, nodes: list[tuple[Pool, Node]], all_results: list[ProbeResult]) -> list[tuple[NodeKey, Transition]]:
@@ -368,3 +579,29 @@ class Controller:
             all_results.extend(results)
             transitions += self.fold(results, self.clock())
         return transitions
+
+
+def _already_hold(changes: list[Change], records: dict[str, dict[RecordKey, RecordSet]]) -> bool:
+    """Route 53 holds every planned weight (with the planned value) already."""
+    for c in changes:
+        rec = records.get(c.pool, {}).get((c.record, c.type, c.set_identifier))
+        if rec is None or rec.weight != c.to_weight:
+            return False
+        want = tuple(normalize_value(c.type, v) for v in c.record_change.values) or None
+        if want is not None and tuple(sorted(normalize_value(c.type, v) for v in rec.values)) != tuple(sorted(want)):
+            return False
+    return True
+
+
+def _changed_since(changes: list[Change], records: dict[str, dict[RecordKey, RecordSet]]) -> bool:
+    """Some record set the batch touches is no longer exactly what the batch expected."""
+    for c in changes:
+        rec = records.get(c.pool, {}).get((c.record, c.type, c.set_identifier))
+        expected = c.record_change.current
+        if expected is None:
+            if rec is not None:
+                return True  # a set to create appeared meanwhile
+            continue
+        if rec is None or rec.weight != expected.weight or rec.values != expected.values or rec.ttl != expected.ttl:
+            return True
+    return False

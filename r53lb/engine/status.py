@@ -15,12 +15,14 @@ def collect(ctl: Controller) -> list[dict[str, Any]]:
     ctl.adopt(records, now)
     plan = ctl.plan(records, now)
     drains = ctl.store.drains()
+    verdicts = ctl.verdicts()
     rows: list[dict[str, Any]] = []
     for pool, pplan in zip(ctl.cfg.pools, plan.pools):
         for node in pool.nodes:
             key = (pool.name, node.id)
             h = ctl.health[key]
-            listed_on, listed_detail = ctl.reputation(pool, node)
+            rep = verdicts.get(key)
+            listed_on, listed_detail = (rep.listed_on, rep.detail) if rep else ((), "")
             nxt = warmup_next_step(node.warmup, now)
             for rtype in node.addresses_by_type():
                 rec = records[pool.name].get((pool.record, rtype, node.id))

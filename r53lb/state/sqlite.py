@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class StateStore:
         self.path = path
         self.conn = conn
         self.rebuilt = rebuilt  # why the file was rebuilt this time, if it was
+        # `run` reconciles a zone in a worker thread: one connection, used by one thread at a time.
+        self._lock = threading.RLock()
 
     # --- opening --------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class StateStore:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -122,7 +125,7 @@ class StateStore:
 
     def snapshot(self) -> "StateStore":
         """An in-memory copy: `plan` and `--dry-run` run the whole cycle against it and record nothing."""
-        mem = sqlite3.connect(":memory:", isolation_level=None)
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self.conn.backup(mem)
         return StateStore(self.path, mem)
 
@@ -131,13 +134,14 @@ class StateStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
 
     @contextmanager
     def exclusive(self, wait: float = 0.0) -> Iterator[None]:
@@ -159,6 +163,17 @@ class StateStore:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    # --- small values (the alert watcher's state) ----------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # --- health ---------------------------------------------------------------------------
 
