@@ -57,6 +57,9 @@ class MotoServer:
     def before_change(self, callback: Callable[[], Any]) -> None:
         self.controls.before_change(callback)
 
+    def lose_answer(self, operation: str, n: int = 1) -> None:
+        self.controls.lose_answer(operation, n)
+
     def pending(self, n: int) -> None:
         self.controls.pending(n)
 

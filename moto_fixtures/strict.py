@@ -74,6 +74,7 @@ class Controls:
         self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(collections.deque)
         self._hooks: list[Callable[[], Any]] = []
         self._pending = 0
+        self._lost: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
     def reset(self) -> None:
@@ -84,6 +85,7 @@ class Controls:
             self._faults.clear()
             self._hooks.clear()
             self._pending = 0
+            self._lost.clear()
 
     def throttle(self, operation: str, n: int = 1) -> None:
         """The next n calls of `operation` fail with HTTP 400 Throttling, as Route 53 does under load."""
@@ -101,6 +103,19 @@ class Controls:
         """The next n calls of `operation` (e.g. 'ChangeResourceRecordSets') fail with this error."""
         with self._lock:
             self._faults[operation].extend(Fault(code, status, message) for _ in range(n))
+
+    def lose_answer(self, operation: str, n: int = 1) -> None:
+        """The next n calls of `operation` are carried out, but the client gets a 500 instead
+        of the answer (the connection dropped after Route 53 applied the change)."""
+        with self._lock:
+            self._lost[operation] += n
+
+    def _take_lost(self, action: str) -> bool:
+        with self._lock:
+            if self._lost[action] > 0:
+                self._lost[action] -= 1
+                return True
+            return False
 
     def before_change(self, callback: Callable[[], Any]) -> None:
         """Run `callback` once, just before the next ChangeResourceRecordSets is applied."""
@@ -345,7 +360,10 @@ def counted_call_action(self: Any) -> Any:
                 hook()
             except Exception as e:  # keep the request going; the test inspects hook_errors
                 controls.hook_errors.append(e)
-    return _orig["call_action"](self)
+    result = _orig["call_action"](self)
+    if controls._take_lost(action):
+        return Fault("InternalFailure", 500, "the answer was lost on the way back").response()
+    return result
 
 
 def strict_change_response(self: Any) -> Any:

@@ -323,6 +323,18 @@ def demo(ctx: click.Context, duration: float) -> None:
         raise Fail(f"demo failed: {e}") from None
 
 
+def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from .config import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if not 0 < seconds <= 86400:
+        raise click.BadParameter(f"{value!r}: give a duration above 0 and at most 1d")
+    return seconds
+
+
 def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
     from .engine.metrics import parse_addr
 
@@ -336,15 +348,17 @@ def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tup
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
               metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
 @click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
+@click.option("--resync", default="30s", show_default=True, callback=_positive_duration, metavar="DURATION",
+              help="Re-read and reconcile each zone this often even without a health change.")
 @click.pass_context
 @errors
-def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool) -> None:
+def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float) -> None:
     """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
     from .engine.daemon import run as run_daemon
     from .engine.metrics import MetricsError
 
     try:
-        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr)
+        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr, resync=resync)
     except MetricsError as e:
         raise Fail(str(e)) from None
     ctx.exit(code)

@@ -653,7 +653,7 @@ class Daemon:
         return True, f"{len(last)} node(s) probed on time{held}"
 
 
-def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None) -> int:
+def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:
     """Entry point for the CLI: build the daemon (a broken config raises ConfigError) and run it."""
-    daemon = Daemon(config_path, metrics_addr=metrics_addr)
+    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync)
     return asyncio.run(daemon.run())
