@@ -9,7 +9,7 @@ so do we). The words, as HAProxy's configuration manual lists them:
 - `ready`, `drain`, `maint`: the administrative state;
 - `up`, `down`, `fail`, `stopped` (HAProxy's manual also spells it `failed`): the operational state;
 - `maxconn:30`: understood and ignored (DNS has no connection limit);
-- `#` at the start of a word: the rest of the line is the agent's description.
+- `#`: the rest of the line is the agent's description (`down # disk full`, `down#disk full`).
 
 A line is judged on its own by `probe` (what `r53lb probe` shows), while HAProxy's rule
 that a word left out keeps its previous value is `merge_agent`, a pure fold the engine
@@ -88,11 +88,13 @@ def parse_line(line: str) -> AgentReply:
         if line[i] in _SEPARATORS:
             i += 1
             continue
-        if line[i] == "#":  # only at the start of a word, as in HAProxy
+        if line[i] == "#":
             description = line[i + 1:].strip()
             break
         j = i
-        while j < n and line[j] not in _SEPARATORS:
+        # HAProxy's parser wants '#' at the start of a word, its manual only "after a sharp":
+        # `down#disk full` is read as the manual says, rather than dropped as a bad word.
+        while j < n and line[j] not in _SEPARATORS and line[j] != "#":
             j += 1
         word, low = line[i:j], line[i:j].lower()
         i = j
