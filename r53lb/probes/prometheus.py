@@ -122,9 +122,12 @@ class Verdict:
     share: float | None = None
 
 
-def evaluate(value: float, spec: PrometheusCheck) -> Verdict:
-    """The check's rules applied to one value (not NaN): out of bounds fails, else a share when scaled."""
-    label = trim(spec.label, 80)
+def evaluate(value: float, spec: PrometheusCheck, query: str | None = None) -> Verdict:
+    """The check's rules applied to one value (not NaN): out of bounds fails, else a share when scaled.
+
+    The reason names the rule by the check's `name`, else by the query as sent (`query`).
+    """
+    label = trim(spec.name or query or spec.query, 80)
     if spec.quarantine_above is not None and value > spec.quarantine_above:
         return Verdict("fail", f"{label} {value:g} > {spec.quarantine_above:g}")
     if spec.quarantine_below is not None and value < spec.quarantine_below:
@@ -204,6 +207,6 @@ async def probe(target: Target, spec: PrometheusCheck, timeout: float) -> ProbeR
     reading = parse_response(decoded)
     if reading.value is None:
         status_text = f"HTTP {code}, " if code != 200 else ""
-        return result("unknown", f"prometheus {where}: {status_text}{trim(spec.label, 80)}: {reading.error}")
-    verdict = evaluate(reading.value, spec)
+        return result("unknown", f"prometheus {where}: {status_text}{trim(spec.name or query, 80)}: {reading.error}")
+    verdict = evaluate(reading.value, spec, query)
     return result(verdict.status, verdict.detail, reading.value, verdict.share)
