@@ -118,3 +118,16 @@ def test_end_to_end_behind_socket_activation(activated: tuple[int, Path]) -> Non
     r = check(port)
     assert (r.status, r.agent) == ("unknown", None)
     assert r.detail == f"agent port {port}: agent sent an empty line (cannot read the queue)"
+
+
+def test_recipe_configs_load() -> None:
+    """Every config block of docs/recipes.md is a valid config."""
+    import re
+
+    from r53lb.config import loads
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith("pools:")]
+    assert len(blocks) == 2
+    for block in blocks:
+        assert loads(block, "docs/recipes.md").pools[0].name == "smtp-outbound"

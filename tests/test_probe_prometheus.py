@@ -286,3 +286,45 @@ def test_config_errors_name_the_key() -> None:
         with pytest.raises(ConfigError) as e:
             loads(base % body)
         assert re.search(pattern, str(e.value)), str(e.value)
+
+
+# --- docs/recipes.md, end to end --------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
+
+
+def recipe_config(url: str) -> Any:
+    text = RECIPES.read_text()
+    block = re.search(r"<!-- recipe: prometheus .*?-->\n```yaml\n(.*?)```", text, re.S)
+    assert block, "docs/recipes.md lost its prometheus recipe block"
+    return loads(block.group(1).replace("http://prometheus.internal:9090", url), "docs/recipes.md")
+
+
+def test_postfix_recipe(prometheus: Prometheus, exporter: Exporter) -> None:
+    """The recipe's own YAML and the kumina postfix_exporter's metric names, through a real Prometheus."""
+    cfg = recipe_config(prometheus.url)
+    pool = cfg.pools[0]
+    rules = {c.prometheus.name: c.prometheus for c in pool.checks if c.kind == "prometheus"}
+    assert set(rules) == {"deferral-rate", "queue-depth"}
+    deferral, depth = rules["deferral-rate"], rules["queue-depth"]
+    sent = 'postfix_smtp_messages_processed_total{node="mx1",status="sent"}'
+    deferred = 'postfix_smtp_messages_processed_total{node="mx1",status="deferred"}'
+    exporter.set(sent, 1000)
+    exporter.set(deferred, 100)
+    for queue, n in {"active": 500, "deferred": 10000, "hold": 9999}.items():
+        exporter.set(f'postfix_showq_message_age_seconds_count{{node="mx1",queue="{queue}"}}', n)
+
+    # No delivery in the window yet: 0/0, unknown.
+    quiet = wait_for(lambda: run(deferral, "mx1"), lambda r: "NaN" in r.detail)
+    assert quiet.status == "unknown", quiet.detail
+    # 10 of the next 100 attempts deferred: 10% > 5%, out.
+    exporter.set(sent, 1090)
+    exporter.set(deferred, 110)
+    out = wait_for(lambda: run(deferral, "mx1"), lambda r: r.status == "fail")
+    assert out.status == "fail" and out.value == pytest.approx(0.1), out.detail
+    assert re.fullmatch(r"deferral-rate 0\.1\d* > 0\.05", out.detail), out.detail
+    # Queue: incoming+active+deferred+maildrop = 10,500 (hold is not load) -> 55%.
+    scaled = wait_for(lambda: run(depth, "mx1"), lambda r: r.value == 10500)
+    assert (scaled.status, scaled.share, scaled.detail) == ("ok", 0.55, "queue-depth 10500 -> 55%")
+    # A node Prometheus knows nothing of: unknown.
+    assert run(depth, "mx2").status == "unknown"
