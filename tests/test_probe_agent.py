@@ -278,3 +278,15 @@ def test_merge_is_the_last_word_said(seq: list[AgentReply | None]) -> None:
 def test_parse_line_never_raises(line: str) -> None:
     r = parse_line(line)
     assert r.share is None or 0.0 <= r.share <= 1.0
+
+
+@given(replies)
+def test_state_survives_the_store(reply: AgentReply) -> None:
+    state = merge_agent(None, reply)
+    assert AgentState.from_json(state.to_json()) == state
+
+
+def test_state_from_a_damaged_store_is_the_default() -> None:
+    assert AgentState.from_json(None) == AgentState()
+    assert AgentState.from_json({"share": 7, "admin": "sleep", "health": True}) == AgentState()
+    assert AgentState.from_json({"share": 0.5, "admin": "drain"}) == AgentState(share=0.5, admin="drain")

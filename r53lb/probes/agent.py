@@ -25,7 +25,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from ..config import AgentCheck
 from .base import AgentWord, ProbeResult, Status, Target, fmt_duration, trim
@@ -143,6 +143,24 @@ class AgentState:
         if self.down:
             return "down"
         return "drain" if self.admin == "drain" else "ready"
+
+    def to_json(self) -> dict[str, Any]:
+        """For the state store: the engine keeps this between replies (and restarts)."""
+        return {"share": self.share, "admin": self.admin, "health": self.health, "description": self.description}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "AgentState":
+        """Tolerant: a field that is missing or not understood takes its default (ready, up, 100%)."""
+        data = data or {}
+        share = data.get("share")
+        ok_share = isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0
+        admin, health = data.get("admin"), data.get("health")
+        return cls(
+            share=float(share) if ok_share else 1.0,
+            admin=admin if admin in _ADMIN else "ready",
+            health=health if health in _HEALTH.values() else "up",
+            description=str(data.get("description") or ""),
+        )
 
     @property
     def reason(self) -> str:
