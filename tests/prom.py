@@ -8,7 +8,6 @@ with a deadline), never with a fixed sleep.
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import socket
 import subprocess
@@ -172,7 +171,3 @@ def wait_for(fn: Callable[[], T], accept: Callable[[T], bool], deadline: float =
         if accept(value) or time.monotonic() >= end:
             return value
         time.sleep(every)
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
