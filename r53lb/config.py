@@ -32,6 +32,8 @@ __all__ = [
     "HttpCheck",
     "TcpCheck",
     "DnsblCheck",
+    "AgentCheck",
+    "PrometheusCheck",
     "load",
     "loads",
     "parse_duration",
@@ -261,7 +263,114 @@ def split_hostport(value: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-CHECK_KINDS = ("smtp", "http", "tcp", "dnsbl")
+class AgentCheck(_Model):
+    """HAProxy's agent-check: the node reports its own share and state on a TCP port."""
+
+    port: int = Field(ge=1, le=65535)
+    send: str | None = None  # HAProxy's agent-send: written verbatim on connect (add "\n" if the agent wants a line)
+    interval: Duration | None = None  # default: the pool's interval
+    timeout: Duration | None = None
+    name: str | None = Field(None, min_length=1, max_length=64)  # how gates and reasons refer to it
+
+    @field_validator("send")
+    @classmethod
+    def _send(cls, v: str | None) -> str | None:
+        if v is not None and len(v.encode("utf-8")) > 1024:
+            raise ValueError("is longer than 1024 bytes")
+        return v
+
+
+class BasicAuthEnv(_Model):
+    """Basic auth whose username and password come from the environment, never from the file."""
+
+    username_env: str = Field(min_length=1)
+    password_env: str = Field(min_length=1)
+
+
+class PromScale(_Model):
+    """A linear map from a metric value to a share of weight, clamped at both ends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: tuple[float, float] = Field(alias="from")
+    to: tuple[Share, Share]
+
+    @model_validator(mode="after")
+    def _span(self) -> "PromScale":
+        if any(math.isnan(v) or math.isinf(v) for v in self.from_):
+            raise ValueError("from: values must be finite numbers")
+        if self.from_[0] == self.from_[1]:
+            raise ValueError(f"from: {list(self.from_)} spans nothing (give two different values)")
+        return self
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class PrometheusCheck(_Model):
+    """A PromQL instant query per node; the value is judged by quarantine bounds and scaled to a share."""
+
+    url: str  # the server's base URL; the check calls <url>/api/v1/query
+    query: str = Field(min_length=1)
+    quarantine_above: float | None = None
+    quarantine_below: float | None = None
+    scale: PromScale | None = None
+    interval: Duration = 60.0
+    timeout: Duration | None = None
+    name: str | None = Field(None, min_length=1, max_length=64)
+    bearer_token_env: str | None = None
+    basic_auth: BasicAuthEnv | None = None
+    verify: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^https?://([^/?#]*)", v)
+        if not m or not m.group(1):
+            raise ValueError(f"{v!r} must start with http:// or https:// and name a host")
+        if "@" in m.group(1):
+            # A password in the URL would end up in logs and reasons: it belongs in the environment.
+            raise ValueError("must not carry credentials; use basic_auth or bearer_token_env")
+        return v.rstrip("/")
+
+    @field_validator("bearer_token_env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError(f"{v!r} is not an environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> "PrometheusCheck":
+        for key in ("quarantine_above", "quarantine_below"):
+            v = getattr(self, key)
+            if v is not None and math.isnan(v):
+                raise ValueError(f"{key}: must be a number")
+        if (self.quarantine_above is not None and self.quarantine_below is not None
+                and self.quarantine_below > self.quarantine_above):
+            raise ValueError(
+                f"quarantine_below ({self.quarantine_below:g}) is above quarantine_above "
+                f"({self.quarantine_above:g}): no value would pass")
+        if self.bearer_token_env and self.basic_auth:
+            raise ValueError("give either bearer_token_env or basic_auth, not both")
+        if self.basic_auth is not None:
+            for key in ("username_env", "password_env"):
+                if not _ENV_NAME.match(getattr(self.basic_auth, key)):
+                    raise ValueError(f"basic_auth.{key}: {getattr(self.basic_auth, key)!r} "
+                                     "is not an environment variable name")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How reasons and metrics name this rule: `name`, else the query."""
+        return self.name or self.query
+
+
+CHECK_KINDS = ("smtp", "http", "tcp", "dnsbl", "agent", "prometheus")
+# Checks that are signals rather than liveness: when they cannot be read the result is
+# unknown (never a failure), and unknown never changes a weight.
+SIGNAL_KINDS = ("dnsbl", "agent", "prometheus")
 
 
 class Check(_Model):
@@ -271,6 +380,8 @@ class Check(_Model):
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
     dnsbl: DnsblCheck | None = None
+    agent: AgentCheck | None = None
+    prometheus: PrometheusCheck | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -289,7 +400,7 @@ class Check(_Model):
         return next(k for k in CHECK_KINDS if getattr(self, k) is not None)
 
     @property
-    def spec(self) -> SmtpCheck | HttpCheck | TcpCheck | DnsblCheck:
+    def spec(self) -> SmtpCheck | HttpCheck | TcpCheck | DnsblCheck | AgentCheck | PrometheusCheck:
         return getattr(self, self.kind)
 
 

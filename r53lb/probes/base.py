@@ -7,9 +7,15 @@ import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .agent import AgentReply
 
 Status = Literal["ok", "fail", "unknown"]
+# The agent's state in one word: an administrative state (ready, drain, maint) or an
+# operational one (up, down; HAProxy's fail and stopped are kinds of down).
+AgentWord = Literal["ready", "drain", "maint", "up", "down"]
 
 # The most a probe reads from one server, whatever it sends (a hostile server costs a
 # probe its deadline, never the controller's memory).
@@ -31,7 +37,7 @@ class Target:
 class ProbeResult:
     pool: str
     node: str
-    check: str  # smtp | http | tcp | dnsbl
+    check: str  # smtp | http | tcp | dnsbl | agent | prometheus
     status: Status
     latency_ms: float
     detail: str  # one line an operator can act on: 'greeting 421 "4.3.2 too busy"'
@@ -41,6 +47,11 @@ class ProbeResult:
     phases: dict[str, float] = field(default_factory=dict)  # phase -> ms
     cert_not_after: datetime | None = None
     listed_on: tuple[str, ...] = ()  # dnsbl: zones that list the IP
+    # Signals that steer a weight rather than say up/down (applied by the engine):
+    share: float | None = None  # 0.0-1.0 of the node's weight: the agent's `75%`, a prometheus `scale`
+    agent_state: AgentWord | None = None  # the agent's word this time (drain, maint, down, ...), None if it gave none
+    agent: "AgentReply | None" = None  # agent: the whole parsed line, for merge_agent()
+    value: float | None = None  # prometheus: the query's value
 
     @property
     def ok(self) -> bool:

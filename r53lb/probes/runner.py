@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
-from ..config import Check
+from ..config import SIGNAL_KINDS, Check
 from .base import ProbeResult, Target, fmt_duration
 
 ProbeFn = Callable[[Target, object, float], Awaitable[ProbeResult]]
@@ -31,6 +31,10 @@ def _probe_fn(kind: str) -> ProbeFn:
         from .tcp import probe
     elif kind == "dnsbl":
         from .dnsbl import probe
+    elif kind == "agent":
+        from .agent import probe
+    elif kind == "prometheus":
+        from .prometheus import probe
     else:  # pragma: no cover - config validation refuses unknown kinds
         raise ValueError(kind)
     return probe
@@ -53,7 +57,8 @@ async def run_one(job: Job) -> ProbeResult:
         pool=job.target.pool,
         node=job.target.node,
         check=kind,
-        status="fail" if kind != "dnsbl" else "unknown",
+        # A signal that could not be read is unknown (weight untouched), never a failure.
+        status="unknown" if kind in SIGNAL_KINDS else "fail",
         latency_ms=(time.perf_counter() - started) * 1000,
         detail=detail,
     )

@@ -1,0 +1,270 @@
+"""agent: the node reports its own share and state, in HAProxy's agent-check protocol.
+
+The check connects to `port` on the node's probe address, writes `send` when given
+(HAProxy's agent-send), and reads one line: words separated by spaces, tabs or commas,
+case-insensitive, ended by CR or LF (HAProxy ignores a line the agent did not finish, and
+so do we). The words, as HAProxy's configuration manual lists them:
+
+- `75%`: a share of the node's weight (the last one wins);
+- `ready`, `drain`, `maint`: the administrative state;
+- `up`, `down`, `fail`, `stopped` (HAProxy's manual also spells it `failed`): the operational state;
+- `maxconn:30`: understood and ignored (DNS has no connection limit);
+- `#`: the rest of the line is the agent's description (`down # disk full`, `down#disk full`).
+
+A line is judged on its own by `probe` (what `r53lb probe` shows), while HAProxy's rule
+that a word left out keeps its previous value is `merge_agent`, a pure fold the engine
+applies reply after reply. An agent that cannot be reached, says nothing, or says only
+words outside the grammar is *unknown*: HAProxy does not count a failed agent connection
+as an error either, since liveness is the other checks' job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from ..config import AgentCheck
+from .base import AgentWord, ProbeResult, Status, Target, fmt_duration, trim
+
+__all__ = ["probe", "parse_line", "merge_agent", "AgentReply", "AgentState"]
+
+AdminState = Literal["ready", "drain", "maint"]
+HealthWord = Literal["up", "down", "fail", "stopped"]
+
+# One agent line is a handful of words; HAProxy reads it into one 16 KiB buffer. Anything
+# longer without an end of line is a broken or hostile agent, not a longer answer.
+MAX_LINE_BYTES = 4096
+
+_SEPARATORS = " \t,"
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+_HEALTH: dict[str, HealthWord] = {"up": "up", "down": "down", "fail": "fail", "failed": "fail",
+                                  "stopped": "stopped"}
+_ADMIN: tuple[AdminState, ...] = ("ready", "drain", "maint")
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """One agent line, parsed. A field is None when the line did not say it."""
+
+    share: float | None = None  # 0.0-1.0; an agent's 150% is capped at 1.0
+    admin: AdminState | None = None
+    health: HealthWord | None = None
+    description: str = ""  # the text after '#'
+    ignored: tuple[str, ...] = ()  # understood, not used: maxconn:N
+    unknown: tuple[str, ...] = ()  # words outside the grammar
+    capped: bool = False  # the agent asked for more than 100%
+
+    @property
+    def says_anything(self) -> bool:
+        return self.share is not None or self.admin is not None or self.health is not None
+
+    @property
+    def word(self) -> AgentWord | None:
+        """The state this line puts the node in, in one word (the gravest first)."""
+        if self.admin == "maint":
+            return "maint"
+        if self.health in ("down", "fail", "stopped"):
+            return "down"
+        if self.admin is not None:
+            return self.admin
+        return "up" if self.health == "up" else None
+
+
+def parse_line(line: str) -> AgentReply:
+    """HAProxy's agent grammar -> AgentReply. Never raises: unknown words are collected."""
+    share: float | None = None
+    capped = False
+    admin: AdminState | None = None
+    health: HealthWord | None = None
+    description = ""
+    ignored: list[str] = []
+    unknown: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        if line[i] in _SEPARATORS:
+            i += 1
+            continue
+        if line[i] == "#":
+            description = line[i + 1:].strip()
+            break
+        j = i
+        # HAProxy's parser wants '#' at the start of a word, its manual only "after a sharp":
+        # `down#disk full` is read as the manual says, rather than dropped as a bad word.
+        while j < n and line[j] not in _SEPARATORS and line[j] != "#":
+            j += 1
+        word, low = line[i:j], line[i:j].lower()
+        i = j
+        if low in _HEALTH:
+            health = _HEALTH[low]
+        elif low in _ADMIN:
+            admin = low  # type: ignore[assignment]
+        elif low.startswith("maxconn:"):
+            ignored.append(word)
+        elif m := _PERCENT.match(low):
+            pct = float(m.group(1))
+            capped = pct > 100
+            share = min(pct, 100.0) / 100.0
+        else:
+            unknown.append(word)
+    return AgentReply(share, admin, health, description, tuple(ignored), tuple(unknown), capped)
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What the agent has said so far, every word folded in (HAProxy's server state as the agent sets it)."""
+
+    share: float = 1.0
+    admin: AdminState = "ready"
+    health: HealthWord = "up"
+    description: str = ""
+
+    @property
+    def down(self) -> bool:
+        return self.health != "up"
+
+    @property
+    def status(self) -> Status:
+        """fail: out (maint, down, fail, stopped); ok otherwise, drain included (it is not a death)."""
+        return "fail" if self.admin == "maint" or self.down else "ok"
+
+    @property
+    def weight_share(self) -> float:
+        """The share of weight the agent allows while the node is healthy: 0 in drain."""
+        return 0.0 if self.admin != "ready" else self.share
+
+    @property
+    def word(self) -> AgentWord:
+        if self.admin == "maint":
+            return "maint"
+        if self.down:
+            return "down"
+        return "drain" if self.admin == "drain" else "ready"
+
+    def to_json(self) -> dict[str, Any]:
+        """For the state store: the engine keeps this between replies (and restarts)."""
+        return {"share": self.share, "admin": self.admin, "health": self.health, "description": self.description}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "AgentState":
+        """Tolerant: a field that is missing or not understood takes its default (ready, up, 100%)."""
+        data = data or {}
+        share = data.get("share")
+        ok_share = isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0
+        admin, health = data.get("admin"), data.get("health")
+        return cls(
+            share=float(share) if ok_share else 1.0,
+            admin=admin if admin in _ADMIN else "ready",
+            health=health if health in _HEALTH.values() else "up",
+            description=str(data.get("description") or ""),
+        )
+
+    @property
+    def reason(self) -> str:
+        """One line for logs, history and status: 'agent: down (disk full)', 'agent: 40%'."""
+        if self.admin == "maint" or self.down:
+            what = "maint" if self.admin == "maint" else self.health
+        elif self.admin == "drain":
+            what = "drain"
+        else:
+            what = f"{self.share * 100:g}%"
+        return f"agent: {what}" + (f" ({self.description})" if self.description else "")
+
+
+def merge_agent(previous: AgentState | None, reply: AgentReply | None) -> AgentState:
+    """Fold one reply into the agent's state: a word left out keeps its previous value (HAProxy).
+
+    `previous` None is an agent never heard from (ready, up, 100%); `reply` None (the check
+    was unknown: no answer, garbage) changes nothing. The description belongs to the state
+    words: a reply with an administrative or operational word replaces it, a bare share keeps it.
+    """
+    state = previous or AgentState()
+    if reply is None or not reply.says_anything:
+        return state
+    states_said = reply.admin is not None or reply.health is not None
+    return AgentState(
+        share=state.share if reply.share is None else reply.share,
+        admin=state.admin if reply.admin is None else reply.admin,
+        health=state.health if reply.health is None else reply.health,
+        description=reply.description if states_said else state.description,
+    )
+
+
+def judge(reply: AgentReply, line: str) -> tuple[Status, str]:
+    """One reply on its own -> status and detail (the engine folds replies with merge_agent)."""
+    extra = ""
+    if reply.unknown:
+        extra += f"; ignored unknown word{'s' if len(reply.unknown) > 1 else ''} {trim(' '.join(reply.unknown), 60)!r}"
+    if reply.capped:
+        extra += "; share capped at 100%"
+    if not reply.says_anything:
+        if reply.unknown:
+            return "unknown", f"agent said {trim(line, 80)!r}: not in HAProxy's agent grammar"
+        if reply.ignored:
+            return "unknown", f"agent said only {trim(' '.join(reply.ignored), 60)}: nothing that sets a weight"
+        return "unknown", "agent sent an empty line" + (f" ({trim(reply.description, 80)})" if reply.description else "")
+    state = merge_agent(None, reply)
+    said = [w for w in (reply.admin, reply.health) if w is not None]
+    if reply.share is not None:
+        said.append(f"{reply.share * 100:g}%")
+    text = "agent: " + " ".join(said) + (f" ({trim(reply.description, 120)})" if reply.description else "")
+    return state.status, text + extra
+
+
+async def probe(target: Target, spec: AgentCheck, timeout: float) -> ProbeResult:
+    started = time.perf_counter()
+    phase = "connect"
+    where = f"agent port {spec.port}"
+
+    def result(status: Status, detail: str, reply: AgentReply | None = None) -> ProbeResult:
+        ms = (time.perf_counter() - started) * 1000
+        return ProbeResult(target.pool, target.node, "agent", status, ms, detail, phase,
+                           phases={"agent": ms},
+                           share=None if reply is None else reply.share,
+                           agent_state=None if reply is None else reply.word,
+                           agent=reply)
+
+    buf = bytearray()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(target.address, spec.port, limit=MAX_LINE_BYTES)
+            if spec.send:
+                phase = "send"
+                writer.write(spec.send.encode("utf-8"))
+                await writer.drain()
+            phase = "read"
+            while True:
+                chunk = await reader.read(MAX_LINE_BYTES + 1 - len(buf))
+                if not chunk:
+                    break
+                buf += chunk
+                if b"\n" in buf or b"\r" in buf or len(buf) > MAX_LINE_BYTES:
+                    break
+    except TimeoutError:
+        got = f" (got {len(buf)} bytes, no end of line)" if buf else ""
+        what = "no connection" if phase == "connect" else "no complete line"
+        return result("unknown", f"{where}: {what} within {fmt_duration(timeout)}{got}")
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else (e.strerror or str(e) or type(e).__name__)
+        return result("unknown", f"{where}: {phase}: {reason}")
+    finally:
+        if writer is not None:
+            writer.close()  # not awaited: the agent's close handshake must not cost the deadline
+    end = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+    if end < 0:
+        if len(buf) > MAX_LINE_BYTES:
+            return result("unknown", f"{where}: no end of line in the first {MAX_LINE_BYTES} bytes")
+        if not buf:
+            return result("unknown", f"{where}: the agent closed the connection without a reply")
+        return result("unknown", f"{where}: incomplete line {trim(buf.decode('utf-8', 'replace'), 60)!r} "
+                                 "(the agent closed the connection before the end of line)")
+    line = buf[:end].decode("utf-8", "replace")
+    reply = parse_line(line)
+    status, detail = judge(reply, line)
+    if status == "unknown":
+        return result(status, f"{where}: {detail}")
+    return result(status, detail, reply)
