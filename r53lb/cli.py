@@ -189,7 +189,19 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
         return asyncio.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
     with store.exclusive(wait=30.0):
         ctl = make_controller(cfg, store)
-        return asyncio.run(ctl.cycle(dry_run=dry_run, create_missing=create_missing, wait=wait))
+
+        async def cycle_and_tell() -> Any:
+            # Alerts go out on changes only: the watcher's state is kept in the state store.
+            from .notify import Notifier
+
+            notifier = Notifier(cfg.notify, cfg.aws).start()
+            ctl.notify = notifier
+            try:
+                return await ctl.cycle(dry_run=dry_run, create_missing=create_missing, wait=wait)
+            finally:
+                await notifier.close(timeout=30.0)
+
+        return asyncio.run(cycle_and_tell())
 
 
 @main.command()

@@ -235,3 +235,81 @@ def test_warmup_and_slow_start_lower_share_wins():
     assert (d.weight, d.reason) == (50, "warm-up 50%")
     d = plan_at(T0 + timedelta(seconds=80))  # 82% slow start vs 50.0x% warm-up
     assert d.weight == 50 and d.reason.startswith("warm-up")
+
+
+# --- properties over Route 53 contents x health (drift, missing sets, drain budget) ----------
+
+# Per node: (healthy, weight held, record state, manual drain, base weight), where the record
+# state is "ok", "drift" (another value) or "missing".
+odd_states = st.lists(
+    st.tuples(st.booleans(), st.integers(0, 255), st.sampled_from(["ok", "ok", "ok", "drift", "missing"]),
+              st.sampled_from([None, None, None, "maint"]), st.integers(0, 255)),
+    min_size=1, max_size=8,
+)
+
+
+def build_odd(states, **kw):
+    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": base}
+             for i, (_, _, _, _, base) in enumerate(states)]
+    pool = Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com",
+                                "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
+    fs = []
+    for node, (up, cur, kind, drained, _) in zip(pool.nodes, states):
+        if kind == "missing":
+            records = {"A": None}
+        elif kind == "drift":
+            records = {"A": RecordSet("mx.example.com", "A", node.id, cur, 60, ("198.51.100.1",))}
+        else:
+            records = {"A": rec(node, cur)}
+        fs.append(NodeFacts(node=node, health=NodeHealth(up, T0 - timedelta(hours=1)), records=records,
+                            drained=drained))
+    return pool, fs
+
+
+@settings(max_examples=400, deadline=None)
+@given(odd_states, st.integers(0, 8), st.integers(0, 8), st.sampled_from(["weighted", "failover"]))
+def test_property_odd_route53_contents(states, min_in_service, budget, mode):
+    pool, fs = build_odd(states, min_in_service=min_in_service, max_drain_per_cycle=8, mode=mode)
+    plan = plan_pool(pool, "Z1", fs, T0, drain_budget=budget)
+    held = {f.node.id: f.current_weight for f in fs}
+    after = dict(held)
+    for c in plan.changes:
+        after[c.node] = c.to_weight
+    blocked = {f.node.id for f in fs if states[int(f.node.id[1:])][2] in ("drift", "missing")}
+    # A node that cannot be written is never written.
+    assert not {c.node for c in plan.changes} & blocked
+    # Never all zero by health: if some node that is not drained by hand could carry weight
+    # (a writable node with a base weight, or a blocked one holding weight), the pool ends with weight.
+    could = [f for f in fs if f.drained is None and (
+        (f.node.id not in blocked and f.node.weight > 0) or (f.node.id in blocked and held[f.node.id] > 0))]
+    if could:
+        assert any(after[f.node.id] > 0 for f in fs), (plan.decisions, held)
+    # Never more newly drained for health than the budget allows.
+    newly = [f for f in fs if held[f.node.id] > 0 and after[f.node.id] == 0 and f.drained is None
+             and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
+    if mode == "weighted" and not plan.fail_open:
+        assert len(newly) <= budget
+    # Failover: at most one writable node carries weight, unless failing open.
+    if mode == "failover" and not plan.fail_open:
+        assert sum(1 for f in fs if f.node.id not in blocked and after[f.node.id] > 0) <= 1
+
+
+def test_drifted_at_zero_then_the_last_node_dies_fails_open():
+    pool = make_pool(n=2)
+    a, b = pool.nodes
+    fs = [NodeFacts(node=a, health=NodeHealth(True, T0), records={"A": RecordSet("mx.example.com", "A", "n0", 0, 60, ("198.51.100.1",))}),
+          NodeFacts(node=b, health=NodeHealth(False, T0, reason="refused"), records={"A": rec(b, 50)})]
+    plan = plan_pool(pool, "Z1", fs, T0)
+    assert plan.fail_open and plan.changes == [] and plan.decisions["n1"].weight == 50
+
+
+def test_ipv6_compared_by_value():
+    pool = Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com", "type": "AAAA",
+                                "checks": [{"tcp": {"port": 25}}],
+                                "nodes": [{"id": "n0", "address": "2001:db8::1", "weight": 10},
+                                          {"id": "n1", "address": "2001:db8::2", "weight": 10}]})
+    n0, n1 = pool.nodes
+    fs = [NodeFacts(node=n0, health=NodeHealth(False, T0), records={"AAAA": RecordSet("mx.example.com", "AAAA", "n0", 10, 60, ("2001:0DB8:0:0:0:0:0:1",))}),
+          NodeFacts(node=n1, health=NodeHealth(True, T0), records={"AAAA": RecordSet("mx.example.com", "AAAA", "n1", 10, 60, ("2001:db8::2",))})]
+    plan = plan_pool(pool, "Z1", fs, T0)
+    assert plan.errors == [] and [(c.node, c.to_weight) for c in plan.changes] == [("n0", 0)]

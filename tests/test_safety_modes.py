@@ -395,3 +395,67 @@ def test_healthz_shows_the_error_class_not_the_arn(tmp_path: Path, moto_server: 
                                   "name": "mx", "nodes": []})()]
     ok, text = d.healthz()
     assert not ok and text.endswith(": AccessDenied") and "arn:" not in text
+
+
+# --- one scenario, both modes: the same history and the same alerts ---------------------------
+
+
+def _story(tmp: Path, moto_server: Any, mode: str) -> tuple[list[tuple[str, str, Any, Any]], list[tuple[str, str]]]:
+    from test_notify import WebhookReceiver
+
+    moto_server.reset()
+    hook = WebhookReceiver()
+    w = World(tmp / mode, moto_server, mode)
+    (tmp / mode).mkdir()
+    w.config = tmp / mode / "r53lb.yaml"
+    nodes = {"a": "127.0.2.11", "b": "127.0.2.12", "c": "127.0.2.13"}
+    try:
+        w.zone({"mx.example.com": {"type": "A", "sets": {k: (v, 50) for k, v in nodes.items()}}})
+        w.serve(*nodes.values())
+        w.pool("mx", "mx.example.com", nodes, min_in_service=2)
+        w.doc["notify"] = {"webhooks": [{"url": hook.url}]}
+        w.start()
+
+        def step(expect: dict[str, int]) -> None:
+            if mode == "sync":
+                w.cli("sync")
+                assert w.weights("mx.example.com") == expect
+            else:
+                wait_until(f"weights {expect}", lambda: w._alive() and w.weights("mx.example.com") == expect,
+                           timeout=20)
+                w.passes(2)
+
+        step({"a": 50, "b": 50, "c": 50})
+        w.smtp[nodes["b"]].set_mode("refuse")
+        step({"a": 50, "b": 0, "c": 50})
+        w.smtp[nodes["c"]].set_mode("refuse")  # the floor keeps c: panic
+        step({"a": 50, "b": 0, "c": 50})
+        w.smtp[nodes["b"]].set_mode("ok")  # b back: the floor holds without c, so c is drained now
+        step({"a": 50, "b": 50, "c": 0})
+        w.smtp[nodes["c"]].set_mode("ok")
+        step({"a": 50, "b": 50, "c": 50})
+        w.stop()
+        wait_until("the last alert delivered", lambda: any(b["kind"] == "recovery" for b in hook.bodies), timeout=10)
+        events = json.loads(w.cli("history", "--json", "--limit", "100").stdout)["events"]
+        history = [(e["kind"], f"{e['pool']}/{e['node']}", e["from"], e["to"]) for e in events]
+        alerts = [(b["kind"], b["message"].replace(str(w.port), "PORT")) for b in hook.bodies]
+        return history, alerts
+    finally:
+        if w.daemon is not None and w.daemon.proc.poll() is None:
+            w.daemon.proc.kill()
+        for s in w.smtp.values():
+            s.stop()
+        hook.stop()
+
+
+def test_sync_and_run_tell_the_same_story(tmp_path: Path, moto_server: Any) -> None:
+    sync_history, sync_alerts = _story(tmp_path, moto_server, "sync")
+    run_history, run_alerts = _story(tmp_path, moto_server, "run")
+    assert sync_history == run_history
+    assert ("weight", "mx/b", "50", "0") in sync_history
+    assert sync_alerts == run_alerts
+    watcher = lambda alerts: [a for a in alerts if a[0] != "health"]  # noqa: E731
+    assert watcher(sync_alerts) == watcher(run_alerts) == [
+        ("panic", "pool mx: panic: 1 healthy node(s), min_in_service is 2"),
+        ("recovery", "pool mx: out of panic"),
+    ]
