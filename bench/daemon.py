@@ -1,0 +1,242 @@
+"""Daemon cost: `r53lb run` in steady state against the loopback SMTP farm, beside a bare asyncio floor.
+
+For each profile (N nodes probed every `interval` seconds), in one run:
+- `r53lb run` probes the farm (greeting, EHLO, QUIT; all healthy) for a measured window after
+  its first full round: its CPU seconds (utime + stime from /proc), the probes it made (the
+  `r53lb_probe_duration_seconds_count` counters), its RSS (VmRSS);
+- the floor: a bare asyncio process probing the same addresses on the same schedule (each
+  node every interval, spread evenly) with raw streams, measured the same way.
+
+Budgets (DESIGN.md): CPU per probe <= 2x the floor's; >= 95% of the probes asked for made
+(2,000 nodes every 1 s); 10,000 nodes every 10 s under 40% of one core, RSS <= 250 MB.
+
+    python -m bench.daemon floor N BLOCK PORT INTERVAL WINDOW   # the floor worker
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import PYTHON, ROOT, aws_env, free_port, moto_server, raise_nofile, smtp_farm, wait_until
+
+R53LB = str(Path(PYTHON).parent / "r53lb")
+HELO = "probe.r53lb.test"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Profile:
+    label: str
+    nodes: int
+    interval: float
+    window: float
+
+
+@dataclass
+class Row:
+    label: str
+    nodes: int
+    interval: float
+    window: float
+    asked: int  # probes the schedule asks for in the window
+    made: int  # probes r53lb made in the window
+    cpu_s: float  # r53lb's CPU seconds in the window
+    rss_mb: float
+    floor_made: int
+    floor_cpu_s: float
+
+    @property
+    def on_schedule(self) -> float:
+        return self.made / self.asked if self.asked else 0.0
+
+    @property
+    def cpu_per_probe_us(self) -> float:
+        return self.cpu_s / max(self.made, 1) * 1e6
+
+    @property
+    def floor_per_probe_us(self) -> float:
+        return self.floor_cpu_s / max(self.floor_made, 1) * 1e6
+
+    @property
+    def vs_floor(self) -> float:
+        return self.cpu_per_probe_us / self.floor_per_probe_us if self.floor_per_probe_us else float("inf")
+
+    @property
+    def core_share(self) -> float:
+        return self.cpu_s / self.window
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- the floor -----------------------------------------------------------------------------
+
+
+async def _bare_probe(addr: str, port: int) -> bool:
+    reader, writer = await asyncio.open_connection(addr, port)
+    try:
+        async def reply() -> bytes:
+            while True:
+                line = await reader.readline()
+                if not line or line[3:4] != b"-":
+                    return line
+
+        ok = (await reply()).startswith(b"220")
+        writer.write(f"EHLO {HELO}\r\n".encode())
+        ok = (await reply()).startswith(b"250") and ok
+        writer.write(b"QUIT\r\n")
+        return (await reply()).startswith(b"221") and ok
+    finally:
+        writer.close()
+
+
+async def _floor(addrs: list[str], port: int, interval: float, window: float) -> int:
+    """Each address probed every `interval`, starts spread evenly; returns probes completed in the window."""
+    made = 0
+    stop = time.monotonic() + window
+
+    async def node(i: int, addr: str) -> None:
+        nonlocal made
+        await asyncio.sleep(interval * i / len(addrs))
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                if await _bare_probe(addr, port):
+                    made += 1
+            except OSError:
+                pass
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    await asyncio.gather(*(node(i, a) for i, a in enumerate(addrs)))
+    return made
+
+
+def floor_worker(n: int, block: int, port: int, interval: float, window: float) -> None:
+    from bench.common import addresses
+
+    raise_nofile(n + 4096)
+    t0 = time.process_time()
+    made = asyncio.run(_floor(addresses(n, block), port, interval, window))
+    print(json.dumps({"made": made, "cpu_s": time.process_time() - t0}))
+
+
+# --- r53lb run -------------------------------------------------------------------------------
+
+
+def _probes(metrics_url: str) -> int:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    return int(sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == "r53lb_probe_duration_seconds_count"))
+
+
+def measure(p: Profile, block: int = 120) -> Row:
+    import yaml
+
+    from moto_fixtures.spec import build
+
+    raise_nofile(p.nodes + 4096)
+    pools = max(1, p.nodes // 100)
+    per_pool = p.nodes // pools
+    with smtp_farm(p.nodes, block, 0.0, lifetime=p.window * 4 + 300) as (addrs, port), moto_server() as moto, \
+            tempfile.TemporaryDirectory(prefix="r53lb-bench-") as tmp:
+        spec: dict[str, Any] = {}
+        docs = []
+        for i in range(pools):
+            record = f"mx{i}.example.com"
+            members = [{"id": f"n{j}", "address": addrs[i * per_pool + j], "weight": 10} for j in range(per_pool)]
+            spec.setdefault("example.com", {})[record] = {"type": "A", "sets": {m["id"]: (m["address"], 10) for m in members}}
+            docs.append({"name": f"pool{i}", "zone": "example.com", "record": record, "nodes": members,
+                         "checks": [{"smtp": {"port": port}}]})
+        build(moto.client, spec)
+        config = Path(tmp) / "r53lb.yaml"
+        config.write_text(yaml.safe_dump({
+            "aws": {"endpoint_url": moto.endpoint_url, "region": "us-east-1"},
+            "state": {"path": str(Path(tmp) / "state.db")},
+            "defaults": {"helo": HELO, "interval": f"{p.interval:g}s", "timeout": "5s", "concurrency": 4096},
+            "pools": docs,
+        }))
+        mport = free_port()
+        proc = subprocess.Popen([R53LB, "-c", str(config), "run", "--metrics-addr", f"127.0.0.1:{mport}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=aws_env())
+        url = f"http://127.0.0.1:{mport}/metrics"
+        try:
+            wait_until("the first full round", lambda: _safe_probes(url) >= p.nodes, timeout=120)
+            time.sleep(p.interval * 2)  # steady state: the start-up spread is over
+            made0, cpu0 = _probes(url), cpu_seconds(proc.pid)
+            time.sleep(p.window)
+            made1, cpu1 = _probes(url), cpu_seconds(proc.pid)
+            rss = rss_mb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        floor = _floor_run(p, block, port)
+    asked = int(p.nodes * p.window / p.interval)
+    row = Row(p.label, p.nodes, p.interval, p.window, asked, made1 - made0, cpu1 - cpu0, rss,
+              floor["made"], floor["cpu_s"])
+    print(f"  daemon {p.label}: {row.made}/{row.asked} probes ({row.on_schedule:.1%}), "
+          f"{row.cpu_per_probe_us:.0f} µs CPU/probe vs floor {row.floor_per_probe_us:.0f} µs ({row.vs_floor:.2f}×), "
+          f"{row.core_share:.0%} of a core, RSS {row.rss_mb:.0f} MB", flush=True)
+    return row
+
+
+def _safe_probes(url: str) -> int:
+    try:
+        return _probes(url)
+    except OSError:
+        return 0
+
+
+def _floor_run(p: Profile, block: int, port: int) -> dict[str, Any]:
+    out = subprocess.run([PYTHON, "-m", "bench.daemon", "floor", str(p.nodes), str(block), str(port),
+                          str(p.interval), str(p.window)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=p.window + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"floor worker exited {out.returncode}: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(profiles: list[Profile]) -> list[Row]:
+    return [measure(p) for p in profiles]
+
+
+FULL = [Profile("2,000 nodes every 1 s", 2000, 1.0, 10.0), Profile("10,000 nodes every 10 s", 10_000, 10.0, 30.0)]
+SMOKE = [Profile("200 nodes every 1 s", 200, 1.0, 3.0)]
+
+
+if __name__ == "__main__":
+    from bench.common import FAKE_AWS_ENV
+
+    os.environ.update(FAKE_AWS_ENV)
+    if len(sys.argv) > 1 and sys.argv[1] == "floor":
+        floor_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+    else:
+        for row in run(SMOKE if "--smoke" in sys.argv else FULL):
+            print(row)
