@@ -170,8 +170,9 @@ def compare(server: str, record: str, rtype: str, sets: Iterable[RecordSet], ans
         else:
             ok = answered > 0 and abs(share - expected) <= band
             if answered and not ok:
-                problems.append(f"{name} served {_fmt_share(share)} of answers; its weight "
-                                f"{weights[values]} gives {_fmt_share(expected)} ± {_fmt_share(band)}")
+                why = "the whole pool at weight 0 gives each" if all_zero else f"its weight {weights[values]} gives"
+                problems.append(f"{name} served {_fmt_share(share)} of answers; {why} "
+                                f"{_fmt_share(expected)} ± {_fmt_share(band)}")
         nodes.append(NodeShare(name, weights[values], expected, n, share, band, ok))
     return Verdict(server, record, rtype, len(answers), answered, tuple(nodes), unexpected, dict(errors),
                    tuple(problems))

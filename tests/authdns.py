@@ -184,8 +184,10 @@ class AuthDNS(LoopbackDNS):
             sets = zone.groups.get((q.name, rdtype))
             if sets:
                 for s in self._pick(sets):
+                    # Route 53 writes names without the final dot: they are absolute all the same.
                     response.answer.append(dns.rrset.from_text_list(q.name, s.ttl, dns.rdataclass.IN, rdtype,
-                                                                    list(s.values)))
+                                                                    list(s.values), origin=dns.name.root,
+                                                                    relativize=False))
                     with self._lock:
                         for v in s.values:
                             self.served[(q.name.to_text(), v)] += 1

@@ -1,0 +1,305 @@
+"""`r53lb verify` and `drain/enable --wait`: the pure comparison, then end to end through the CLI
+against the strict moto server and loopback authoritative servers (tests/authdns.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import dns.message
+import dns.query
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import pytest
+import yaml
+
+from authdns import AuthDNS
+from moto_fixtures.spec import build, change, record_sets, set_weight, weights
+from r53lb.records import RecordSet
+from r53lb.verify import Answer, Tolerance, compare, expected_shares
+
+# --- the pure comparison ------------------------------------------------------------------
+
+
+def rs(node: str, weight: int, value: str, rtype: str = "A") -> RecordSet:
+    return RecordSet("mx.example.com", rtype, node, weight, 60, (value,))
+
+
+def answers(spec: dict[str, int]) -> list[Answer]:
+    return [Answer(values=frozenset({v})) for v, n in spec.items() for _ in range(n)]
+
+
+SETS = [rs("a", 50, "192.0.2.1"), rs("b", 50, "192.0.2.2"), rs("c", 0, "192.0.2.3")]
+
+
+def test_expected_shares_follow_route53_weighted_routing():
+    assert expected_shares({"a": 1, "b": 3}) == {"a": 0.25, "b": 0.75}
+    assert expected_shares({"a": 0, "b": 0, "c": 0}) == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    assert expected_shares({"a": 5, "b": 0}) == {"a": 1.0, "b": 0.0}
+
+
+def test_tolerance_is_binomial_sigmas_plus_floor():
+    tol = Tolerance(sigmas=4, floor=0.02)
+    assert tol.band(0.5, 400) == pytest.approx(4 * 0.025 + 0.02)
+    assert tol.band(0.0, 400) == pytest.approx(0.02)
+    assert tol.band(0.5, 1600) < tol.band(0.5, 400)
+    assert "4 binomial sigmas + 2% for 400 answers per server (at most ±12.0%" in tol.describe(400)
+
+
+def test_shares_in_line_pass():
+    v = compare("ns1", "mx.example.com", "A", SETS, answers({"192.0.2.1": 96, "192.0.2.2": 104}), Tolerance())
+    assert v.ok and v.problems == ()
+    assert {n.node: n.count for n in v.nodes} == {"a": 96, "b": 104, "c": 0}
+
+
+def test_a_node_at_weight_zero_served_once_fails():
+    v = compare("ns1", "mx.example.com", "A", SETS,
+                answers({"192.0.2.1": 100, "192.0.2.2": 99, "192.0.2.3": 1}), Tolerance())
+    assert not v.ok
+    assert v.problems == ("c has weight 0 in Route 53 but was served 1 of 200 times",)
+    assert v.count("c") == 1
+
+
+def test_share_outside_tolerance_fails_inside_passes():
+    # 200 answers, expected 50%: band = 4 * sqrt(.25/200) + 2% = 16.1%
+    inside = compare("ns1", "mx.example.com", "A", SETS, answers({"192.0.2.1": 132, "192.0.2.2": 68}), Tolerance())
+    assert inside.ok, inside.problems
+    outside = compare("ns1", "mx.example.com", "A", SETS, answers({"192.0.2.1": 134, "192.0.2.2": 66}), Tolerance())
+    assert not outside.ok
+    assert outside.problems[0] == "a served 67.0% of answers; its weight 50 gives 50.0% ± 16.1%"
+
+
+def test_all_zero_pool_is_served_evenly():
+    sets = [rs("a", 0, "192.0.2.1"), rs("b", 0, "192.0.2.2")]
+    assert compare("ns1", "mx.example.com", "A", sets, answers({"192.0.2.1": 50, "192.0.2.2": 50}), Tolerance()).ok
+    lopsided = compare("ns1", "mx.example.com", "A", sets, answers({"192.0.2.1": 100}), Tolerance())
+    assert not lopsided.ok
+    assert "b served 0.0% of answers; the whole pool at weight 0 gives each 50.0% ± 22.0%" in lopsided.problems
+
+
+def test_unknown_values_errors_and_value_forms():
+    v = compare("ns1", "mx.example.com", "A", SETS,
+                answers({"192.0.2.1": 10, "198.51.100.9": 2}) + [Answer(error="NXDOMAIN")], Tolerance())
+    assert "served 198.51.100.9 2 times: no A record set at mx.example.com holds it" in v.problems
+    assert "1 of 13 queries got no record set (NXDOMAIN x1)" in v.problems
+    # IPv6 compares by value, names without case or final dot.
+    v6 = compare("ns1", "mx.example.com", "AAAA", [rs("a", 1, "2001:0db8::1", "AAAA")],
+                 answers({"2001:db8::1": 20}), Tolerance())
+    assert v6.ok
+    cn = compare("ns1", "mx.example.com", "CNAME", [rs("a", 1, "Mail.Example.net.", "CNAME")],
+                 answers({"mail.example.net": 20}), Tolerance())
+    assert cn.ok
+
+
+def test_no_record_set_in_route53_is_a_problem():
+    v = compare("ns1", "mx.example.com", "A", [], [Answer(error="NXDOMAIN")] * 3, Tolerance())
+    assert not v.ok and v.problems[0] == "Route 53 holds no weighted A record set at mx.example.com"
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+MX = {"hlb-1": "192.0.2.1", "hlb-2": "192.0.2.2", "hlb-3": "192.0.2.3"}
+TTL = 1
+
+
+@dataclass
+class Env:
+    config: Path
+    client: object
+    zone_id: str
+    endpoint: str
+    servers: list[AuthDNS]
+
+    def r53lb(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        ns = [a for s in self.servers for a in ("--nameserver", s.nameserver)]
+        cmd = [sys.executable, "-m", "r53lb", "-c", str(self.config), *args]
+        if args[0] in ("verify", "drain", "enable"):
+            cmd += ns
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+    def weights(self) -> dict[str, int]:
+        return weights(self.client, self.zone_id, "mx.example.com", "A")
+
+
+@pytest.fixture
+def env(tmp_path, moto_server):
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    zones = build(client, {"example.com": {
+        "mx.example.com": {"type": "A", "ttl": TTL, "sets": {k: (v, 50) for k, v in MX.items()}},
+    }})
+    config = tmp_path / "r53lb.yaml"
+    config.write_text(yaml.safe_dump({
+        "aws": {"endpoint_url": moto_server.endpoint_url, "region": "us-east-1"},
+        "state": {"path": str(tmp_path / "state.db")},
+        "pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com", "ttl": TTL,
+                   "checks": [{"tcp": {"port": 25}}],  # never probed: verify and --wait do not probe
+                   "nodes": [{"id": k, "address": v, "weight": 50} for k, v in MX.items()]}],
+    }))
+    servers = [AuthDNS(moto_server.endpoint_url, "example.com", host=h).start() for h in ("127.0.0.61", "127.0.0.62")]
+    yield Env(config, client, zones["example.com"], moto_server.endpoint_url, servers)
+    for s in servers:
+        s.stop()
+
+
+def ask(server: AuthDNS, name: str, rtype: str) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, rtype), server.host, port=server.port, timeout=2)
+
+
+def test_authdns_serves_route53_weighted_routing(env):
+    set_weight(env.client, env.zone_id, "mx.example.com", "A", "hlb-3", 0)
+    ns = env.servers[0]
+    deadline = time.monotonic() + 5
+    while ns.zone_now().groups and any(s.weight for s in ns.zone_now().groups[
+            (dns.name.from_text("mx.example.com"), dns.rdatatype.A)] if s.set_identifier == "hlb-3"):
+        assert time.monotonic() < deadline, "authdns never saw the new weight"
+        time.sleep(0.05)
+    seen = set()
+    for _ in range(100):
+        r = ask(ns, "mx.example.com", "A")
+        assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1 and r.answer[0].ttl == TTL
+        seen.add(r.answer[0][0].to_text())
+    assert seen == {MX["hlb-1"], MX["hlb-2"]}  # hlb-3 at 0 never, the two others both
+    assert ask(ns, "nope.example.com", "A").rcode() == dns.rcode.NXDOMAIN
+    empty = ask(ns, "mx.example.com", "AAAA")
+    assert empty.rcode() == dns.rcode.NOERROR and not empty.answer and empty.authority[0].rdtype == dns.rdatatype.SOA
+    assert ask(ns, "example.com", "SOA").answer[0].rdtype == dns.rdatatype.SOA
+    assert len(ask(ns, "example.com", "NS").answer[0]) == 4
+    assert ask(ns, "example.org", "A").rcode() == dns.rcode.REFUSED
+
+
+def test_verify_passes_when_dns_serves_route53_weights(env):
+    p = env.r53lb("verify", "--json", "--samples", "300")
+    assert p.returncode == 0, p.stderr + p.stdout
+    out = json.loads(p.stdout)
+    assert out["ok"] is True and out["samples"] == 300
+    assert out["tolerance"]["sigmas"] == 4 and out["tolerance"]["floor"] == 0.02
+    assert len(out["checks"]) == 2  # one per name server
+    for check in out["checks"]:
+        assert set(check) >= {"pool", "server", "record", "type", "ok", "samples", "answered", "nodes",
+                              "unexpected", "errors", "problems"}
+        assert check["answered"] == 300 and check["problems"] == []
+        for n in check["nodes"]:
+            assert n["expected_share"] == pytest.approx(1 / 3, abs=1e-3)
+            assert abs(n["share"] - n["expected_share"]) <= n["tolerance"]
+    assert {c["server"] for c in out["checks"]} == {s.nameserver for s in env.servers}
+    # The table for people states the tolerance.
+    p = env.r53lb("verify", "mx")
+    assert p.returncode == 0, p.stderr
+    assert "tolerance: 4 binomial sigmas + 2% for 200 answers per server" in p.stdout
+    assert "DNS serves what Route 53 holds" in p.stdout
+
+
+def test_verify_fails_when_a_lagging_server_hands_out_a_node_at_zero(env):
+    env.servers[1].lag = 3600  # never catches up during this test
+    set_weight(env.client, env.zone_id, "mx.example.com", "A", "hlb-2", 0)
+    p = env.r53lb("verify", "--json")
+    assert p.returncode == 1, p.stderr
+    out = json.loads(p.stdout)
+    assert out["ok"] is False
+    by_server = {c["server"]: c for c in out["checks"]}
+    assert by_server[env.servers[0].nameserver]["ok"] is True
+    lagging = by_server[env.servers[1].nameserver]
+    assert lagging["ok"] is False
+    assert any(pr.startswith("hlb-2 has weight 0 in Route 53 but was served") for pr in lagging["problems"])
+    p = env.r53lb("verify")
+    assert p.returncode == 1 and "DNS disagrees with Route 53" in p.stdout
+
+
+def test_verify_catches_a_share_out_of_line(env):
+    # The server serves 50/50/50 while Route 53 now holds 200/1/1: hlb-1 should get ~99%.
+    env.servers[0].lag = env.servers[1].lag = 3600
+    for node, w in (("hlb-1", 200), ("hlb-2", 1), ("hlb-3", 1)):
+        set_weight(env.client, env.zone_id, "mx.example.com", "A", node, w)
+    p = env.r53lb("verify", "--json", "--samples", "100")
+    assert p.returncode == 1
+    problems = [pr for c in json.loads(p.stdout)["checks"] for pr in c["problems"]]
+    assert any(pr.startswith("hlb-1 served") and "gives 99.0% ±" in pr for pr in problems), problems
+
+
+def test_verify_bad_input_is_one_line(env):
+    p = env.r53lb("verify", "nope")
+    assert p.returncode == 2 and p.stderr.strip() == "r53lb: unknown pool 'nope' (known: mx)"
+    p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(env.config), "verify", "--nameserver", "127.0.0.1:99999"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.strip() == "r53lb: name server '127.0.0.1:99999': port '99999' is not 1-65535"
+
+
+def test_verify_reports_a_silent_server(env):
+    env.servers[1].stop()
+    p = env.r53lb("verify", "--json", "--samples", "2", timeout=120)
+    assert p.returncode == 1
+    dead = next(c for c in json.loads(p.stdout)["checks"] if c["server"] == env.servers[1].nameserver)
+    assert dead["errors"] == {"timeout": 2} and dead["answered"] == 0
+
+
+def steps(stdout: str) -> dict[str, float]:
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("apply", "insync", "dns", "ttl"):
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def test_drain_wait_waits_for_a_lagging_server_and_the_ttl(env):
+    lag = 2.0
+    env.servers[1].lag = lag
+    started = time.monotonic()
+    p = env.r53lb("drain", "mx/hlb-2", "--reason", "kernel upgrade", "--wait", "--samples", "100")
+    elapsed = time.monotonic() - started
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert env.weights() == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 50}  # applied with no daemon running
+    t = steps(p.stdout)
+    assert list(t) == ["apply", "insync", "dns", "ttl"], p.stdout
+    assert t["dns"] >= lag - 0.5  # the lagging server kept handing hlb-2 out for `lag` seconds
+    assert t["ttl"] >= TTL - 0.1
+    assert elapsed >= lag + TTL
+    assert "is out of DNS after" in p.stdout
+    # Once it returns, no server hands the node out.
+    for ns in env.servers:
+        for _ in range(50):
+            assert ask(ns, "mx.example.com", "A").answer[0][0].to_text() != MX["hlb-2"]
+    status = json.loads(env.r53lb("status", "--json").stdout)["nodes"]
+    assert next(r for r in status if r["node"] == "hlb-2")["drained"] == "kernel upgrade"
+
+
+def test_enable_wait_waits_until_every_server_hands_the_node_out_again(env):
+    p = env.r53lb("drain", "mx/hlb-1", "--reason", "disk swap", "--wait", "--samples", "50")
+    assert p.returncode == 0, p.stderr + p.stdout
+    lag = 1.5
+    env.servers[0].lag = lag
+    p = env.r53lb("enable", "mx/hlb-1", "--wait", "--samples", "100")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert env.weights()["hlb-1"] == 50
+    t = steps(p.stdout)
+    assert t["dns"] >= lag - 0.5 and t["ttl"] >= TTL - 0.1
+    assert "is back in DNS" in p.stdout
+    served = {ask(env.servers[0], "mx.example.com", "A").answer[0][0].to_text() for _ in range(60)}
+    assert MX["hlb-1"] in served
+
+
+def test_drain_wait_deadline_names_the_step(env):
+    env.servers[1].lag = 3600
+    p = env.r53lb("drain", "mx/hlb-3", "--reason", "rack move", "--wait", "--timeout", "2s", "--samples", "50")
+    assert p.returncode == 1
+    assert env.weights()["hlb-3"] == 0  # the drain itself went out
+    line = p.stderr.strip().splitlines()[-1]  # after the log line of the weight written
+    assert line.startswith("r53lb: mx/hlb-3: step dns did not finish"), line
+    assert f"{env.servers[1].nameserver} still hands out hlb-3" in line
+
+
+def test_drain_wait_deadline_inside_the_ttl(env):
+    # A long TTL on hlb-1's set (Terraform owns TTLs; r53lb keeps whatever it finds).
+    [cur] = [r for r in record_sets(env.client, env.zone_id, "mx.example.com", "A") if r["SetIdentifier"] == "hlb-1"]
+    change(env.client, env.zone_id, ("UPSERT", {**cur, "TTL": 300}))
+    started = time.monotonic()
+    p = env.r53lb("drain", "mx/hlb-1", "--reason", "x", "--wait", "--timeout", "20s", "--samples", "20")
+    assert p.returncode == 1, p.stdout
+    assert "step ttl did not finish" in p.stderr and "the record's TTL (300 s) passes" in p.stderr
+    assert time.monotonic() - started < 20  # it says so at once rather than sleeping into the deadline
