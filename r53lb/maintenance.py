@@ -178,10 +178,9 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
         if wrong is None:
             break
         clock.nap("dns", wrong)
-    what = "no longer hand out" if drained else "hand out"
+    what = f"no longer hand out {node.id}" if drained else f"hand out {node.id} at its share"
     t_agreed = t = done("dns", t, f"{len(servers)} name server{'s' if len(servers) != 1 else ''} {what} "
-                                  f"{node.id} as Route 53 holds it ({samples} answers each, {rounds} round"
-                                  f"{'s' if rounds != 1 else ''})")
+                                  f"({samples} answers each, {rounds} round{'s' if rounds != 1 else ''})")
 
     ttl = max((tt or 0) for _, tt in weights.values())
     wait = t_agreed + ttl - now()

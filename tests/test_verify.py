@@ -303,3 +303,93 @@ def test_drain_wait_deadline_inside_the_ttl(env):
     assert p.returncode == 1, p.stdout
     assert "step ttl did not finish" in p.stderr and "the record's TTL (300 s) passes" in p.stderr
     assert time.monotonic() - started < 20  # it says so at once rather than sleeping into the deadline
+
+
+# --- finding the authoritative servers ----------------------------------------------------
+
+
+def test_delegation_set_is_resolved_with_dnspython(mock_route53):
+    """GetHostedZone's name servers, each resolved through a real resolver (a loopback server here)."""
+    import dns.nameserver
+    import dns.resolver
+
+    from r53lb.config import AwsConfig
+    from r53lb.loopback_dns import LoopbackDNS
+    from r53lb.nameservers import NameServerError, delegation, parse_nameserver
+    from r53lb.route53 import Route53
+
+    client = boto3.client("route53", region_name="us-east-1")
+    zid = build(client, {"example.com": {}})["example.com"]
+    private = client.create_hosted_zone(
+        Name="internal.example", CallerReference="private-1", HostedZoneConfig={"PrivateZone": True},
+        VPC={"VPCRegion": "us-east-1", "VPCId": "vpc-1"})["HostedZone"]["Id"].rsplit("/", 1)[-1]
+    r53 = Route53(AwsConfig(region="us-east-1"))
+    names = r53.name_servers(zid)
+    assert len(names) == 4 and all(".awsdns-" in n for n in names)
+
+    with LoopbackDNS() as upstream:
+        for i, name in enumerate(names):
+            tld = name.split(".", 1)[1]
+            upstream.add_zone(tld, selftest=False)
+            upstream.set(name + ".", a=(f"127.0.0.{71 + i}",))
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(upstream.host, upstream.port)]
+        resolver.lifetime = 3
+        servers = delegation(r53, zid, resolver)
+        assert [(s.name, s.address, s.port) for s in servers] == [
+            (n, f"127.0.0.{71 + i}", 53) for i, n in enumerate(names)]
+        assert str(servers[0]) == f"{names[0]} (127.0.0.71)"
+        assert parse_nameserver(f"{names[1]}:5353", resolver).address == "127.0.0.72"
+        upstream.remove(names[2] + ".")
+        with pytest.raises(NameServerError, match=f"cannot resolve name server {names[2]}"):
+            delegation(r53, zid, resolver)
+    with pytest.raises(NameServerError, match=r"has no delegation set \(a private zone\?\); give its servers with --nameserver"):
+        delegation(r53, private, resolver)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("127.0.0.61", ("127.0.0.61", 53)),
+    ("127.0.0.61:5353", ("127.0.0.61", 5353)),
+    ("[::1]:5353", ("::1", 5353)),
+    ("::1", ("::1", 53)),
+    ("2001:0db8::1", ("2001:db8::1", 53)),
+])
+def test_nameserver_forms(text, want):
+    from r53lb.nameservers import parse_nameserver
+
+    ns = parse_nameserver(text)
+    assert (ns.address, ns.port) == want
+
+
+@pytest.mark.parametrize("text, error", [
+    ("127.0.0.1:0", "port '0' is not 1-65535"),
+    ("[::1]:x", "neither an address nor a host name"),
+    ("bad name!", "neither an address nor a host name"),
+])
+def test_nameserver_bad_forms(text, error):
+    from r53lb.nameservers import NameServerError, parse_nameserver
+
+    with pytest.raises(NameServerError, match=error):
+        parse_nameserver(text)
+
+
+def test_drain_wait_with_another_process_holding_the_state_waits_for_its_write(env, tmp_path):
+    """`r53lb run` holds the state file for its life and applies drains itself; --wait then waits
+    for Route 53 to show the write. The holder here is this test, writing as the daemon would."""
+    from r53lb.state.sqlite import StateStore
+
+    store = StateStore.open(tmp_path / "state.db")
+    with store.exclusive():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "r53lb", "-c", str(env.config), "drain", "mx/hlb-1", "--reason", "patching",
+             "--wait", "--samples", "50", *[a for s in env.servers for a in ("--nameserver", s.nameserver)]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while ("mx", "hlb-1") not in store.drains():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        set_weight(env.client, env.zone_id, "mx.example.com", "A", "hlb-1", 0)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err + out
+    assert "apply" in steps(out) and "written by the r53lb process that holds the state file" in out
+    assert "is out of DNS after" in out
