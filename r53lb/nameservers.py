@@ -71,7 +71,7 @@ def resolve_host(name: str, port: int = 53, resolver: "dns.resolver.Resolver | N
     import dns.resolver
 
     res = resolver or dns.resolver.Resolver()
-    last = "no address"
+    last = "no A or AAAA record"
     for rtype in ("A", "AAAA"):
         try:
             answer = res.resolve(name, rtype)

@@ -393,3 +393,31 @@ def test_drain_wait_with_another_process_holding_the_state_waits_for_its_write(e
     assert proc.returncode == 0, err + out
     assert "apply" in steps(out) and "written by the r53lb process that holds the state file" in out
     assert "is out of DNS after" in out
+
+
+def test_unresolvable_delegation_fails_before_anything_is_recorded(env):
+    # moto's delegation set names (ns-2048.awsdns-64.com ...) resolve nowhere: offline, or NXDOMAIN.
+    p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(env.config), "drain", "mx/hlb-1", "--reason", "x",
+                        "--wait", "--timeout", "30s"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.startswith("r53lb: cannot resolve name server ns-2048.awsdns-64.com: ")
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert json.loads(env.r53lb("status", "--json").stdout)["nodes"][0]["drained"] is None
+    assert env.weights()["hlb-1"] == 50
+
+
+def test_drain_wait_writes_only_the_nodes_zone(env, tmp_path):
+    """One reconcile of the node's zone: another zone's pending change stays for the next sync."""
+    other = build(env.client, {"example.org": {"mx.example.org": {"type": "A", "ttl": TTL, "sets": {
+        "o-1": ("192.0.2.11", 10), "o-2": ("192.0.2.12", 10)}}}})["example.org"]
+    cfg = yaml.safe_load(env.config.read_text())
+    cfg["pools"].append({"name": "org", "zone": "example.org", "record": "mx.example.org", "ttl": TTL,
+                         "checks": [{"tcp": {"port": 25}}],
+                         "nodes": [{"id": "o-1", "address": "192.0.2.11", "weight": 10},
+                                   {"id": "o-2", "address": "192.0.2.12", "weight": 10}]})
+    env.config.write_text(yaml.safe_dump(cfg))
+    assert env.r53lb("drain", "org/o-1", "--reason", "later").returncode == 0  # recorded, not written
+    p = env.r53lb("drain", "mx/hlb-1", "--reason", "now", "--wait", "--samples", "50")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert env.weights()["hlb-1"] == 0
+    assert weights(env.client, other, "mx.example.org", "A") == {"o-1": 10, "o-2": 10}
