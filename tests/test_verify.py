@@ -21,7 +21,7 @@ import yaml
 
 from authdns import AuthDNS
 from moto_fixtures.spec import build, change, record_sets, set_weight, weights
-from r53lb.records import RecordSet
+from r53lb.core.records import RecordSet
 from r53lb.verify import Answer, Tolerance, compare, expected_shares
 
 # --- the pure comparison ------------------------------------------------------------------
@@ -314,9 +314,9 @@ def test_delegation_set_is_resolved_with_dnspython(mock_route53):
     import dns.resolver
 
     from r53lb.config import AwsConfig
-    from r53lb.loopback_dns import LoopbackDNS
+    from loopback_dns import LoopbackDNS
     from r53lb.nameservers import NameServerError, delegation, parse_nameserver
-    from r53lb.route53 import Route53
+    from r53lb.aws.route53 import Route53
 
     client = boto3.client("route53", region_name="us-east-1")
     zid = build(client, {"example.com": {}})["example.com"]
