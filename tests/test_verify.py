@@ -421,3 +421,70 @@ def test_drain_wait_writes_only_the_nodes_zone(env, tmp_path):
     assert p.returncode == 0, p.stderr + p.stdout
     assert env.weights()["hlb-1"] == 0
     assert weights(env.client, other, "mx.example.org", "A") == {"o-1": 10, "o-2": 10}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_drain_wait_with_r53lb_run_running(tmp_path, moto_server):
+    """With `r53lb run` holding the state file, the daemon writes the drain at its next pass of
+    the zone (every 30 s) and --wait follows it through to DNS."""
+    import os
+    import signal
+    import socket
+
+    from moto_fixtures.pytest_plugin import FAKE_ENV
+    from r53lb.demo.loopback import SmtpServer
+    from r53lb.state.sqlite import StateError, StateStore
+
+    nodes = {"n-1": "127.0.0.86", "n-2": "127.0.0.87"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    zid = build(client, {"example.net": {"mx.example.net": {"type": "A", "ttl": TTL, "sets": {
+        k: (v, 10) for k, v in nodes.items()}}}})["example.net"]
+    config = tmp_path / "r53lb.yaml"
+    config.write_text(yaml.safe_dump({
+        "aws": {"endpoint_url": moto_server.endpoint_url, "region": "us-east-1"},
+        "state": {"path": str(tmp_path / "state.db")},
+        "defaults": {"interval": "1s", "timeout": "1s", "helo": "probe.r53lb.test"},
+        "pools": [{"name": "mx", "zone": "example.net", "record": "mx.example.net", "ttl": TTL,
+                   "checks": [{"smtp": {"port": port}}],
+                   "nodes": [{"id": k, "address": v, "weight": 10} for k, v in nodes.items()]}],
+    }))
+    smtp = [SmtpServer(v, port).start() for v in nodes.values()]
+    ns = AuthDNS(moto_server.endpoint_url, "example.net", host="127.0.0.63").start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_ENV)
+    daemon = subprocess.Popen([sys.executable, "-m", "r53lb", "-c", str(config), "run", "--no-metrics"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        store = StateStore.open(tmp_path / "state.db")
+        deadline = time.monotonic() + 30
+        while True:  # wait until the daemon holds the state file
+            assert daemon.poll() is None and time.monotonic() < deadline, daemon.communicate()[1]
+            try:
+                with store.exclusive():
+                    pass
+            except StateError:
+                break
+            time.sleep(0.05)
+        started = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(config), "drain", "mx/n-1", "--reason",
+                            "patching", "--wait", "--timeout", "90s", "--samples", "50", "--nameserver", ns.nameserver],
+                           capture_output=True, text=True, timeout=120, env=env)
+        elapsed = time.monotonic() - started
+        assert p.returncode == 0, p.stderr + p.stdout
+        assert "written by the r53lb process that holds the state file" in p.stdout
+        assert weights(client, zid, "mx.example.net", "A") == {"n-1": 0, "n-2": 10}
+        assert elapsed >= TTL
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(5)
+        ns.stop()
+        for s in smtp:
+            s.stop()
