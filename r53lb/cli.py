@@ -292,9 +292,9 @@ def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bo
                  samples: int, timeout: float) -> None:
     import time
 
-    from .maintenance import WaitFailed, apply_and_wait
+    from .engine.maintenance import WaitFailed, apply_and_wait
     from .render import wait_step
-    from .verify import Tolerance
+    from .core.verify import Tolerance
 
     pool = ctl.cfg.pool(pool_name)
     node = pool.node(node_id) if pool else None
@@ -380,7 +380,7 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
     within the printed tolerance. Exit 0 when DNS serves what Route 53 holds, 1 otherwise.
     """
     from .nameservers import verify_pool
-    from .verify import Tolerance
+    from .core.verify import Tolerance
 
     cfg = load_config(ctx)
     if pool_name is not None and cfg.pool(pool_name) is None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .verify import Answer, Tolerance, Verdict, compare
+from .core.verify import Answer, Tolerance, Verdict, compare
 
 if TYPE_CHECKING:
     import dns.resolver

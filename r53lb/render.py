@@ -10,10 +10,10 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from .engine.cycle import CycleResult
-    from .maintenance import Step
+    from .engine.maintenance import Step
     from .probes.base import ProbeResult
     from .state.sqlite import Event
-    from .verify import Verdict
+    from .core.verify import Verdict
 
 console = Console(highlight=False, soft_wrap=True)
 

@@ -22,7 +22,7 @@ import yaml
 from authdns import AuthDNS
 from moto_fixtures.spec import build, change, record_sets, set_weight, weights
 from r53lb.core.records import RecordSet
-from r53lb.verify import Answer, Tolerance, compare, expected_shares
+from r53lb.core.verify import Answer, Tolerance, compare, expected_shares
 
 # --- the pure comparison ------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .verify import Tolerance, Verdict
+from ..core.verify import Tolerance, Verdict
 
 if TYPE_CHECKING:
-    from .config import Node, Pool
-    from .engine.cycle import Controller
-    from .nameservers import NameServer
-    from .core.planner import Plan
+    from ..config import Node, Pool
+    from .cycle import Controller
+    from ..nameservers import NameServer
+    from ..core.planner import Plan
 
 __all__ = ["Step", "WaitFailed", "reconcile_zone_once", "apply_and_wait"]
 
@@ -90,7 +90,7 @@ def _node_weights(ctl: "Controller", pool: "Pool", node: "Node") -> dict[str, tu
 
 
 def _apply(ctl: "Controller", pool: "Pool", node: "Node", drained: bool, clock: _Clock) -> tuple[list[str], str]:
-    from .state.sqlite import StateError
+    from ..state.sqlite import StateError
 
     want = "weight 0" if drained else "a weight above 0"
     while True:
@@ -133,8 +133,8 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
                    now: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> list[Step]:
     """Apply the node's drain (or enable) and wait until DNS serves it; raises WaitFailed."""
-    from .nameservers import verify_pool
-    from .aws.route53 import Route53Error
+    from ..nameservers import verify_pool
+    from ..aws.route53 import Route53Error
 
     assert ctl.route53 is not None and ctl.store is not None
     clock = _Clock(now() + timeout, now, sleep)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.records import RecordSet
+from .records import RecordSet
 
 __all__ = ["Answer", "NodeShare", "Tolerance", "Verdict", "compare", "expected_shares", "normalize_value"]
 
