@@ -488,3 +488,14 @@ def test_drain_wait_with_r53lb_run_running(tmp_path, moto_server):
         ns.stop()
         for s in smtp:
             s.stop()
+
+
+def test_drain_wait_of_the_last_node_with_weight_says_it_cannot_leave_dns(env):
+    for ref in ("mx/hlb-2", "mx/hlb-3"):
+        assert env.r53lb("drain", ref, "--reason", "earlier").returncode == 0
+    p = env.r53lb("drain", "mx/hlb-1", "--reason", "last one", "--wait", "--samples", "20")
+    assert p.returncode == 1
+    assert env.weights() == {"hlb-1": 0, "hlb-2": 0, "hlb-3": 0}  # the operator's call: written
+    assert "  apply " in p.stdout  # written, then it says at once that DNS cannot drop the node
+    assert ("step dns did not finish" in p.stderr and "every A record set of mx.example.com is at weight 0: "
+            "Route 53 then hands all of them out equally, hlb-1 included" in p.stderr), p.stderr

@@ -157,6 +157,15 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
         raise WaitFailed("apply", f"Route 53 holds {held} for {pool.name}/{node.id}, not "
                                   + ("0" if drained else "a weight above 0"))
     t = done("apply", t, detail)
+    if drained:
+        # Route 53 answers a group whose weights are all 0 with every set equally: the node
+        # would never leave DNS, so say so now instead of waiting for the deadline.
+        group = ctl.route53.read(ctl.zone_id(pool), [(pool.record, rtype) for rtype in weights])
+        for rtype in sorted(weights):
+            sets = [r for r in group.values() if r.name == pool.record and r.type == rtype]
+            if sets and all(r.weight == 0 for r in sets):
+                raise WaitFailed("dns", f"every {rtype} record set of {pool.record} is at weight 0: Route 53 then "
+                                        f"hands all of them out equally, {node.id} included; enable another node first")
 
     for cid in change_ids:
         left = clock.left()
