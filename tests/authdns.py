@@ -93,7 +93,6 @@ class AuthDNS(LoopbackDNS):
             [(float("-inf"), read_zone(self._client, self.zone_id, self.origin))])
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self.served: collections.Counter[tuple[str, str]] = collections.Counter()  # (name, value) answered
 
     def _find_zone(self) -> str:
         resp = self._client.list_hosted_zones_by_name(DNSName=self.origin.to_text())
@@ -131,6 +130,11 @@ class AuthDNS(LoopbackDNS):
                 # Keep only what a lag of up to a minute could still need.
                 while len(self._history) > 1 and self._history[1][0] < time.monotonic() - 60 - self.lag:
                     self._history.popleft()
+
+    def weight(self, name: str, rtype: str, set_identifier: str) -> int | None:
+        """A set's weight as this server serves it now (None: no such set)."""
+        sets = self.zone_now().groups.get((dns.name.from_text(name), dns.rdatatype.from_text(rtype)), ())
+        return next((s.weight for s in sets if s.set_identifier == set_identifier), None)
 
     def zone_now(self) -> Zone:
         """The zone as this server currently serves it (`lag` seconds behind moto)."""
@@ -188,9 +192,6 @@ class AuthDNS(LoopbackDNS):
                     response.answer.append(dns.rrset.from_text_list(q.name, s.ttl, dns.rdataclass.IN, rdtype,
                                                                     list(s.values), origin=dns.name.root,
                                                                     relativize=False))
-                    with self._lock:
-                        for v in s.values:
-                            self.served[(q.name.to_text(), v)] += 1
                 return response.to_wire()
         # No data: NOERROR when the name exists (or has names below it), NXDOMAIN otherwise.
         exists = any(n == q.name or n.is_subdomain(q.name) for n in zone.names()) or q.name == self.origin
