@@ -11,16 +11,15 @@ must not appear at all.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import RecordSet
+from .records import RecordSet, normalize_value
 
-__all__ = ["Answer", "NodeShare", "Tolerance", "Verdict", "compare", "expected_shares", "normalize_value"]
+__all__ = ["Answer", "NodeShare", "Tolerance", "Verdict", "compare", "expected_shares"]
 
 
 @dataclass(frozen=True)
@@ -99,16 +98,6 @@ class Verdict:
                 "samples": self.samples, "answered": self.answered,
                 "nodes": [n.to_json() for n in self.nodes], "unexpected": dict(self.unexpected),
                 "errors": dict(self.errors), "problems": list(self.problems)}
-
-
-def normalize_value(rtype: str, value: str) -> str:
-    """Compare values as Route 53 does: addresses by value, names without case or final dot."""
-    if rtype in ("A", "AAAA"):
-        try:
-            return str(ipaddress.ip_address(value.strip()))
-        except ValueError:
-            return value.strip()
-    return value.strip().rstrip(".").lower()
 
 
 def expected_shares(weights: Mapping[str, int]) -> dict[str, float]:

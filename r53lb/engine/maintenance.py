@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..config import Node, Pool
     from .cycle import Controller
     from ..nameservers import NameServer
-    from ..core.planner import Plan
+    from .cycle import ZoneOutcome
 
 __all__ = ["Step", "WaitFailed", "reconcile_zone_once", "apply_and_wait"]
 
@@ -49,21 +49,9 @@ class WaitFailed(Exception):
         self.detail = detail
 
 
-def reconcile_zone_once(ctl: "Controller", zone_id: str) -> tuple["Plan", str | None, list[str]]:
-    """One reconcile of one zone's pools from stored health and drains (no probing).
-
-    Returns the plan as applied, the apply error if any, and the Route 53 change ids.
-    """
-    pools = [p for p in ctl.cfg.pools if ctl.zone_id(p) == zone_id]
-    now = ctl.clock()
-    records = ctl.read(pools)
-    ctl.adopt(records, now)
-    plan = ctl.plan(records, now, pools=pools)
-    if not plan.changes:
-        plan.applied = True
-        return plan, None, []
-    plan, error, _conflicts, change_ids = ctl.apply(plan, now)
-    return plan, error, change_ids
+def reconcile_zone_once(ctl: "Controller", zone: str) -> "ZoneOutcome":
+    """One reconcile of one zone (as the config names it) from stored health and drains, no probing."""
+    return ctl.reconcile_zone(zone)
 
 
 @dataclass
@@ -97,7 +85,7 @@ def _apply(ctl: "Controller", pool: "Pool", node: "Node", drained: bool, clock: 
         try:
             with ctl.store.exclusive(wait=max(0.0, min(LOCK_TRY, clock.left()))):
                 ctl.health = ctl.store.health()  # what the last run stored, not what we read at start
-                plan, error, change_ids = reconcile_zone_once(ctl, ctl.zone_id(pool))
+                out = reconcile_zone_once(ctl, pool.zone)
             break
         except StateError:
             # `r53lb run` holds the state file for its life and reads drains from it every
@@ -107,8 +95,11 @@ def _apply(ctl: "Controller", pool: "Pool", node: "Node", drained: bool, clock: 
                 return [], "written by the r53lb process that holds the state file (r53lb run?)"
             clock.nap("apply", f"another r53lb process holds the state file and Route 53 does not show "
                                f"{want} for {pool.name}/{node.id} yet")
-    if error:
-        raise WaitFailed("apply", error)
+    if out.error:
+        raise WaitFailed("apply", out.error)
+    if out.held:
+        raise WaitFailed("apply", f"not written: {out.held}")
+    plan, change_ids = out.plan, out.change_ids
     pplan = next(p for p in plan.pools if p.pool == pool.name)
     decision = pplan.decisions.get(node.id)
     if decision is not None and (decision.weight == 0) != drained:
@@ -116,14 +107,14 @@ def _apply(ctl: "Controller", pool: "Pool", node: "Node", drained: bool, clock: 
     for err in plan.errors:
         if err.startswith(f"{pool.name}/{node.id} "):  # drift or a missing set: nothing written for it
             raise WaitFailed("apply", err)
-    mine = [c for c in plan.changes if c.pool == pool.name and c.node == node.id]
-    others = len(plan.changes) - len(mine)
+    mine = [c for c in out.applied if c.pool == pool.name and c.node == node.id]
+    others = len(out.applied) - len(mine)
     if mine:
         detail = ", ".join(f"{c.type} weight {c.from_weight} -> {c.to_weight}" for c in mine)
     else:
         detail = "Route 53 already holds " + ("weight 0" if drained else f"weight {decision.weight if decision else '?'}")
     if others:
-        detail += f" (and {others} other change{'s' if others > 1 else ''} of the zone's pending plan)"
+        detail += f" (and {others} other change{'s' if others > 1 else ''} the zone's plan had pending)"
     return change_ids, detail
 
 
