@@ -498,3 +498,26 @@ def test_drain_wait_of_the_last_node_with_weight_says_it_cannot_leave_dns(env):
     assert "  apply " in p.stdout  # written, then it says at once that DNS cannot drop the node
     assert ("step dns did not finish" in p.stderr and "every A record set of mx.example.com is at weight 0: "
             "Route 53 then hands all of them out equally, hlb-1 included" in p.stderr), p.stderr
+
+
+def test_verify_dual_stack_pool_checks_a_and_aaaa(env):
+    build(env.client, {"example.com": {"dual.example.com": [
+        {"type": "A", "ttl": TTL, "sets": {"ds-1": ("192.0.2.51", 30), "ds-2": ("192.0.2.52", 0)}},
+        {"type": "AAAA", "ttl": TTL, "sets": {"ds-1": ("2001:db8::51", 30), "ds-2": ("2001:db8::52", 0)}}]}})
+    cfg = yaml.safe_load(env.config.read_text())
+    cfg["pools"].append({"name": "dual", "zone": "example.com", "record": "dual.example.com", "ttl": TTL,
+                         "checks": [{"tcp": {"port": 25}}],
+                         "nodes": [{"id": "ds-1", "address": ["192.0.2.51", "2001:db8::51"], "weight": 30},
+                                   {"id": "ds-2", "address": ["192.0.2.52", "2001:0db8::52"], "weight": 30}]})
+    env.config.write_text(yaml.safe_dump(cfg))
+    deadline = time.monotonic() + 5
+    while any(ns.weight("dual.example.com", "AAAA", "ds-2") is None for ns in env.servers):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p = env.r53lb("verify", "dual", "--json", "--samples", "50")
+    assert p.returncode == 0, p.stderr + p.stdout
+    checks = json.loads(p.stdout)["checks"]
+    assert sorted((c["type"], c["server"]) for c in checks) == sorted(
+        (t, s.nameserver) for t in ("A", "AAAA") for s in env.servers)
+    for c in checks:
+        assert {n["node"]: n["count"] for n in c["nodes"]} == {"ds-1": 50, "ds-2": 0}

@@ -50,8 +50,13 @@ class WaitFailed(Exception):
 
 
 def reconcile_zone_once(ctl: "Controller", zone: str) -> "ZoneOutcome":
-    """One reconcile of one zone (as the config names it) from stored health and drains, no probing."""
-    return ctl.reconcile_zone(zone)
+    """One reconcile of one zone (as the config names it) from stored health and drains, no probing.
+
+    As `sync` does for each zone: the engine's reconcile, then the watcher (alerts, their state).
+    """
+    out = ctl.reconcile_zone(zone)
+    ctl.watch(ctl.clock(), plan=out.plan, zone=zone, error=out.error)
+    return out
 
 
 @dataclass
