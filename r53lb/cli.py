@@ -258,6 +258,7 @@ def _nameserver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _wait_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = _nameserver_options(fn)
     fn = click.option("--timeout", "wait_timeout", default="5m", show_default=True, callback=_wait_timeout,
+                      metavar="DURATION",
                       help="Give up --wait after this long (exit 1, naming the step).")(fn)
     return click.option("--wait", is_flag=True,
                         help="Apply it now, then return once DNS serves it: Route 53 INSYNC, the "
