@@ -108,7 +108,7 @@ def open_state(cfg: "Config") -> "StateStore":
     return store
 
 
-def make_controller(cfg: "Config", store: "StateStore", with_route53: bool = True) -> "Controller":
+def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True) -> "Controller":
     from .engine.cycle import Controller
 
     r53 = None
@@ -258,35 +258,166 @@ def status(ctx: click.Context, as_json: bool) -> None:
         status_table(rows)
 
 
+def _nameserver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--nameserver and --samples, shared by verify and drain/enable --wait."""
+    fn = click.option("--samples", default=200, show_default=True, type=click.IntRange(1, 100_000),
+                      help="Queries per name server and record type.")(fn)
+    return click.option("--nameserver", "nameservers", multiple=True, metavar="ADDR[:PORT]",
+                        help="Ask this server instead of the zone's delegation set (repeatable; "
+                             "private zones, tests).")(fn)
+
+
+def _wait_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = _nameserver_options(fn)
+    fn = click.option("--timeout", "wait_timeout", default="5m", show_default=True, callback=_wait_timeout,
+                      metavar="DURATION",
+                      help="Give up --wait after this long (exit 1, naming the step).")(fn)
+    return click.option("--wait", is_flag=True,
+                        help="Apply it now, then return once DNS serves it: Route 53 INSYNC, the "
+                             "authoritative servers agree, the record's TTL passed.")(fn)
+
+
+def _wait_timeout(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from .config import parse_duration
+
+    try:
+        seconds = parse_duration(float(value) if value.replace(".", "", 1).isdigit() else value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r}: give a duration above 0")
+    return seconds
+
+
+def name_servers(ctl: "Controller", pool: Any, given: tuple[str, ...]) -> list[Any]:
+    """--nameserver as given, else the zone's delegation set resolved with dnspython."""
+    from .nameservers import NameServerError, delegation, parse_nameserver
+
+    try:
+        if given:
+            return [parse_nameserver(ns) for ns in given]
+        return delegation(ctl.route53, ctl.zone_id(pool))
+    except NameServerError as e:
+        raise Fail(str(e)) from None
+
+
+def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bool, nameservers: tuple[str, ...],
+                 samples: int, timeout: float) -> None:
+    import time
+
+    from .engine.maintenance import WaitFailed, apply_and_wait
+    from .render import wait_step
+    from .core.verify import Tolerance
+
+    pool = ctl.cfg.pool(pool_name)
+    node = pool.node(node_id) if pool else None
+    assert pool is not None and node is not None
+    servers = name_servers(ctl, pool, nameservers)
+    started = time.monotonic()
+    try:
+        apply_and_wait(ctl, pool, node, drained=drained, servers=servers, samples=samples, tolerance=Tolerance(),
+                       timeout=timeout, on_step=wait_step)
+    except WaitFailed as e:
+        raise Fail(f"{pool_name}/{node_id}: step {e.step} did not finish "
+                   f"(after {time.monotonic() - started:.1f} s, --timeout {timeout:g} s): {e.detail}") from None
+    total = time.monotonic() - started
+    if drained:
+        click.echo(f"{pool_name}/{node_id} is out of DNS after {total:.1f} s: the name servers no longer hand it "
+                   "out and resolvers' caches have expired")
+    else:
+        click.echo(f"{pool_name}/{node_id} is back in DNS after {total:.1f} s: every name server hands it out")
+
+
 @main.command()
 @click.argument("ref", metavar="POOL/NODE")
 @click.option("--reason", required=True, help="Why; shown in status and history.")
+@_wait_options
 @click.pass_context
 @errors
-def drain(ctx: click.Context, ref: str, reason: str) -> None:
-    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync)."""
+def drain(ctx: click.Context, ref: str, reason: str, wait: bool, wait_timeout: float,
+          nameservers: tuple[str, ...], samples: int) -> None:
+    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync, or now with --wait)."""
     from .engine.cycle import utcnow
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
-    open_state(cfg).drain(pool, node, reason, utcnow())
-    click.echo(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)")
+    store = open_state(cfg)
+    ctl = make_controller(cfg, store) if wait else None
+    if ctl is not None:
+        name_servers(ctl, cfg.pool(pool), nameservers)  # an unusable server fails before anything is recorded
+    store.drain(pool, node, reason, utcnow())
+    if ctl is None:
+        click.echo(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)")
+        return
+    click.echo(f"{pool}/{node} drained: {reason}; applying it and waiting for DNS")
+    _wait_served(ctl, pool, node, drained=True, nameservers=nameservers, samples=samples, timeout=wait_timeout)
 
 
 @main.command()
 @click.argument("ref", metavar="POOL/NODE")
+@_wait_options
 @click.pass_context
 @errors
-def enable(ctx: click.Context, ref: str) -> None:
-    """Undo a drain (applied by the next sync)."""
+def enable(ctx: click.Context, ref: str, wait: bool, wait_timeout: float, nameservers: tuple[str, ...],
+           samples: int) -> None:
+    """Undo a drain (applied by the next sync, or now with --wait)."""
     from .engine.cycle import utcnow
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
-    if open_state(cfg).enable(pool, node, utcnow()):
-        click.echo(f"{pool}/{node} enabled (the next sync gives it its weight back)")
+    store = open_state(cfg)
+    ctl = make_controller(cfg, store) if wait else None
+    if ctl is not None:
+        name_servers(ctl, cfg.pool(pool), nameservers)
+    was_drained = store.enable(pool, node, utcnow())
+    if ctl is None:
+        click.echo(f"{pool}/{node} enabled (the next sync gives it its weight back)" if was_drained
+                   else f"{pool}/{node} was not drained")
+        return
+    click.echo(f"{pool}/{node} {'enabled' if was_drained else 'was not drained'}; applying it and waiting for DNS")
+    _wait_served(ctl, pool, node, drained=False, nameservers=nameservers, samples=samples, timeout=wait_timeout)
+
+
+@main.command()
+@click.argument("pool_name", metavar="[POOL]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@_nameserver_options
+@click.pass_context
+@errors
+def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers: tuple[str, ...],
+           samples: int) -> None:
+    """Compare what the authoritative name servers hand out with Route 53's weights.
+
+    Finds the zone's servers from its delegation set (or --nameserver), samples each, and checks
+    that a node at weight 0 never appears (unless the whole pool is at 0) and that every share is
+    within the printed tolerance. Exit 0 when DNS serves what Route 53 holds, 1 otherwise.
+    """
+    from .nameservers import verify_pool
+    from .core.verify import Tolerance
+
+    cfg = load_config(ctx)
+    if pool_name is not None and cfg.pool(pool_name) is None:
+        raise Fail(f"unknown pool {pool_name!r} (known: {', '.join(p.name for p in cfg.pools)})", EXIT_USAGE)
+    pools = [cfg.pool(pool_name)] if pool_name else list(cfg.pools)
+    ctl = make_controller(cfg, store=None)  # verify reads Route 53 and DNS; it records nothing
+    tolerance = Tolerance()
+    checks = []
+    servers_by_zone: dict[str, list[Any]] = {}
+    for pool in pools:
+        zone_id = ctl.zone_id(pool)
+        if zone_id not in servers_by_zone:
+            servers_by_zone[zone_id] = name_servers(ctl, pool, nameservers)
+        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance):
+            checks.append((pool.name, v))
+    ok = all(v.ok for _, v in checks)
+    if as_json:
+        emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": tolerance.describe(samples)},
+                   "checks": [{"pool": p, **v.to_json()} for p, v in checks]})
     else:
-        click.echo(f"{pool}/{node} was not drained")
+        from .render import verify_table
+
+        verify_table(checks, tolerance.describe(samples), ok)
+    ctx.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
 @main.command()

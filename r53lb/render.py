@@ -10,8 +10,10 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from .engine.cycle import CycleResult
+    from .engine.maintenance import Step
     from .probes.base import ProbeResult
     from .state.sqlite import Event
+    from .core.verify import Verdict
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -83,3 +85,29 @@ def history_table(events: list["Event"]) -> None:
         change = " -> ".join(s for s in (e.from_state, e.to_state) if s)
         t.add_row(e.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change, e.reason)
     console.print(t)
+
+
+def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) -> None:
+    """What each authoritative server hands out beside the share Route 53's weights give."""
+    t = Table(title="what the authoritative name servers hand out")
+    for col in ("pool", "type", "server", "node", "weight", "expected", "served", "result"):
+        t.add_column(col, justify="right" if col in ("weight", "expected", "served") else "left")
+    for pool, v in checks:
+        for n in v.nodes:
+            served = f"{n.share:.1%} ({n.count})"
+            expected = "never" if n.weight == 0 and n.expected == 0 else f"{n.expected:.1%} ±{n.band:.1%}"
+            t.add_row(pool, v.type, v.server, n.node, str(n.weight), expected, served,
+                      "[green]ok[/]" if n.ok else "[red]WRONG[/]")
+        for values, count in v.unexpected.items():
+            t.add_row(pool, v.type, v.server, values, "-", "never", f"({count})", "[red]UNKNOWN[/]")
+    console.print(t)
+    console.print(f"tolerance: {tolerance}")
+    for pool, v in checks:
+        for p in v.problems:
+            console.print(f"[red]{pool}[/] {v.type} {v.server}: {p}")
+    console.print("[green]DNS serves what Route 53 holds[/]" if ok else "[bold red]DNS disagrees with Route 53[/]")
+
+
+def wait_step(step: "Step") -> None:
+    """One finished step of drain/enable --wait, as it finishes."""
+    console.print(f"  {step.name:<7} {step.seconds:6.1f} s  {step.detail}")

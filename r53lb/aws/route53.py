@@ -277,6 +277,12 @@ class Route53:
         self._zones[name] = zid
         return zid
 
+    def name_servers(self, zone_id: str) -> tuple[str, ...]:
+        """The zone's authoritative name servers (GetHostedZone's delegation set; none for a private zone)."""
+        resp = self._call("GetHostedZone", Id=zone_id)
+        names = (resp.get("DelegationSet") or {}).get("NameServers") or ()
+        return tuple(normalize_name(n) for n in names)
+
     def read(self, zone_id: str, wanted: Iterable[tuple[str, str]]) -> dict[RecordKey, RecordSet]:
         """The weighted record sets of the wanted (name, type) pairs, reading only their pages.
 
