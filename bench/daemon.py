@@ -203,7 +203,7 @@ def measure(p: Profile, block: int = 120) -> Row:
               floor["made"], floor["cpu_s"])
     print(f"  daemon {p.label}: {row.made}/{row.asked} probes ({row.on_schedule:.1%}), "
           f"{row.cpu_per_probe_us:.0f} µs CPU/probe vs floor {row.floor_per_probe_us:.0f} µs ({row.vs_floor:.2f}×), "
-          f"{row.core_share:.0%} of a core, RSS {row.rss_mb:.0f} MB", flush=True)
+          f"{row.core_share:.0%} of a core, RSS {row.rss_mb:.0f} MB; floor made {row.floor_made}", flush=True)
     return row
 
 

@@ -40,6 +40,33 @@ class Result:
     pools: int
     zones: int
     runs: list[Run]
+    floor_s: float = 0.0  # a bare asyncio process probing the same nodes, start-up included
+
+    @property
+    def vs_floor(self) -> float:
+        return self.runs[-1].wall_s / self.floor_s if self.floor_s else float("inf")
+
+
+def floor(addrs: int, block: int, port: int, concurrency: int) -> float:
+    """Wall time of a bare asyncio process (interpreter start-up included) probing every node once."""
+    started = time.perf_counter()
+    p = subprocess.run([PYTHON, "-c", FLOOR, str(addrs), str(block), str(port), str(concurrency)],
+                       cwd=ROOT, env=aws_env(), capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    if p.returncode != 0 or int(p.stdout.strip() or 0) != addrs:
+        raise RuntimeError(f"floor: exit {p.returncode}, {p.stdout.strip()} ok: {p.stderr[-2000:]}")
+    return wall
+
+
+# The floor as a program of its own (what a hand-written asyncio prober costs, start-up included).
+FLOOR = """
+import asyncio, sys
+from bench.common import addresses, raise_nofile
+from bench.fanout import bare_cycle
+n, block, port, conc = map(int, sys.argv[1:5])
+raise_nofile(n + 4096)
+print(asyncio.run(bare_cycle(addresses(n, block), port, conc)))
+"""
 
 
 def sync(config: Path) -> tuple[float, float, int, dict[str, Any]]:
@@ -92,4 +119,6 @@ def run(nodes: int = 10_000, pools: int = 200, zones: int = 10, concurrency: int
             runs.append(Run(label, wall, rss, len(doc.get("changes", [])), writes, code))
             print(f"  scale {label}: {wall:.2f}s, peak RSS {rss:.0f} MB, {len(doc.get('changes', []))} changes, "
                   f"{writes} writes, exit {code}", flush=True)
-    return Result(nodes, pools, zones, runs)
+        floor_s = floor(nodes, 100, port, concurrency)
+        print(f"  scale floor (bare asyncio process): {floor_s:.2f}s; sync {runs[-1].wall_s / floor_s:.2f}x", flush=True)
+    return Result(nodes, pools, zones, runs, floor_s)

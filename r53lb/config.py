@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import os
@@ -125,6 +126,7 @@ def _address(value: Any) -> str:
 Address = Annotated[str, BeforeValidator(_address)]
 
 
+@functools.lru_cache(maxsize=65536)  # asked per node and per cycle: parse each address once
 def record_type_of(address: str) -> str:
     """The record type that publishes an address: A, AAAA, or CNAME for a hostname."""
     if not is_ip(address):
@@ -618,7 +620,11 @@ class Pool(_Model):
         return [t for t in order if t in found]
 
     def node(self, node_id: str) -> Node | None:
-        return next((n for n in self.nodes if n.id == node_id), None)
+        return self._nodes_by_id.get(node_id)
+
+    @functools.cached_property
+    def _nodes_by_id(self) -> dict[str, Node]:
+        return {n.id: n for n in self.nodes}
 
 
 class AwsConfig(_Model):
@@ -687,7 +693,11 @@ class Config(_Model):
         return self
 
     def pool(self, name: str) -> Pool | None:
-        return next((p for p in self.pools if p.name == name), None)
+        return self._pools_by_name.get(name)
+
+    @functools.cached_property
+    def _pools_by_name(self) -> dict[str, Pool]:
+        return {p.name: p for p in self.pools}
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
+@dataclass(repr=False)  # asyncio reprs a finished task's result on the way out: keep that cheap
 class ZoneOutcome:
     """What one reconcile of one hosted zone did."""
 
@@ -59,14 +59,20 @@ class ZoneOutcome:
     change_ids: list[str] = field(default_factory=list)
     held: str | None = None  # the write was not made: a hold or a lost lease came up
 
+    def __repr__(self) -> str:
+        return f"ZoneOutcome({self.zone!r}, {len(self.applied)} applied, error={self.error!r})"
 
-@dataclass
+
+@dataclass(repr=False)  # asyncio.run reprs the main task's result (10,000 results): keep that cheap
 class CycleResult:
     plan: Plan
     results: list[ProbeResult] = field(default_factory=list)
     transitions: list[tuple[NodeKey, Transition]] = field(default_factory=list)
     zones: list[ZoneOutcome] = field(default_factory=list)
     insync_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return f"CycleResult({len(self.results)} results, {len(self.plan.changes)} changes, hold={self.plan.hold!r})"
 
     @property
     def apply_error(self) -> str | None:
@@ -252,13 +258,14 @@ class Controller:
         for pool in self.cfg.pools:
             if pool.name not in records:
                 continue  # its zone could not be read: adopt it once it can
-            recs = records[pool.name]
+            held: dict[str, int] = {}
+            for r in records[pool.name].values():
+                held[r.set_identifier] = max(held.get(r.set_identifier, 0), r.weight)
             for node in pool.nodes:
                 key = (pool.name, node.id)
                 if key in self.health:
                     continue
-                weight = max((r.weight for r in recs.values() if r.set_identifier == node.id), default=0)
-                self.health[key] = first_sight(weight > 0, now)
+                self.health[key] = first_sight(held.get(node.id, 0) > 0, now)
                 fresh.append(key)
         if fresh and self.store is not None:
             with self.store.transaction():
@@ -506,12 +513,17 @@ class Controller:
                     confirm: bool = True) -> CycleResult:
         """One reconcile of every zone, as `r53lb sync` runs it from cron."""
         now = self.clock()
-        records, failed = self.read_zones()
-        self.adopt(records, now)
-        nodes = [(p, n) for p in self.cfg.pools for n in p.nodes if (p.name, n.id) in self.health]
-
-        results = await self.probe(nodes)
-        canaries = await self.probe_canaries()
+        # Route 53 is read while the fleet is probed: the probes do not need the weights, and
+        # the read's wait (Route 53's latency, its throttling) hides behind the probing.
+        reading = asyncio.ensure_future(asyncio.to_thread(self.read_zones))
+        try:
+            nodes = [(p, n) for p in self.cfg.pools for n in p.nodes]
+            results = await self.probe(nodes)
+            canaries = await self.probe_canaries()
+        finally:
+            records, failed = await reading
+        self.adopt(records, now)  # first sight needs the weights: before any result is folded
+        nodes = [(p, n) for p, n in nodes if (p.name, n.id) in self.health]
         await self.refresh_verdicts(nodes, now)
         hold = self.vantage(results, canaries)
         if hold:

@@ -287,11 +287,10 @@ class Daemon:
         gen = self.generation
         for pool in cfg.pools:
             for node in pool.nodes:
-                key = (pool.name, node.id)
                 # Spread the first round over one interval: no burst of a whole fleet at start.
                 delay = random.uniform(0, min(pool.tuning.interval, 5.0))
-                self._node_tasks[key] = asyncio.get_running_loop().create_task(
-                    self._node_loop(key, gen, delay), name=f"probe:{pool.name}/{node.id}")
+                self._node_tasks[(pool.name, node.id)] = asyncio.get_running_loop().create_task(
+                    self._node_loop(pool, node, gen, delay), name=f"probe:{pool.name}/{node.id}")
         for zone in self.zones:
             self.scheduler.add_job(self._resync, "interval", seconds=self.resync, args=[zone],
                                    id=f"resync:{zone}", replace_existing=True, jitter=self.resync * JITTER)
@@ -321,31 +320,28 @@ class Daemon:
             return pool.tuning.fastinter  # confirm a change of result quickly (rise/fall)
         return pool.tuning.interval * random.uniform(1 - JITTER, 1 + JITTER)
 
-    async def _node_loop(self, key: NodeKey, generation: int, delay: float) -> None:
+    async def _node_loop(self, pool: Pool, node: Node, generation: int, delay: float) -> None:
         """Probe one node for as long as it is configured: nothing but a reload or a stop ends this."""
+        key = (pool.name, node.id)
+        jobs = self.ctl.jobs(pool, node)
+        bound = pool.tuning.timeout * 2 + 5.0  # the probe keeps its own deadline; this is the backstop
         while not self._stopping and generation == self.generation:
             await asyncio.sleep(delay)
-            pool = self.cfg.pool(key[0])
-            node = pool.node(key[1]) if pool is not None else None
-            if pool is None or node is None:
-                return
             delay = pool.tuning.interval
             try:
-                await asyncio.wait_for(self._probe_node(pool, node, key, generation),
-                                       pool.tuning.timeout * 2 + 5.0)
+                async with asyncio.timeout(bound):
+                    await self._probe_node(pool, node, key, jobs, generation)
                 delay = self._next_delay(pool, key)
             except asyncio.CancelledError:
                 raise
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("%s/%s: probe did not finish within its deadline; probing again", *key)
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
                 log.exception("%s/%s: probe failed", *key)
 
     # --- probing --------------------------------------------------------------------------
 
-    async def _probe_node(self, pool: Pool, node: Node, key: NodeKey, generation: int) -> None:
-        ctl = self.ctl
-        jobs = ctl.jobs(pool, node)
+    async def _probe_node(self, pool: Pool, node: Node, key: NodeKey, jobs: list[Any], generation: int) -> None:
         assert self._sem is not None
         async with self._sem:
             if len(jobs) == 1:
