@@ -234,42 +234,32 @@ class Notifier:
     # --- SNS ------------------------------------------------------------------------------
 
     def _sns_client(self, topic_arn: str) -> Any:
+        from .aws.session import AwsError, client
+
         with self._sns_lock:
             if self._sns is None:
-                import boto3
-                from botocore.config import Config
-
-                aws = self.aws
                 parts = topic_arn.split(":")
-                region = (aws.region if aws else None) or (parts[3] if len(parts) > 5 else None)
-                session = boto3.session.Session(profile_name=aws.profile if aws else None, region_name=region)
-                self._sns = session.client(
-                    "sns", endpoint_url=aws.endpoint_url if aws else None,
-                    config=Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 2}),
-                )
+                region = (self.aws.region if self.aws else None) or (parts[3] if len(parts) > 5 else None)
+                try:
+                    self._sns = client(self.aws, "sns", region=region, read_timeout=10.0, attempts=2)
+                except AwsError as e:
+                    raise NotifyError(f"SNS: {e}") from None
             return self._sns
 
     def _sns_sender(self, sns: "SnsConfig") -> Send:
         def publish(msg: Message) -> None:
-            from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+            from .aws.session import read_error
 
             try:
                 self._sns_client(sns.topic_arn).publish(
                     TopicArn=sns.topic_arn, Subject=msg.subject(),
                     Message=json.dumps(msg.payload(), default=str),
                 )
-            except ClientError as e:
-                err = e.response.get("Error", {})
-                code = str(err.get("Code", ""))
-                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                text = f"SNS Publish: {code}: {err.get('Message', '')}"
-                if status >= 500 or "Throttl" in code:
-                    raise _Retry(text) from None
-                raise NotifyError(text) from None
-            except NoCredentialsError:
-                raise NotifyError("SNS Publish: no AWS credentials found") from None
-            except BotoCoreError as e:
-                raise _Retry(f"SNS Publish: {e}") from None
+            except Exception as e:
+                f = read_error(e, "SNS Publish")
+                if f is None:
+                    raise
+                raise (_Retry if f.transient else NotifyError)(f.message) from None
 
         async def send(msg: Message) -> None:
             # boto3 blocks: run it beside the loop, never on it.

@@ -9,21 +9,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from r53lb.aws.session import NO_CREDENTIALS
 from r53lb.core.records import RecordChange, RecordKey, RecordSet, normalize_name
 
 if TYPE_CHECKING:  # pydantic and boto3 stay out of `r53lb --help`
     from r53lb.config import AwsConfig
 
-__all__ = ["ConflictError", "Route53", "Route53Error", "batches", "batch_cost"]
+__all__ = ["NO_CREDENTIALS", "ConflictError", "Route53", "Route53Error", "batches", "batch_cost"]
 
 # Route 53's limits for one ChangeResourceRecordSets request.
 MAX_RECORDS_PER_BATCH = 1000  # ResourceRecord elements (UPSERT counts twice)
 MAX_CHARS_PER_BATCH = 32000  # characters in all Value elements (UPSERT counts twice)
 MAX_PAGE = 300  # ListResourceRecordSets returns at most this many sets per page
 
-_THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNotComplete"})
 _ZONE_ID = re.compile(r"^(?:/hostedzone/)?(Z[A-Z0-9]{4,})$")
-NO_CREDENTIALS = "no AWS credentials found (boto3's usual chain: env, ~/.aws, instance role)"
 
 
 class Route53Error(Exception):
@@ -52,11 +51,6 @@ class _Transient(Exception):
         super().__init__(message)
         self.outcome = outcome
         self.code = code
-
-
-def _one_line(text: object, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def batch_cost(change: dict[str, Any]) -> tuple[int, int]:
@@ -154,19 +148,13 @@ class Route53:
             return self._client
 
     def _make_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        from .session import AwsError, client
 
-        config = Config(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            retries={"mode": "standard", "total_max_attempts": self.botocore_attempts},
-        )
         try:
-            session = boto3.session.Session(profile_name=self.aws.profile, region_name=self.aws.region)
-        except Exception as e:  # botocore's ProfileNotFound and friends
-            raise Route53Error(f"AWS profile {self.aws.profile!r}: {_one_line(e)}") from None
-        return session.client("route53", endpoint_url=self.aws.endpoint_url, config=config)
+            return client(self.aws, "route53", connect_timeout=self.connect_timeout,
+                          read_timeout=self.read_timeout, attempts=self.botocore_attempts)
+        except AwsError as e:
+            raise Route53Error(str(e), "ProfileNotFound") from None
 
     def _report(self, operation: str, outcome: str) -> None:
         if self.on_request is not None:
@@ -176,51 +164,28 @@ class Route53:
                 pass
 
     def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionClosedError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ReadTimeoutError,
-        )
+        from .session import read_error
 
         client = self.client
         method = getattr(client, _snake(operation))
         self.request_counts[operation] += 1
         try:
             result = method(**kwargs)
-        except ClientError as e:
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", "Unknown"))
-            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            message = _one_line(err.get("Message") or e)
-            text = f"Route 53 {operation}: {code}: {message}"
-            if code in _THROTTLE_CODES:
-                self._report(operation, "throttled")
-                raise _Transient(text, "throttled", code) from None
-            if status >= 500:
-                self._report(operation, "error")
-                raise _Transient(text, "error", code) from None
-            if code == "InvalidChangeBatch":
+        except Exception as e:
+            f = read_error(e, f"Route 53 {operation}")
+            if f is None:
+                raise
+            if f.transient:
+                self._report(operation, "throttled" if f.throttled else "error")
+                raise _Transient(f.message, "throttled" if f.throttled else "error", f.code) from None
+            if f.code == "InvalidChangeBatch":
                 self._report(operation, "conflict")
-                raise ConflictError(f"Route 53 refused the change batch: {message}") from None
+                raise ConflictError(f"Route 53 refused the change batch: {f.message.split(': ', 2)[-1]}") from None
             self._report(operation, "error")
-            if code == "NoSuchHostedZone":
+            if f.code == "NoSuchHostedZone":
                 zone = kwargs.get("HostedZoneId") or kwargs.get("Id") or "?"
-                raise Route53Error(f"hosted zone {zone} not found ({message})", code) from None
-            raise Route53Error(text, code) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            self._report(operation, "error")
-            raise Route53Error(NO_CREDENTIALS, "NoCredentials") from None
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError) as e:
-            self._report(operation, "error")
-            raise _Transient(f"Route 53 {operation}: {_one_line(e)}", "error", type(e).__name__) from None
-        except BotoCoreError as e:
-            self._report(operation, "error")
-            raise Route53Error(f"Route 53 {operation}: {_one_line(e)}", type(e).__name__) from None
+                raise Route53Error(f"hosted zone {zone} not found ({f.message.split(': ', 2)[-1]})", f.code) from None
+            raise Route53Error(f.message, f.code) from None
         self._report(operation, "ok")
         return result
 
