@@ -318,7 +318,7 @@ class TcpCheck(_Model):
 class DnsblCheck(_Model):
     zones: list[str] = Field(min_length=1)
     ip: str | None = None
-    interval: Duration = 600.0
+    interval: DurationOrZero = 600.0  # how long a verdict is reused; 0s: look up at every probe
     nameservers: list[str] = Field(default_factory=list)
     timeout: Duration | None = None
 
