@@ -1044,7 +1044,9 @@ def loads(text: str, source: str = "<config>") -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(_one_line(f"{source}:{where}: not valid YAML: {problem}")) from None
-    except (ValueError, TypeError, OverflowError) as e:  # a scalar a constructor cannot build (!!int abc)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyYAML's constructors fail in many ways on odd scalars (!!int abc, !!int "")
         raise ConfigError(_one_line(f"{source}: not valid YAML: {type(e).__name__}: {e}")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with a `pools` list")
