@@ -397,13 +397,13 @@ class PromScale(_Model):
         return self
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class PrometheusCheck(_Model):
     """A PromQL instant query per node; the value is judged by quarantine bounds and scaled to a share."""
 
-    url: str  # the server's base URL; the check calls <url>/api/v1/query
+    url: HttpUrl  # the server's base URL; the check calls <url>/api/v1/query
     query: str = Field(min_length=1)
     quarantine_above: float | None = None
     quarantine_below: float | None = None
@@ -421,7 +421,7 @@ class PrometheusCheck(_Model):
     def _url(cls, v: str) -> str:
         m = re.match(r"^https?://([^/?#]*)", v)
         if not m or not m.group(1):
-            raise ValueError(f"{v!r} must start with http:// or https:// and name a host")
+            raise ValueError(f"{show(v)} must start with http:// or https:// and name a host")
         if "@" in m.group(1):
             # A password in the URL would end up in logs and reasons: it belongs in the environment.
             raise ValueError("must not carry credentials; use basic_auth or bearer_token_env")
@@ -431,7 +431,7 @@ class PrometheusCheck(_Model):
     @classmethod
     def _env(cls, v: str | None) -> str | None:
         if v is not None and not _ENV_NAME.match(v):
-            raise ValueError(f"{v!r} is not an environment variable name")
+            raise ValueError(f"{show(v)} is not an environment variable name")
         return v
 
     @model_validator(mode="after")
@@ -450,7 +450,7 @@ class PrometheusCheck(_Model):
         if self.basic_auth is not None:
             for key in ("username_env", "password_env"):
                 if not _ENV_NAME.match(getattr(self.basic_auth, key)):
-                    raise ValueError(f"basic_auth.{key}: {getattr(self.basic_auth, key)!r} "
+                    raise ValueError(f"basic_auth.{key}: {show(getattr(self.basic_auth, key))} "
                                      "is not an environment variable name")
         return self
 
