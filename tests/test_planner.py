@@ -253,6 +253,8 @@ odd_states = st.lists(
 def build_odd(states, **kw):
     nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": base}
              for i, (_, _, _, _, base) in enumerate(states)]
+    if "min_in_service" in kw:  # the config refuses a floor above the pool's node count
+        kw["min_in_service"] = min(kw["min_in_service"], len(nodes))
     pool = Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com",
                                 "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
     fs = []

@@ -35,7 +35,7 @@ locals {
     {
       Sid      = "ReadManagedZones"
       Effect   = "Allow"
-      Action   = ["route53:ListResourceRecordSets"]
+      Action   = ["route53:GetHostedZone", "route53:ListResourceRecordSets"] # GetHostedZone: the name servers `r53lb verify` asks
       Resource = [for zone_id in local.zone_ids : "arn:${local.partition}:route53:::hostedzone/${zone_id}"]
     },
     {
