@@ -7,6 +7,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import socket
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -48,35 +49,69 @@ class ConfigError(Exception):
 
 # --- scalar types -------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+SHOWN_CHARS = 80  # a value quoted in an error line is cut to this: the input may be hostile
+
+
+def show(value: Any) -> str:
+    """repr() of a value for an error line: bounded in size and work, whatever the value."""
+    text = _REPR.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 4
+_REPR.maxlevel = 2
+
+_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*\Z")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Past a year a duration is a typo, and far past it the event loop's timers overflow.
+MAX_DURATION = 365 * 86400.0
 
 
 def parse_duration(value: Any) -> float:
-    """'250ms', '10s', '5m', '1h', '30d' -> seconds. Bare numbers are seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (use 250ms, 10s, 5m, 1h, 30d)")
-    if isinstance(value, (int, float)):
-        if value < 0 or math.isnan(value):
-            raise ValueError(f"{value!r} is not a duration (must not be negative)")
-        return float(value)
-    if isinstance(value, str):
+    """'250ms', '10s', '5m', '1h', '30d' -> seconds (bare numbers are seconds); 0 to 365d."""
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too big for a float
+            seconds = math.inf
+    elif isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration (use 250ms, 10s, 5m, 1h, 30d)")
+            seconds = float(m.group(1)) * _UNIT[m.group(2)]  # 400 digits: inf, caught below
+    if seconds is None:
+        raise ValueError(f"{show(value)} is not a duration (use 250ms, 10s, 5m, 1h, 30d)")
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"{show(value)} is not a duration (not a finite number)")
+    if seconds < 0:
+        raise ValueError(f"{show(value)} is negative (a duration is 0s or more)")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{show(value)} is above 365d")
+    return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{show(value)} must be above 0s")
+    return seconds
+
+
+# Intervals, timeouts and heartbeats: a zero would spin a loop or time out at once.
+Duration = Annotated[float, BeforeValidator(_positive_duration)]
+# Delays where 0s means "off" or "at once" (slow_start, preempt_delay).
+DurationOrZero = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _weight(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{value!r} is not a whole number")
+        raise ValueError(f"{show(value)} is not a whole number")
     if value > 255:
-        raise ValueError(f"{value} is above 255")
+        raise ValueError(f"{show(value)} is above 255")
     if value < 0:
-        raise ValueError(f"{value} is below 0")
+        raise ValueError(f"{show(value)} is below 0")
     return value
 
 
@@ -88,42 +123,107 @@ def _percent(value: Any) -> float:
         try:
             pct = float(value.strip()[:-1])
         except ValueError:
-            raise ValueError(f"{value!r} is not a percentage") from None
-        if not 0 <= pct <= 100:
-            raise ValueError(f"{value!r} is not between 0% and 100%")
+            raise ValueError(f"{show(value)} is not a percentage") from None
+        if not 0 <= pct <= 100:  # also refuses nan% and inf%
+            raise ValueError(f"{show(value)} is not between 0% and 100%")
         return pct / 100.0
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
-    raise ValueError(f"{value!r} is not a percentage (use 5%, 50%)")
+    raise ValueError(f"{show(value)} is not a percentage (use 5%, 50%)")
 
 
 Share = Annotated[float, BeforeValidator(_percent)]
 
+# \Z, not $: `$` also matches before a final newline, which would let "mx.example.com\n" in.
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}\.?$)(?:(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.?$"
+    r"^(?=.{1,253}\.?\Z)(?:(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\.?\Z"
 )
+# RFC 5321's Domain for EHLO: letters, digits and hyphens only, no trailing dot.
+_EHLO_DOMAIN = re.compile(r"(?=.{1,253}\Z)(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def is_ip(value: str) -> bool:
+    """An IP address Route 53 can publish: IPv4 or IPv6, without a zone (`%eth0`)."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
         return False
-    return True
+    return "%" not in value
 
 
 def _address(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{value!r} is not an address")
+        raise ValueError(f"{show(value)} is not an address")
+    if "%" in value and is_ip(value.split("%", 1)[0]):
+        raise ValueError(f"{show(value)} is a scoped address (%zone): Route 53 publishes no scope, "
+                         "and one interface's link-local address means nothing to others")
     if is_ip(value):
         return str(ipaddress.ip_address(value))
     # A dotted quad that failed IP parsing is a typo, not a hostname.
     if re.fullmatch(r"[\d.]+", value) or not _HOSTNAME.match(value):
-        raise ValueError(f"{value!r} is neither an IP address nor a hostname")
+        raise ValueError(f"{show(value)} is neither an IP address nor a hostname")
     return value.rstrip(".").lower()
 
 
 Address = Annotated[str, BeforeValidator(_address)]
+
+
+def _helo(value: Any) -> Any:
+    """The EHLO argument: a host name, or an address literal ([192.0.2.1], [IPv6:2001:db8::1])."""
+    if isinstance(value, str):
+        literal = re.fullmatch(r"\[(IPv6:)?([0-9A-Fa-f:.]+)\]", value, re.IGNORECASE)
+        if literal and is_ip(literal.group(2)) and bool(literal.group(1)) == (":" in literal.group(2)):
+            return value
+        if _EHLO_DOMAIN.fullmatch(value):
+            return value
+    raise ValueError(f"{show(value)} is not a host name for EHLO "
+                     "(letters, digits, '-' and dots, such as probe.example.com, or [192.0.2.1])")
+
+
+HeloName = Annotated[str, BeforeValidator(_helo)]
+
+
+def _name(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            if "/" in value:
+                raise ValueError(f"{show(value)}: a {what} contains no '/' (commands take POOL/NODE)")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"{show(value)}: a {what} contains no control characters")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _http_url(value: Any) -> Any:
+    """An absolute http(s) URL with a host, and nothing that could split a request line."""
+    if isinstance(value, str):
+        if not re.match(r"^https?://[^/?#\s]", value, re.IGNORECASE):
+            raise ValueError(f"{show(value)} must start with http:// or https:// and name a host")
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"{show(value)} contains a space or a control character")
+    return value
+
+
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+def _headers(value: Any) -> Any:
+    """Header names are tokens; values carry no CR/LF (a header injection otherwise)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", k):
+                raise ValueError(f"{show(k)} is not a header name")
+            if isinstance(v, str) and any(c in v for c in "\r\n\0"):
+                raise ValueError(f"header {show(k)}: the value {show(v)} contains CR, LF or NUL")
+    return value
+
+
+Headers = Annotated[dict[str, str], BeforeValidator(_headers)]
+
+
+def is_zone_id(zone: str) -> bool:
+    return re.fullmatch(r"Z[A-Z0-9]+", zone) is not None
 
 
 @functools.lru_cache(maxsize=65536)  # asked per node and per cycle: parse each address once
@@ -145,7 +245,7 @@ class SmtpCheck(_Model):
     port: int = Field(25, ge=1, le=65535)
     tls: bool = False  # implicit TLS (port 465)
     starttls: bool = False
-    helo: str | None = None
+    helo: HeloName | None = None
     verify: bool = True
     ca_file: Path | None = None
     server_name: str | None = None
@@ -163,23 +263,16 @@ StatusSpec = int | str
 
 
 class HttpCheck(_Model):
-    url: str
-    method: str = "GET"
+    url: HttpUrl
+    method: str = Field("GET", pattern=r"^[A-Z]{1,16}$")
     host: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     expect_status: list[StatusSpec] = Field(default_factory=lambda: ["200-399"])
     expect_body: str | None = None
     verify: bool = True
     ca_file: Path | None = None
     follow_redirects: bool = False
     timeout: Duration | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"{v!r} must start with http:// or https://")
-        return v
 
     @field_validator("expect_status")
     @classmethod
@@ -195,7 +288,7 @@ class HttpCheck(_Model):
             try:
                 re.compile(v)
             except re.error as e:
-                raise ValueError(f"{v!r} is not a regular expression: {e}") from None
+                raise ValueError(f"{show(v)} is not a regular expression: {e}") from None
         return v
 
     def status_ok(self, status: int) -> bool:
@@ -216,7 +309,7 @@ def status_range(item: StatusSpec) -> tuple[int, int]:
             return int(m.group(1)), int(m.group(2))
         if re.fullmatch(r"\d{3}", s) and 100 <= int(s) <= 599:
             return int(s), int(s)
-    raise ValueError(f"{item!r} is not a status, a range (200-299) or a class (2xx)")
+    raise ValueError(f"{show(item)} is not a status, a range (200-299) or a class (2xx)")
 
 
 class TcpCheck(_Model):
@@ -227,7 +320,7 @@ class TcpCheck(_Model):
 class DnsblCheck(_Model):
     zones: list[str] = Field(min_length=1)
     ip: str | None = None
-    interval: Duration = 600.0
+    interval: DurationOrZero = 600.0  # how long a verdict is reused; 0s: look up at every probe
     nameservers: list[str] = Field(default_factory=list)
     timeout: Duration | None = None
 
@@ -235,7 +328,7 @@ class DnsblCheck(_Model):
     @classmethod
     def _ip(cls, v: str | None) -> str | None:
         if v is not None and not is_ip(v):
-            raise ValueError(f"{v!r} is not an IP address")
+            raise ValueError(f"{show(v)} is not an IP address")
         return v
 
     @field_validator("nameservers")
@@ -254,14 +347,14 @@ def split_hostport(value: str, default_port: int) -> tuple[str, int]:
     elif value.count(":") == 1:
         host, _, p = value.partition(":")
         if not p.isdigit():
-            raise ValueError(f"{value!r} has a bad port")
+            raise ValueError(f"{show(value)} has a bad port")
         port = int(p)
     else:
         host, port = value, default_port
     if not is_ip(host):
-        raise ValueError(f"{value!r} is not an IP address (with an optional :port)")
+        raise ValueError(f"{show(value)} is not an IP address (with an optional :port)")
     if not 1 <= port <= 65535:
-        raise ValueError(f"{value!r} has a port outside 1-65535")
+        raise ValueError(f"{show(value)} has a port outside 1-65535")
     return host, port
 
 
@@ -306,13 +399,13 @@ class PromScale(_Model):
         return self
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class PrometheusCheck(_Model):
     """A PromQL instant query per node; the value is judged by quarantine bounds and scaled to a share."""
 
-    url: str  # the server's base URL; the check calls <url>/api/v1/query
+    url: HttpUrl  # the server's base URL; the check calls <url>/api/v1/query
     query: str = Field(min_length=1)
     quarantine_above: float | None = None
     quarantine_below: float | None = None
@@ -330,7 +423,7 @@ class PrometheusCheck(_Model):
     def _url(cls, v: str) -> str:
         m = re.match(r"^https?://([^/?#]*)", v)
         if not m or not m.group(1):
-            raise ValueError(f"{v!r} must start with http:// or https:// and name a host")
+            raise ValueError(f"{show(v)} must start with http:// or https:// and name a host")
         if "@" in m.group(1):
             # A password in the URL would end up in logs and reasons: it belongs in the environment.
             raise ValueError("must not carry credentials; use basic_auth or bearer_token_env")
@@ -340,7 +433,7 @@ class PrometheusCheck(_Model):
     @classmethod
     def _env(cls, v: str | None) -> str | None:
         if v is not None and not _ENV_NAME.match(v):
-            raise ValueError(f"{v!r} is not an environment variable name")
+            raise ValueError(f"{show(v)} is not an environment variable name")
         return v
 
     @model_validator(mode="after")
@@ -359,7 +452,7 @@ class PrometheusCheck(_Model):
         if self.basic_auth is not None:
             for key in ("username_env", "password_env"):
                 if not _ENV_NAME.match(getattr(self.basic_auth, key)):
-                    raise ValueError(f"basic_auth.{key}: {getattr(self.basic_auth, key)!r} "
+                    raise ValueError(f"basic_auth.{key}: {show(getattr(self.basic_auth, key))} "
                                      "is not an environment variable name")
         return self
 
@@ -394,7 +487,7 @@ class Check(_Model):
             raise ValueError("a check is a mapping with exactly one of: " + ", ".join(CHECK_KINDS))
         (kind, body), = data.items()
         if kind not in CHECK_KINDS:
-            raise ValueError(f"unknown check {kind!r} (known: {', '.join(CHECK_KINDS)})")
+            raise ValueError(f"unknown check {show(kind)} (known: {', '.join(CHECK_KINDS)})")
         return {kind: {} if body is None else body}
 
     @property
@@ -427,13 +520,21 @@ class Warmup(_Model):
     def _start(cls, v: Any) -> Any:
         if isinstance(v, date) and not isinstance(v, datetime):
             return datetime(v.year, v.month, v.day, tzinfo=timezone.utc)
-        if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
-            return datetime.fromisoformat(v).replace(tzinfo=timezone.utc)
+        if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}", v):
+            # The YAML loader hands an impossible date (2026-13-45) over as a string.
+            try:
+                y, m, d = map(int, v.split("-"))
+                return datetime(y, m, d, tzinfo=timezone.utc)
+            except ValueError as e:
+                raise ValueError(f"{show(v)} is not a date ({e})") from None
         return v
 
     @field_validator("start")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
+        # Far-off years overflow once the schedule's offsets are added to them.
+        if not 1970 <= v.year <= 2999:
+            raise ValueError(f"{show(v.isoformat())}: give a year between 1970 and 2999")
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
 
     @field_validator("schedule", mode="before")
@@ -451,7 +552,7 @@ class Warmup(_Model):
                 raise ValueError("give either schedule or preset, not both")
             if self.preset not in WARMUP_PRESETS:
                 raise ValueError(
-                    f"unknown preset {self.preset!r} (known: {', '.join(WARMUP_PRESETS)})"
+                    f"unknown preset {show(self.preset)} (known: {', '.join(WARMUP_PRESETS)})"
                 )
             points = tuple(
                 sorted((parse_duration(k), _percent(s)) for k, s in WARMUP_PRESETS[self.preset].items())
@@ -471,7 +572,7 @@ class Warmup(_Model):
 
 
 class Node(_Model):
-    id: str = Field(min_length=1, max_length=128)
+    id: Annotated[str, _name("node id")] = Field(min_length=1, max_length=128)
     address: tuple[Address, ...]
     probe_address: Address | None = None
     weight: Weight = 1
@@ -519,7 +620,7 @@ def _quarantine(value: Any) -> Any:
         m = re.fullmatch(r"listed_on_n\s*:\s*(\d+)", value.strip())
         if m:
             return {"listed_on_n": int(m.group(1))}
-        raise ValueError(f"{value!r} is not listed_on_any or listed_on_n: N")
+        raise ValueError(f"{show(value)} is not listed_on_any or listed_on_n: N")
     return value
 
 
@@ -531,12 +632,12 @@ class Tuning(_Model):
     timeout: Duration = 10.0
     rise: int = Field(3, ge=1, le=100)
     fall: int = Field(3, ge=1, le=100)
-    helo: str | None = None
+    helo: HeloName | None = None
     concurrency: int = Field(512, ge=1, le=100_000)
 
 
 class Pool(_Model):
-    name: str = Field(min_length=1)
+    name: Annotated[str, _name("pool name")] = Field(min_length=1, max_length=128)
     zone: str = Field(min_length=1)
     record: str = Field(min_length=1)
     type: Literal["A", "AAAA", "CNAME"] = "A"
@@ -544,9 +645,9 @@ class Pool(_Model):
     mode: Literal["weighted", "failover"] = "weighted"
     min_in_service: int = Field(1, ge=0)
     max_drain_per_cycle: int | str = "50%"
-    slow_start: Duration = 0.0
+    slow_start: DurationOrZero = 0.0  # 0s: off
     preempt: bool = True
-    preempt_delay: Duration = 0.0
+    preempt_delay: DurationOrZero = 0.0  # 0s: fail back at once
     quarantine: Annotated[Quarantine, BeforeValidator(_quarantine)] = Quarantine()
     checks: tuple[Check, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
@@ -556,7 +657,7 @@ class Pool(_Model):
     timeout: Duration | None = None
     rise: int | None = Field(None, ge=1, le=100)
     fall: int | None = Field(None, ge=1, le=100)
-    helo: str | None = None
+    helo: HeloName | None = None
 
     # Filled in by Config from `defaults`.
     tuning: Tuning = Tuning()
@@ -565,14 +666,20 @@ class Pool(_Model):
     @classmethod
     def _record(cls, v: str) -> str:
         v = v.rstrip(".").lower()
-        if not _HOSTNAME.match(v.replace("*", "x")):
-            raise ValueError(f"{v!r} is not a DNS name")
+        # `*` is a wildcard only as the whole leftmost label; elsewhere Route 53 takes it literally.
+        bare = v[2:] if v.startswith("*.") else v
+        if not _HOSTNAME.match(bare):
+            raise ValueError(f"{show(v)} is not a DNS name (a `*` only as the whole first label: *.example.com)")
         return v
 
     @field_validator("zone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        return v if re.fullmatch(r"Z[A-Z0-9]+", v) else v.rstrip(".").lower()
+        if re.fullmatch(r"Z[A-Z0-9]+", v):
+            return v
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is neither a hosted zone id (Z...) nor a zone name")
+        return v.rstrip(".").lower()
 
     @field_validator("max_drain_per_cycle")
     @classmethod
@@ -586,21 +693,40 @@ class Pool(_Model):
 
     @model_validator(mode="after")
     def _nodes(self) -> "Pool":
+        if not is_zone_id(self.zone) and self.record != self.zone and not self.record.endswith("." + self.zone):
+            raise ValueError(f"record: {show(self.record)} is not in the zone {show(self.zone)}")
+        if self.min_in_service > len(self.nodes):
+            raise ValueError(
+                f"min_in_service: {self.min_in_service} is above the pool's {len(self.nodes)} node(s): "
+                "the pool would be in panic for good"
+            )
         seen: set[str] = set()
         for i, node in enumerate(self.nodes):
             if node.id in seen:
-                raise ValueError(f"nodes[{i}].id: {node.id!r} appears twice in pool {self.name!r}")
+                raise ValueError(f"nodes[{i}].id: {show(node.id)} appears twice in pool {show(self.name)}")
             seen.add(node.id)
             types = set(node.addresses_by_type())
             if self.type == "CNAME" and types != {"CNAME"}:
                 raise ValueError(f"nodes[{i}].address: a CNAME pool lists hostnames, not IPs")
             if self.type != "CNAME" and "CNAME" in types:
                 raise ValueError(
-                    f"nodes[{i}].address: {node.address[0]!r} is a hostname; "
+                    f"nodes[{i}].address: {show(node.address[0])} is a hostname; "
                     f"an {self.type} pool lists IP addresses"
                 )
+            # The pool's type names the family every node publishes; the other family of a
+            # dual-stack node is published beside it.
+            if self.type == "A" and "A" not in types:
+                raise ValueError(
+                    f"nodes[{i}].address: {show(node.address[0])} is IPv6; an A pool needs an IPv4 address "
+                    "for every node (dual-stack: [192.0.2.10, '2001:db8::10']), or type: AAAA"
+                )
+            if self.type == "AAAA" and "AAAA" not in types:
+                raise ValueError(
+                    f"nodes[{i}].address: {show(node.address[0])} is IPv4; an AAAA pool needs an IPv6 address "
+                    "for every node (dual-stack: [192.0.2.10, '2001:db8::10']), or type: A"
+                )
             if not node.checks and not self.checks:
-                raise ValueError(f"nodes[{i}].checks: node {node.id!r} has no checks (none on the pool either)")
+                raise ValueError(f"nodes[{i}].checks: node {show(node.id)} has no checks (none on the pool either)")
         return self
 
     def max_drain(self) -> int:
@@ -628,13 +754,19 @@ class Pool(_Model):
 
 
 class AwsConfig(_Model):
-    region: str | None = None
-    endpoint_url: str | None = None
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+    endpoint_url: HttpUrl | None = None
     profile: str | None = None
 
 
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError(f"{show(value)} contains a NUL byte")
+    return value
+
+
 class StateConfig(_Model):
-    path: Path | None = None
+    path: Annotated[Path, BeforeValidator(_no_nul)] | None = None
 
     def resolved_path(self) -> Path:
         if self.path is not None:
@@ -655,13 +787,13 @@ class VantageConfig(_Model):
 
 
 class WebhookConfig(_Model):
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: HttpUrl
+    headers: Headers = Field(default_factory=dict)
     timeout: Duration = 5.0
 
 
 class SnsConfig(_Model):
-    topic_arn: str
+    topic_arn: str = Field(pattern=r"^arn:[a-z-]+:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 
 
 class NotifyConfig(_Model):
@@ -682,7 +814,7 @@ class Config(_Model):
         seen: set[str] = set()
         for i, pool in enumerate(self.pools):
             if pool.name in seen:
-                raise ValueError(f"pools[{i}].name: {pool.name!r} appears twice")
+                raise ValueError(f"pools[{i}].name: {show(pool.name)} appears twice")
             seen.add(pool.name)
             over = {
                 k: getattr(pool, k)
@@ -690,7 +822,26 @@ class Config(_Model):
                 if getattr(pool, k) is not None
             }
             object.__setattr__(pool, "tuning", self.defaults.model_copy(update=over))
+        self._one_owner_per_record_set()
         return self
+
+    def _one_owner_per_record_set(self) -> None:
+        """Two pools writing one record set would refuse each other's writes for ever."""
+        owners: dict[tuple[str, str, str], tuple[int, Pool]] = {}
+        for i, pool in enumerate(self.pools):
+            for j, node in enumerate(pool.nodes):
+                for rtype in node.addresses_by_type():
+                    key = (pool.record, rtype, node.id)
+                    if key in owners:
+                        k, other = owners[key]
+                        # One zone named two ways (name and id) cannot be told apart here.
+                        if other.zone == pool.zone or is_zone_id(other.zone) != is_zone_id(pool.zone):
+                            raise ValueError(
+                                f"pools[{i}].nodes[{j}].id: pool {show(pool.name)} and pool {show(other.name)} "
+                                f"(pools[{k}]) both manage {pool.record} {rtype} set {show(node.id)}: "
+                                "Route 53 holds one record set per name, type and set identifier"
+                            )
+                    owners[key] = (i, pool)
 
     def pool(self, name: str) -> Pool | None:
         return self._pools_by_name.get(name)
@@ -703,6 +854,11 @@ class Config(_Model):
 # --- loading ------------------------------------------------------------------------------
 
 
+def _key(part: str) -> str:
+    """One key of a path as written, or quoted and cut when it is odd (hostile input)."""
+    return part if re.fullmatch(r"[\w.@-]{1,64}", part) else show(part)
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -711,7 +867,7 @@ def _path(loc: tuple[Any, ...]) -> str:
         elif isinstance(part, str) and "[" in part:  # pydantic's tagged-union labels
             continue
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _key(str(part))
     return out
 
 
@@ -726,9 +882,18 @@ def _message(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "is required"
     if kind in ("literal_error", "int_parsing", "int_type", "bool_parsing", "string_type",
-                "greater_than_equal", "less_than_equal", "too_short", "enum"):
-        return f"{err.get('input')!r}: {msg[0].lower() + msg[1:]}"
+                "greater_than_equal", "less_than_equal", "too_short", "enum", "string_pattern_mismatch",
+                "float_parsing", "float_type", "finite_number", "int_from_float", "too_long"):
+        return f"{show(err.get('input'))}: {msg[0].lower() + msg[1:]}"
     return msg
+
+
+MAX_LINE = 400  # a backstop: every part of the line is cut already
+
+
+def _one_line(text: str) -> str:
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
 
 def _format(exc: ValidationError) -> str:
@@ -750,24 +915,149 @@ def _format(exc: ValidationError) -> str:
         msg = rest
     more = len(errors) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{path or 'config'}: {msg}{tail}"
+    return _one_line(f"{path or 'config'}: {msg}{tail}")
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a 10,000-node config is about 1 MB
+MAX_DEPTH = 64  # the schema nests 8 deep; a deeper document is an attack on the recursion limit
+# Aliases may repeat parts of the document (a shared `checks` list), but the expanded
+# document may hold at most this many nodes beyond 10x the nodes written: a "billion laughs"
+# of 600 bytes expands to 10^9 nodes and would take minutes and gigabytes to validate.
+ALIAS_FLOOR = 100_000
+ALIAS_RATIO = 10
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10,000 nodes in well under a second
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, except that an impossible date (2026-13-45) stays a string, so
+    that the schema reports it with its key path."""
+
+
+def _timestamp(loader: Any, node: yaml.Node) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _inspect(root: yaml.Node, source: str) -> None:
+    """Walk the composed document once, before anything is built from it: refuse duplicate
+    keys (with their key path), nesting past MAX_DEPTH, an alias inside its own anchor, and
+    aliases that expand the document past its budget. Iterative: no recursion to exhaust.
+    Paths are linked lists (parent, step) turned into text only for an error line."""
+    cap = 10**12
+    size: dict[int, int] = {}  # id(node) -> nodes once every alias in it is expanded
+    open_: set[int] = set()  # nodes whose children are being walked (for alias cycles)
+    stack: list[tuple[yaml.Node, Any, int, bool]] = [(root, None, 0, False)]
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
+    while stack:
+        node, trail, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            if isinstance(node, sequence):
+                total = 1 + sum(size[id(c)] for c in node.value)
+            else:
+                total = 1 + sum(size[id(k)] + size[id(v)] for k, v in node.value)
+            size[key] = total if total < cap else cap
+            continue
+        if key in size:
+            continue
+        if isinstance(node, scalar):
+            size[key] = 1
+            continue
+        if key in open_:
+            raise ConfigError(_one_line(
+                f"{source}: {_trail(trail)}: line {_line(node)}: an alias refers to a node that contains it"
+            ))
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: line {_line(node)}: nested more than {MAX_DEPTH} levels deep")
+        open_.add(key)
+        stack.append((node, trail, depth, True))
+        if isinstance(node, sequence):
+            for i in range(len(node.value) - 1, -1, -1):
+                stack.append((node.value[i], (trail, i), depth + 1, False))
+            continue
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for k, v in node.value:
+            if isinstance(k, scalar):
+                ident = (k.tag, k.value)
+                if ident in seen and k.tag != _MERGE:
+                    raise ConfigError(_one_line(
+                        f"{source}: {_trail((trail, k.value))}: the key appears twice "
+                        f"(lines {_line(seen[ident])} and {_line(k)})"
+                    ))
+                seen[ident] = k
+                size[id(k)] = 1
+                step = k.value
+            else:
+                stack.append((k, (trail, "?"), depth + 1, False))
+                step = "?"
+            stack.append((v, (trail, step), depth + 1, False))
+    expanded, written = size[id(root)], len(size)
+    if expanded > ALIAS_FLOOR + ALIAS_RATIO * written:
+        raise ConfigError(
+            f"{source}: YAML aliases expand {written} nodes to {'over 10^12' if expanded >= cap else expanded}: "
+            f"refused (at most {ALIAS_RATIO}x the document plus {ALIAS_FLOOR:,})"
+        )
+
+
+def _trail(trail: Any) -> str:
+    steps: list[Any] = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(step)
+    out = ""
+    for step in reversed(steps):
+        out += f"[{step}]" if isinstance(step, int) else ("." if out else "") + _key(str(step))
+    return out or "config"
+
+
+def _parse(text: str, source: str) -> Any:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _inspect(node, source)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def loads(text: str, source: str = "<config>") -> Config:
     try:
-        # libyaml's loader when PyYAML has it: the pure-Python one takes seconds on a 10,000-node file.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = _parse(text, source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{source}:{where}: not valid YAML: {problem}") from None
+        raise ConfigError(_one_line(f"{source}:{where}: not valid YAML: {problem}")) from None
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyYAML's constructors fail in many ways on odd scalars (!!int abc, !!int "")
+        raise ConfigError(_one_line(f"{source}: not valid YAML: {type(e).__name__}: {e}")) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with a `pools` list")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format(e)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        # A validator that failed in a way pydantic does not wrap: still one line, never a traceback.
+        raise ConfigError(_one_line(f"{source}: cannot use this config: {type(e).__name__}: {e}")) from None
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:
@@ -775,9 +1065,20 @@ def load(path: str | os.PathLike[str] | None) -> Config:
     if not path:
         raise ConfigError("no config file: pass -c/--config or set R53LB_CONFIG")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded: `-c /dev/zero` must not eat the memory
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise ConfigError(_one_line(f"{path}: cannot read: {e.strerror or e}")) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: not a config file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "save the file as UTF-8"
+        ) from None
     return loads(text, str(path))
 
 

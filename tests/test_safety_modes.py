@@ -459,3 +459,71 @@ def test_sync_and_run_tell_the_same_story(tmp_path: Path, moto_server: Any) -> N
         ("panic", "pool mx: panic: 1 healthy node(s), min_in_service is 2"),
         ("recovery", "pool mx: out of panic"),
     ]
+
+
+# --- 14. the systemd watchdog is fed only while probes run on time -----------------------------
+
+
+def test_run_tells_systemd_ready_watchdog_and_stopping(tmp_path: Path, moto_server: Any) -> None:
+    import socket
+    import tempfile
+
+    w = World(tmp_path, moto_server, "run")
+    short = Path(tempfile.mkdtemp(prefix="r53lb-", dir="/tmp"))
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(str(short / "notify"))
+    rx.settimeout(10)
+    try:
+        w.zone({"mx.example.com": {"type": "A", "sets": {"a": ("127.0.2.41", 50), "b": ("127.0.2.42", 50)}}})
+        w.serve("127.0.2.41", "127.0.2.42")
+        w.pool("mx", "mx.example.com", {"a": "127.0.2.41", "b": "127.0.2.42"})
+        w.config.write_text(yaml.safe_dump(w.doc))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(FAKE_ENV, NOTIFY_SOCKET=str(short / "notify"), WATCHDOG_USEC="1000000")
+        proc = subprocess.Popen([sys.executable, "-m", "r53lb", "-c", str(w.config), "run", "--no-metrics"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            got: list[str] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (any(g.startswith("READY=1") for g in got)
+                                                       and got.count("WATCHDOG=1") >= 2):
+                got.append(rx.recv(4096).decode())
+            assert got[0].startswith("READY=1"), got
+            assert got.count("WATCHDOG=1") >= 2, got
+            proc.send_signal(15)
+            assert proc.wait(20) == 0
+            rest = []
+            rx.settimeout(2)
+            try:
+                while True:
+                    rest.append(rx.recv(4096).decode())
+            except socket.timeout:
+                pass
+            assert "STOPPING=1" in rest, rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    finally:
+        rx.close()
+        for s in w.smtp.values():
+            s.stop()
+
+
+def test_the_watchdog_goes_hungry_when_probes_are_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import r53lb.engine.daemon as daemon_module
+
+    sent: list[str] = []
+    monkeypatch.setattr(daemon_module.sdnotify, "notify", lambda state, env=None: sent.append(state) or True)
+    d = daemon_module.Daemon.__new__(daemon_module.Daemon)
+    tuning = type("T", (), {"interval": 1.0, "timeout": 1.0})()
+    node = type("N", (), {"id": "a"})()
+    d.cfg = type("C", (), {"pools": [type("P", (), {"tuning": tuning, "name": "mx", "nodes": [node]})()]})()
+    d.last_probe = {("mx", "a"): time.monotonic()}
+    asyncio.run(d._watchdog())
+    assert sent == ["WATCHDOG=1"]
+    d.last_probe = {("mx", "a"): time.monotonic() - 60}  # the loop has not probed it for a minute
+    asyncio.run(d._watchdog())
+    assert sent == ["WATCHDOG=1"]

@@ -141,11 +141,25 @@ def _regex(pattern: str, text: str) -> Any:
 
 
 def _cidrhost(prefix: str, num: int) -> str:
+    """As Terraform's (Go's net package): no zone (%eth0), RFC 5952 text, and an
+    IPv4-mapped IPv6 address written back as IPv4."""
+    if "%" in prefix:
+        raise HclError(f"invalid CIDR address: {prefix}")
     try:
         net = ipaddress.ip_network(prefix, strict=False)
     except ValueError as e:
         raise HclError(str(e)) from None
-    return str(net[num])
+    ip = net[num]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def _replace(text: str, substring: str, replacement: str) -> str:
+    """Terraform's replace(): a /regex/ or a plain substring; $1 in a regex replacement."""
+    if len(substring) > 1 and substring.startswith("/") and substring.endswith("/"):
+        return re.sub(substring[1:-1], re.sub(r"\$(\d+)", r"\\\1", replacement), text)
+    return text.replace(substring, replacement)
 
 
 def _one(xs: list[Any]) -> Any:
@@ -206,6 +220,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "one": _one,
     "regex": _regex,
     "regexall": lambda p, s: [m.group(0) for m in re.finditer(p, s)],
+    "replace": _replace,
     "sort": lambda xs: sorted(xs),
     "trimsuffix": lambda s, suf: s[: -len(suf)] if suf and s.endswith(suf) else s,
     "values": lambda m: [m[k] for k in sorted(m)],
@@ -885,11 +900,22 @@ def _allows(policy: dict[str, Any], action: str, resource: str, context: dict[st
     return False
 
 
+def route53_normalized_name(name: str) -> str:
+    """A name as Route 53 puts it in route53:ChangeResourceRecordSetsNormalizedRecordNames
+    (its IAM documentation, "Normalizing the Route 53 condition key values"): lowercase,
+    no trailing dot, every character other than a-z 0-9 - _ . as a three-digit octal escape
+    (\\052 for *)."""
+    return "".join(
+        c if re.fullmatch(r"[a-z0-9_.-]", c) else "".join(f"\\{b:03o}" for b in c.encode())
+        for c in name.rstrip(".").lower()
+    )
+
+
 def _batch(changes: list[tuple[str, str, str]]) -> dict[str, list[str]]:
     """The condition keys Route 53 sets for a ChangeResourceRecordSets batch."""
     return {
         "route53:ChangeResourceRecordSetsActions": sorted({a for a, _, _ in changes}),
-        "route53:ChangeResourceRecordSetsNormalizedRecordNames": sorted({n.rstrip(".").lower() for _, n, _ in changes}),
+        "route53:ChangeResourceRecordSetsNormalizedRecordNames": sorted({route53_normalized_name(n) for _, n, _ in changes}),
         "route53:ChangeResourceRecordSetsRecordTypes": sorted({t for _, _, t in changes}),
     }
 
@@ -994,6 +1020,59 @@ def test_iam_policy_options_sns_and_zone_lookup() -> None:
     # A name of one zone cannot be changed through the other zone's statement.
     assert not _allows(policy, "route53:ChangeResourceRecordSets", a, _batch([("CREATE", "relay.example.net", "A")]))
     assert not _allows(policy, "route53:ChangeResourceRecordSets", b, _batch([("CREATE", "mx.example.com", "CNAME")]))
+
+
+def test_route53_name_normalization_as_documented() -> None:
+    assert route53_normalized_name("*.MX.Example.com.") == "\\052.mx.example.com"
+    assert route53_normalized_name("_dmarc.example.com") == "_dmarc.example.com"
+    assert route53_normalized_name("a b.example.com") == "a\\040b.example.com"
+
+
+def test_iam_condition_lets_a_wildcard_pool_be_written() -> None:
+    """Route 53 hands IAM `*.mx.example.com` as `\\052.mx.example.com`: the condition must
+    name it that way, or every write of a wildcard pool is AccessDenied."""
+    pool = Module(MODULES / "weighted-pool", {**_minimal_inputs("weighted-pool"), "name": "*.MX.example.com."})
+    assert pool.validation_errors() == []
+    records = pool.output("managed_records")
+    assert records == [{"zone_id": ZONE, "name": "*.mx.example.com", "type": "A"}]
+    iam = Module(MODULES / "controller-iam", {"records": records})
+    assert iam.validation_errors() == []
+    policy = json.loads(iam.output("policy_json"))
+    (st,) = [s for s in policy["Statement"] if s["Action"] == ["route53:ChangeResourceRecordSets"]]
+    names = st["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+    assert names == ["\\052.mx.example.com"]
+    zone = f"arn:aws:route53:::hostedzone/{ZONE}"
+    cas = [("DELETE", "*.mx.example.com.", "A"), ("CREATE", "*.mx.example.com.", "A")]
+    assert _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch(cas))
+    assert not _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch([("CREATE", "x.mx.example.com", "A")]))
+    # A name with a character the module cannot escape is refused up front.
+    bad = Module(MODULES / "controller-iam", {"records": [{"zone_id": ZONE, "name": "mx example.com", "type": "A"}]})
+    assert any("DNS name" in e for e in bad.validation_errors())
+
+
+def test_ipv6_addresses_are_published_and_rendered_by_value() -> None:
+    """2001:0DB8:0:0:0:0:0:10 and 2001:db8::10 are one address: the record set and the
+    rendered config both carry the RFC 5952 form, the one r53lb compares with."""
+    nodes = {"a": {"address": ["192.0.2.10", "2001:0DB8:0:0:0:0:0:10"]}, "b": {"address": ["192.0.2.11", "2001:db8:0::11"]}}
+    pool = Module(MODULES / "weighted-pool", {**_minimal_inputs("weighted-pool"), "nodes": nodes, "checks": [{"tcp": {"port": 25}}]})
+    assert pool.validation_errors() == []
+    plan = pool.resource("aws_route53_record", "node")
+    assert {k: v["records"] for k, v in plan.items() if k.endswith("/AAAA")} == {"a/AAAA": ["2001:db8::10"], "b/AAAA": ["2001:db8::11"]}
+    config = loads(pool.output("r53lb_config_yaml"))
+    assert [n.address for n in config.pools[0].nodes] == [("192.0.2.10", "2001:db8::10"), ("192.0.2.11", "2001:db8::11")]
+    rendered = yaml.safe_load(pool.output("r53lb_config_yaml"))["pools"][0]["nodes"]
+    assert [n["address"] for n in rendered] == [["192.0.2.10", "2001:db8::10"], ["192.0.2.11", "2001:db8::11"]]
+
+    pair_inputs = {**_minimal_inputs("failover-pair"), "checks": [{"tcp": {"port": 25}}],
+                   "primary": {"id": "a", "address": ["192.0.2.1", "2001:DB8::0001"]}}
+    pair = Module(MODULES / "failover-pair", pair_inputs)
+    assert pair.output("r53lb_pool")["nodes"][0]["address"] == ["192.0.2.1", "2001:db8::1"]
+    assert pair.module("records").resource("aws_route53_record", "node")["a/AAAA"]["records"] == ["2001:db8::1"]
+
+    mapped = Module(MODULES / "weighted-pool", {**_minimal_inputs("weighted-pool"), "nodes": {"a": {"address": ["::ffff:192.0.2.1"]}}})
+    assert any("IPv4-mapped" in e for e in mapped.validation_errors())
+    scoped = Module(MODULES / "weighted-pool", {**_minimal_inputs("weighted-pool"), "nodes": {"a": {"address": ["fe80::1%eth0"]}}})
+    assert any("IPv6 address" in e for e in scoped.validation_errors())
 
 
 def test_iam_role_is_for_ec2_and_optional() -> None:

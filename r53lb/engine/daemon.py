@@ -40,6 +40,7 @@ from ..core.weights import warmup_share
 from ..notify import Notifier
 from ..probes.base import ProbeResult
 from ..probes.runner import run_one
+from . import sdnotify
 from .cycle import LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
 
@@ -165,6 +166,7 @@ class Daemon:
             self._schedule(self.cfg)
             nodes = sum(len(p.nodes) for p in self.cfg.pools)
             log.info("running: %d pool(s), %d node(s), %d zone(s)", len(self.cfg.pools), nodes, len(self.zones))
+            sdnotify.notify(f"READY=1\nSTATUS=probing {nodes} node(s)")
             await self._stop.wait()
             await self._shutdown()
         log.info("stopped")
@@ -184,6 +186,7 @@ class Daemon:
         self._spawn(self._reload())
 
     async def _shutdown(self) -> None:
+        sdnotify.notify("STOPPING=1")
         self._stopping = True
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.remove_all_jobs()
@@ -302,6 +305,18 @@ class Daemon:
                                    replace_existing=True, next_run_time=datetime.now(timezone.utc))
         self.scheduler.add_job(self._recheck_hold, "interval", seconds=every, id="hold-recheck",
                                replace_existing=True)
+        watchdog = sdnotify.watchdog_interval()
+        if watchdog:
+            # systemd restarts a controller that stops feeding it: fed only while probes run on time.
+            self.scheduler.add_job(self._watchdog, "interval", seconds=watchdog / 2, id="watchdog",
+                                   replace_existing=True, next_run_time=datetime.now(timezone.utc))
+
+    async def _watchdog(self) -> None:
+        late = self._late_node()
+        if late is None:
+            sdnotify.notify("WATCHDOG=1")
+        else:
+            log.error("watchdog not fed: %s", late)
 
     async def _resync(self, zone: str) -> None:
         # A coroutine on purpose: APScheduler runs a plain function in a worker thread.
@@ -620,6 +635,21 @@ class Daemon:
 
     # --- health of the controller itself ----------------------------------------------------
 
+    def _late_node(self) -> str | None:
+        """The node whose probe is most overdue (past ~3 of its intervals), or None when all are on time."""
+        now = time.monotonic()
+        worst: tuple[float, str] | None = None
+        for pool in self.cfg.pools:
+            limit = 3 * pool.tuning.interval + pool.tuning.timeout
+            for node in pool.nodes:
+                seen = self.last_probe.get((pool.name, node.id))
+                if seen is None:
+                    continue
+                late = now - seen - limit
+                if late > 0 and (worst is None or late > worst[0]):
+                    worst = (late, f"{pool.name}/{node.id} not probed for {now - seen:.0f}s (limit {limit:g}s)")
+        return None if worst is None else worst[1]
+
     def healthz(self) -> tuple[bool, str]:
         """Making progress: every node probed within ~3 of its intervals, no zone failing for long.
 
@@ -627,26 +657,16 @@ class Daemon:
         """
         if self._stopping:
             return False, "stopping"
-        cfg, last = self.cfg, self.last_probe
-        now = time.monotonic()
-        worst: tuple[float, str] | None = None
-        for pool in cfg.pools:
-            limit = 3 * pool.tuning.interval + pool.tuning.timeout
-            for node in pool.nodes:
-                seen = last.get((pool.name, node.id))
-                if seen is None:
-                    continue
-                late = now - seen - limit
-                if late > 0 and (worst is None or late > worst[0]):
-                    worst = (late, f"{pool.name}/{node.id} not probed for {now - seen:.0f}s (limit {limit:g}s)")
-        if worst is not None:
-            return False, worst[1]
+        late = self._late_node()
+        if late is not None:
+            return False, late
+        cfg, now = self.cfg, time.monotonic()
         shortest = min(p.tuning.interval for p in cfg.pools)
         for z in list(self.zones.values()):
             if z.failing_since is not None and now - z.failing_since > max(ZONE_FAILING_UNHEALTHY, 3 * shortest):
                 return False, f"zone {z.name}: reconcile failing for {now - z.failing_since:.0f}s: {z.error_class}"
         held = "; hold: " + "; ".join(h.reason for h in self.holds.values()) if self.holds else ""
-        return True, f"{len(last)} node(s) probed on time{held}"
+        return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
 def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:

@@ -8,7 +8,9 @@ locals {
   # every name and type in that batch must be among this zone's managed records.
   # r53lb writes each change as DELETE of the current set plus CREATE with the new
   # weight (a compare-and-swap), never UPSERT. Route 53 puts the names in the
-  # condition key in lowercase and without the trailing dot.
+  # condition key normalized: lowercase, without the trailing dot, and every character
+  # other than a-z 0-9 - _ . as a three-digit octal escape: a wildcard *.example.com is
+  # \052.example.com there. The names are validated to hold no other special character.
   change_statements = [
     for zone_id in local.zone_ids : {
       Sid      = "ChangeManagedWeights${zone_id}"
@@ -18,7 +20,7 @@ locals {
       Condition = {
         "ForAllValues:StringEquals" = {
           "route53:ChangeResourceRecordSetsNormalizedRecordNames" = sort(distinct([
-            for record in var.records : lower(trimsuffix(record.name, ".")) if record.zone_id == zone_id
+            for record in var.records : replace(lower(trimsuffix(record.name, ".")), "*", "\\052") if record.zone_id == zone_id
           ]))
           "route53:ChangeResourceRecordSetsRecordTypes" = sort(distinct([
             for record in var.records : record.type if record.zone_id == zone_id
@@ -33,7 +35,7 @@ locals {
     {
       Sid      = "ReadManagedZones"
       Effect   = "Allow"
-      Action   = ["route53:ListResourceRecordSets"]
+      Action   = ["route53:GetHostedZone", "route53:ListResourceRecordSets"] # GetHostedZone: the name servers `r53lb verify` asks
       Resource = [for zone_id in local.zone_ids : "arn:${local.partition}:route53:::hostedzone/${zone_id}"]
     },
     {

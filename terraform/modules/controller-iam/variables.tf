@@ -28,6 +28,11 @@ variable "records" {
   }
 
   validation {
+    condition     = alltrue([for record in var.records : can(regex("^(\\*\\.)?([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.?$", record.name))])
+    error_message = "Every record's name must be a DNS name of letters, digits, '-' and '_', with an optional leading '*.' wildcard label."
+  }
+
+  validation {
     condition     = alltrue([for record in var.records : contains(["A", "AAAA", "CNAME"], record.type)])
     error_message = "Every record's type must be A, AAAA or CNAME."
   }

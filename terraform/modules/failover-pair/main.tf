@@ -34,7 +34,7 @@ locals {
         for server in [var.primary, var.standby] : {
           for key, value in {
             id            = server.id
-            address       = server.address
+            address       = module.records.addresses[server.id]
             weight        = 1
             probe_address = server.probe_address
           } : key => value if value != null

@@ -1,14 +1,25 @@
 locals {
   record_name = lower(trimsuffix(var.name, "."))
 
+  # Each node's addresses in one canonical form, the same in the record sets and in the
+  # rendered config: IPv6 compressed and lowercase as RFC 5952 writes it (cidrhost returns
+  # that form), so 2001:0DB8:0:0:0:0:0:1 and 2001:db8::1 are one value; hostnames in lowercase
+  # without the trailing dot.
+  addresses = {
+    for id, node in var.nodes : id => [
+      for address in node.address :
+      length(regexall(":", address)) > 0 ? cidrhost("${address}/128", 0) : lower(trimsuffix(address, "."))
+    ]
+  }
+
   # One record set per node and address family, keyed "<node id>/<record type>".
   record_sets = {
     for set in flatten([
       for id, node in var.nodes : [
-        for address in node.address : {
+        for address in local.addresses[id] : {
           set_identifier = id
           type           = length(regexall(":", address)) > 0 ? "AAAA" : (can(regex("^[0-9.]+$", address)) ? "A" : "CNAME")
-          value          = lower(trimsuffix(address, "."))
+          value          = address
           weight         = node.initial_weight != null ? node.initial_weight : node.weight
         }
       ]
@@ -32,7 +43,7 @@ locals {
         for id, node in var.nodes : {
           for key, value in {
             id            = id
-            address       = node.address
+            address       = local.addresses[id]
             weight        = node.weight
             probe_address = node.probe_address
           } : key => value if value != null

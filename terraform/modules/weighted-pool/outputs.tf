@@ -36,3 +36,8 @@ output "record_sets" {
     }
   }
 }
+
+output "addresses" {
+  description = "Each node's addresses as published and rendered, keyed by node id: IPv6 in RFC 5952 form (2001:0DB8::0001 becomes 2001:db8::1), hostnames in lowercase without the trailing dot."
+  value       = local.addresses
+}

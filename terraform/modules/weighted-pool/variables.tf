@@ -92,6 +92,18 @@ variable "nodes" {
     ])
     error_message = "A node lists one address, or two for dual-stack: exactly one IPv4 and one IPv6 address."
   }
+
+  validation {
+    # Terraform writes an IPv4-mapped IPv6 address (::ffff:192.0.2.10) back as IPv4, which an
+    # AAAA record cannot hold.
+    condition = alltrue(flatten([
+      for node in values(var.nodes) : [
+        for address in node.address :
+        length(regexall(":", address)) == 0 || !can(regex("^[0-9.]+$", cidrhost("${address}/128", 0)))
+      ]
+    ]))
+    error_message = "An IPv6 address must not be IPv4-mapped (::ffff:192.0.2.10): list the IPv4 address itself."
+  }
 }
 
 variable "pool_name" {
