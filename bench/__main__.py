@@ -14,9 +14,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import common, fanout, report, route53_calls, scale, startup, time_to_dns
+from bench import common, daemon, fanout, report, route53_calls, scale, startup, time_to_dns
 
-SECTIONS = ("fanout", "route53", "ttd", "scale", "startup")
+SECTIONS = ("fanout", "route53", "ttd", "scale", "startup", "daemon")
 
 
 def full(r: report.Report, only: set[str]) -> None:
@@ -30,6 +30,8 @@ def full(r: report.Report, only: set[str]) -> None:
         r.scale = scale.run(nodes=10_000, pools=200, zones=10)
     if "startup" in only:
         r.startup = startup.run(runs=10)
+    if "daemon" in only:
+        r.daemon = daemon.run(daemon.FULL)
 
 
 def smoke(r: report.Report, only: set[str]) -> list[str]:
@@ -62,6 +64,11 @@ def smoke(r: report.Report, only: set[str]) -> list[str]:
         r.startup = startup.run(runs=3)
         if r.startup.help_s > 5:
             wrong.append(f"start-up: r53lb --help took {r.startup.help_s:.1f}s")
+    if "daemon" in only:
+        r.daemon = daemon.run(daemon.SMOKE)
+        for row in r.daemon:
+            if row.on_schedule < 0.5 or row.vs_floor > 5:
+                wrong.append(f"daemon: {row}")
     return wrong
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import fanout, route53_calls, scale, startup, time_to_dns
+from bench import daemon, fanout, route53_calls, scale, startup, time_to_dns
 
 OK, MISSED = "met", "**missed**"
 
@@ -21,6 +21,7 @@ class Report:
     ttd: list[time_to_dns.Measured] = field(default_factory=list)
     scale: scale.Result | None = None
     startup: startup.Result | None = None
+    daemon: list[daemon.Row] = field(default_factory=list)
     verdicts: list[tuple[str, bool, str]] = field(default_factory=list)  # (budget, met, detail)
 
     def verdict(self, budget: str, met: bool, detail: str) -> str:
@@ -56,8 +57,8 @@ def fanout_section(r: Report) -> list[str]:
                    f"{at.vs_sequential:,.0f}× at {at.n:,} nodes: {v}.")
     worst = max(r.fanout, key=lambda x: x.vs_floor, default=None)
     if worst is not None:
-        v = r.verdict("fan-out vs floor", worst.vs_floor <= 1.5, f"worst {worst.vs_floor:.2f}×")
-        out.append(f"- Budget ≤ 1.5× the floor, with and without the delay: worst {worst.vs_floor:.2f}× "
+        v = r.verdict("fan-out vs floor", worst.vs_floor <= 1.3, f"worst {worst.vs_floor:.2f}×")
+        out.append(f"- Budget ≤ 1.3× the floor, with and without the delay: worst {worst.vs_floor:.2f}× "
                    f"({worst.n:,} nodes, {worst.delay_ms:.0f} ms): {v}.")
     return out + [""]
 
@@ -143,13 +144,42 @@ def scale_section(r: Report) -> list[str]:
     for run in res.runs:
         out.append(f"| {run.label} | {run.wall_s:.2f} s | {run.peak_rss_mb:.0f} MB | {run.changes} | {run.writes} "
                    f"| {run.exit_code} |")
+    out.append(f"| the floor: a bare asyncio process probing the same nodes once (start-up included) "
+               f"| {res.floor_s:.2f} s | | | | |")
     steady = res.runs[-1]
     out.append("")
     if res.nodes >= 10_000:
-        out.append(f"- Budget one full cycle with nothing to change ≤ 10 s on 2 cores: {steady.wall_s:.2f} s: "
-                   f"{r.verdict('scale wall', steady.wall_s <= 10, f'{steady.wall_s:.2f}s')}.")
-        out.append(f"- Budget peak RSS ≤ 250 MB: {steady.peak_rss_mb:.0f} MB: "
-                   f"{r.verdict('scale RSS', steady.peak_rss_mb <= 250, f'{steady.peak_rss_mb:.0f} MB')}.")
+        out.append(f"- Budget one cycle with nothing to change ≤ 1.5× the floor: {res.vs_floor:.2f}×: "
+                   f"{r.verdict('scale vs floor', res.vs_floor <= 1.5, f'{res.vs_floor:.2f}× ({steady.wall_s:.2f}s vs {res.floor_s:.2f}s)')}.")
+        out.append(f"- Budget peak RSS ≤ 150 MB: {steady.peak_rss_mb:.0f} MB: "
+                   f"{r.verdict('scale RSS', steady.peak_rss_mb <= 150, f'{steady.peak_rss_mb:.0f} MB')}.")
+    return out + [""]
+
+
+def daemon_section(r: Report) -> list[str]:
+    out = ["## 6. Daemon cost", "",
+           "`r53lb run` as a subprocess in steady state against the SMTP farm (greeting, EHLO, QUIT, no delay, "
+           "all healthy), measured over a window after its first full round: CPU seconds of the process "
+           "(/proc utime + stime), probes made (its own `r53lb_probe_duration_seconds_count`), RSS. The floor is "
+           "a bare asyncio process probing the same addresses on the same schedule (each node every interval, "
+           "starts spread evenly), measured the same way. The farm shares the two cores.", "",
+           "| profile | probes made / asked | CPU per probe | floor CPU per probe | ÷ floor | share of a core | RSS |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in r.daemon:
+        out.append(f"| {row.label} | {row.made:,} / {row.asked:,} ({row.on_schedule:.1%}) | {row.cpu_per_probe_us:.0f} µs "
+                   f"| {row.floor_per_probe_us:.0f} µs | {row.vs_floor:.2f}× | {row.core_share:.0%} | {row.rss_mb:.0f} MB |")
+    out.append("")
+    for row in r.daemon:
+        out.append(f"- {row.label}: CPU per probe ≤ 2× the floor: {row.vs_floor:.2f}×: "
+                   f"{r.verdict(f'daemon CPU per probe ({row.label})', row.vs_floor <= 2.0, f'{row.vs_floor:.2f}×')}.")
+        if row.interval <= 1.0:
+            out.append(f"- {row.label}: ≥ 95% of the probes asked for: {row.on_schedule:.1%}: "
+                       f"{r.verdict(f'daemon on schedule ({row.label})', row.on_schedule >= 0.95, f'{row.on_schedule:.1%}')}.")
+        if row.nodes >= 10_000:
+            out.append(f"- {row.label}: under 40% of one core: {row.core_share:.0%}: "
+                       f"{r.verdict(f'daemon core share ({row.label})', row.core_share < 0.40, f'{row.core_share:.0%}')}.")
+            out.append(f"- {row.label}: RSS ≤ 250 MB: {row.rss_mb:.0f} MB: "
+                       f"{r.verdict(f'daemon RSS ({row.label})', row.rss_mb <= 250, f'{row.rss_mb:.0f} MB')}.")
     return out + [""]
 
 
@@ -208,6 +238,8 @@ def render(r: Report) -> str:
         body += scale_section(r)
     if r.startup:
         body += startup_section(r)
+    if r.daemon:
+        body += daemon_section(r)
     summary = ["## Budgets", "", "| budget | result | |", "|---|---|---|"]
     summary += [f"| {b} | {d} | {OK if ok else MISSED} |" for b, ok, d in r.verdicts]
     return "\n".join(head + summary + [""] + body + [NOTES])
