@@ -99,9 +99,12 @@ def load_config(ctx: click.Context) -> "Config":
     return load(ctx.obj["config_path"])
 
 
-def open_state(cfg: "Config") -> "StateStore":
+def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
+    """The state store; `readonly` (status, plan, history, --dry-run): an in-memory copy, nothing on disk touched."""
     from .state.sqlite import StateStore
 
+    if readonly:
+        return StateStore.open_readonly(cfg.state.resolved_path())
     store = StateStore.open(cfg.state.resolved_path())
     if store.rebuilt:
         click.echo(f"r53lb: warning: {store.rebuilt}", err=True)
@@ -183,10 +186,10 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
     import asyncio
 
     cfg = load_config(ctx)
-    store = open_state(cfg)
     if snapshot:
-        store = store.snapshot()  # plan and --dry-run record nothing
+        store = open_state(cfg, readonly=True)  # plan and --dry-run record nothing
         return asyncio.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
+    store = open_state(cfg)
     with store.exclusive(wait=30.0):
         ctl = make_controller(cfg, store)
 
@@ -248,7 +251,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from .engine.status import collect
 
     cfg = load_config(ctx)
-    store = open_state(cfg)
+    store = open_state(cfg, readonly=True)
     rows = collect(make_controller(cfg, store))
     if as_json:
         emit_json({"nodes": rows})
@@ -430,7 +433,7 @@ def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> N
     """State changes with reasons and times."""
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
-    events = open_state(cfg).events(limit=limit, pool=pool, node=node)
+    events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
     if as_json:
         emit_json({"events": [e.to_json() for e in events]})
     else:

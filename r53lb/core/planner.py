@@ -341,6 +341,32 @@ def _plan_failover(
 # --- vantage ------------------------------------------------------------------------------
 
 
+def held_after_state_loss(pool: Pool, found: dict[str, int], now: datetime) -> list[str]:
+    """Nodes to keep at 0 after the state store was rebuilt: found at 0 where the config has them carry weight.
+
+    The lost store may have held a drain for them, and restoring them because they answer probes
+    would undo an operator's decision. `found` is node id -> the weight Route 53 holds (nodes with
+    no record set are absent: nothing was found). A weight of 0 that the config itself asks for
+    (base weight 0, warm-up not started) is no sign of a drain, and neither is a failover pool's
+    standby: a node at 0 listed after the node carrying the weight.
+    """
+    held = []
+    active_seen = False
+    for node in pool.nodes:
+        weight = found.get(node.id)
+        if weight is None:
+            continue
+        if weight > 0:
+            active_seen = True
+            continue
+        if node.weight == 0 or warmup_share(node.warmup, now) == 0:
+            continue
+        if pool.mode == "failover" and active_seen:
+            continue
+        held.append(node.id)
+    return held
+
+
 def vantage_hold(node_ok: dict[tuple[str, str], bool], canaries_failed: Iterable[str] = ()) -> str | None:
     """The controller's own network is suspect: every node failed every check, or a canary failed."""
     failed = list(canaries_failed)

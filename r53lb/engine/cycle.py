@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
-from ..core.planner import Change, NodeFacts, Plan, PoolPlan, plan_pool, vantage_hold
+from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
 from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
+from ..state.base import STATE_LOST
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
-    from ..state.sqlite import StateStore
+    from ..state.base import Store
 
 __all__ = ["CHECK_KINDS", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
 
@@ -107,7 +108,7 @@ class Controller:
     def __init__(
         self,
         cfg: Config,
-        store: "StateStore | None",
+        store: "Store | None",
         route53: "Route53 | None",
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -253,24 +254,42 @@ class Controller:
                 self.store.put_health(key[0], key[1], h)
 
     def adopt(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime) -> None:
-        """First sight: a node with no stored state starts from what Route 53 shows."""
-        fresh = []
+        """First sight: a node with no stored state starts from what Route 53 shows.
+
+        After the state store was rebuilt, a node found at weight 0 is held there (drained: state was
+        lost) until `r53lb enable`: the lost store may have held its drain.
+        """
+        lost = self.store.state_lost() if self.store is not None else None
+        fresh: list[NodeKey] = []
+        kept: list[NodeKey] = []  # held at 0 because the state was lost
         for pool in self.cfg.pools:
             if pool.name not in records:
                 continue  # its zone could not be read: adopt it once it can
             held: dict[str, int] = {}
             for r in records[pool.name].values():
                 held[r.set_identifier] = max(held.get(r.set_identifier, 0), r.weight)
+            keep = held_after_state_loss(pool, held, now) if lost else []
             for node in pool.nodes:
                 key = (pool.name, node.id)
                 if key in self.health:
                     continue
                 self.health[key] = first_sight(held.get(node.id, 0) > 0, now)
                 fresh.append(key)
-        if fresh and self.store is not None:
+                if node.id in keep:
+                    kept.append(key)
+        if (fresh or lost) and self.store is not None:
             with self.store.transaction():
                 for key in fresh:
                     self.store.put_health(key[0], key[1], self.health[key])
+                for key in kept:
+                    self.store.drain(key[0], key[1], STATE_LOST, now)
+                if lost and all((p.name, n.id) in self.health for p in self.cfg.pools for n in p.nodes):
+                    self.store.clear_state_lost()  # every configured node has been seen once since
+        for pool_name, node_id in kept:
+            msg = (f"{pool_name}/{node_id}: found at weight 0 after the state file was lost; held at 0 "
+                   f"({STATE_LOST}); run `r53lb enable {pool_name}/{node_id}` when it should carry traffic")
+            log.error("%s", msg)
+            self.notify("alert", msg, {"pool": pool_name, "node": node_id, "reason": STATE_LOST})
 
     # --- Route 53 -------------------------------------------------------------------------
 

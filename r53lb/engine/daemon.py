@@ -43,6 +43,7 @@ from ..probes.runner import run_one
 from . import sdnotify
 from .cycle import LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
+from ..state.base import StateError
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
