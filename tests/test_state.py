@@ -69,3 +69,188 @@ def test_second_run_waits_then_fails_clearly(tmp_path):
     finally:
         release.set()
         proc.join(30)
+
+
+# --- what is corruption and what is not (issue 10, item 4) ---------------------------------
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sqlite3  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from r53lb.config import Pool  # noqa: E402
+from r53lb.planner import held_after_state_loss  # noqa: E402
+from r53lb.state.base import STATE_LOST, Store  # noqa: E402
+from programs import require  # noqa: E402
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def listing(d: Path) -> dict[str, str]:
+    return {p.name: digest(p) for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Python as an unprivileged user: root (the tests' user) may write anything, an operator's user may not."""
+    cmd = [sys.executable, "-c", code, *args]
+    if os.geteuid() == 0:
+        cmd = [require("setpriv", "util-linux"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory an unprivileged user can reach (pytest's own tmp_path is 0700 to root)."""
+    d = Path(tempfile.mkdtemp(prefix="r53lb-state-"))
+    d.chmod(0o755)
+    yield d
+    for p in [d, *d.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)
+    subprocess.run(["rm", "-rf", str(d)], check=True)
+
+
+OPEN_AS_NOBODY = """
+import json, sys
+from datetime import datetime, timezone
+from r53lb.state.sqlite import StateError, StateStore
+out = {}
+try:
+    StateStore.open(sys.argv[1])
+    out["open"] = "opened"
+except StateError as e:
+    out["open"] = str(e)
+ro = StateStore.open_readonly(sys.argv[1])
+out["drains"] = {"/".join(k): v[0] for k, v in ro.drains().items()}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("layout", ["file 0444, dir 0555", "root's file in the user's directory"])
+def test_unwritable_state_is_one_line_and_nothing_is_renamed(shared_dir, layout):
+    d = shared_dir / "state"
+    d.mkdir()
+    path = d / "state.db"
+    store = StateStore.open(path)
+    store.drain("mx", "hlb-1", "kernel upgrade", T0)
+    store.close()
+    if layout == "file 0444, dir 0555":
+        path.chmod(0o444)
+        d.chmod(0o555)
+        why = "(owned by root, mode 0444)"
+    else:
+        os.chown(d, 65534, 65534)  # the operator's directory; the file in it made by root
+        why = "(owned by root, mode 0644)"
+    before = listing(d)
+    p = as_nobody(OPEN_AS_NOBODY, str(path))
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["open"] == (f"state: {path} is not writable by uid 65534 {why}; "
+                           f"fix its owner or mode, or set state.path")
+    assert listing(d) == before  # nothing renamed, rebuilt or created
+    assert out["drains"] == {"mx/hlb-1": "kernel upgrade"}  # and a read-only look still works
+
+
+def test_a_write_failing_mid_run_is_a_state_error_and_rolls_back(tmp_path):
+    path = tmp_path / "s.db"
+    store = StateStore.open(path)
+    store.drain("p", "n", "kept", T0)
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
+    with pytest.raises(StateError, match=r"^state: cannot write .*s\.db: the disk is full .*nothing was renamed"):
+        with store.transaction():
+            store.put_health("p", "n", NodeHealth(True, T0, reason="x" * 100))
+            for i in range(1000):
+                store.add_event(T0, "p", "n", "health", None, None, "y" * 1000)
+    assert not list(tmp_path.glob("*corrupt*"))
+    assert store.health() == {}  # all or nothing
+    store.close()
+    again = StateStore.open(path)
+    assert again.rebuilt is None and again.drains()[("p", "n")][0] == "kept"
+
+
+def test_a_really_corrupt_file_is_rebuilt_and_remembered_until_cleared(tmp_path):
+    path = tmp_path / "s.db"
+    store = StateStore.open(path)
+    with store.transaction():
+        for i in range(2000):
+            store.add_event(T0, "p", f"n{i}", "health", None, None, "x" * 200)
+    store.close()
+    raw = bytearray(path.read_bytes())
+    raw[4096 * 3:4096 * 3 + 4096] = b"\xa5" * 4096  # one b-tree page turned to noise: the header is fine
+    path.write_bytes(bytes(raw))
+    store = StateStore.open(path, now=T0)
+    assert store.rebuilt and "rebuilt from Route 53" in store.rebuilt
+    assert [p.name for p in tmp_path.glob("s.db.corrupt-*")]
+    assert store.state_lost() == store.rebuilt
+    store.close()
+    again = StateStore.open(path)  # the marker outlives a run that never got to adopt the nodes
+    assert again.rebuilt is None and again.state_lost()
+    again.clear_state_lost()
+    assert again.state_lost() is None
+
+
+def test_read_only_open_touches_nothing_on_disk(tmp_path):
+    missing = tmp_path / "new" / "state.db"
+    ro = StateStore.open_readonly(missing)  # a first run: an empty store, nothing created
+    assert ro.health() == {} and ro.events() == [] and not missing.parent.exists()
+    with ro.exclusive():
+        ro.drain("p", "n", "only in memory", T0)
+    assert not missing.parent.exists()
+
+    path = tmp_path / "s.db"
+    store = StateStore.open(path)
+    store.drain("p", "n", "kept", T0)
+    store.close()
+    before = listing(tmp_path)
+    ro = StateStore.open_readonly(path)
+    ro.enable("p", "n", T0)
+    assert ro.drains() == {} and listing(tmp_path) == before
+    assert StateStore.open(path).drains()[("p", "n")][0] == "kept"
+
+    path.write_bytes(b"\x00garbage" * 1000)
+    before = listing(tmp_path)
+    with pytest.raises(StateError, match=r"is corrupt \(file is not a database\); run `r53lb sync` to move it aside"):
+        StateStore.open_readonly(path)
+    assert listing(tmp_path) == before
+
+
+def test_transactions_nest_and_the_store_meets_the_protocol(tmp_path):
+    store = StateStore.open(tmp_path / "s.db")
+    assert isinstance(store, Store) and isinstance(store.snapshot(), Store)
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.drain("p", "n", "inner", T0)  # drain opens its own transaction: it joins this one
+            store.put_meta("watcher", "x")
+            raise RuntimeError("boom")
+    assert store.drains() == {} and store.get_meta("watcher") is None and store.events() == []
+    store.put_meta("watcher", json.dumps({"firing": ["a"]}))
+    assert json.loads(store.get_meta("watcher")) == {"firing": ["a"]}
+    store.put_meta("watcher", None)
+    assert store.get_meta("watcher") is None
+
+
+def _pool(mode="weighted", weights=(50, 50, 50), **kw):
+    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": w} for i, w in enumerate(weights)]
+    return Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com", "mode": mode,
+                                "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
+
+
+def test_which_nodes_are_held_after_the_state_was_lost():
+    pool = _pool()
+    assert held_after_state_loss(pool, {"n0": 50, "n1": 0, "n2": 0}, T0) == ["n1", "n2"]
+    assert held_after_state_loss(pool, {"n0": 50, "n1": 0}, T0) == ["n1"]  # no record set: nothing found
+    # a base weight of 0 asks for 0
+    assert held_after_state_loss(_pool(weights=(50, 0, 50)), {"n0": 50, "n1": 0, "n2": 50}, T0) == []
+    # failover: a standby after the active node is at 0 by design; a preferred node before it is held
+    ha = _pool("failover", (1, 1, 1))
+    assert held_after_state_loss(ha, {"n0": 1, "n1": 0, "n2": 0}, T0) == []
+    assert held_after_state_loss(ha, {"n0": 0, "n1": 1, "n2": 0}, T0) == ["n0"]
+    assert held_after_state_loss(ha, {"n0": 0, "n1": 0, "n2": 0}, T0) == ["n0", "n1", "n2"]
+    assert STATE_LOST == "state was lost"
