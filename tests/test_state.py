@@ -1,11 +1,22 @@
-"""The SQLite state store: real files, corruption, two runs at once."""
+"""The SQLite state store: real files, corruption and what is not corruption, read-only opens, two runs at once."""
 
+import hashlib
+import json
 import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from programs import require
+from r53lb.config import Pool
 from r53lb.core.health import NodeHealth
+from r53lb.core.planner import held_after_state_loss
+from r53lb.state.base import STATE_LOST, Store
 from r53lb.state.sqlite import StateError, StateStore
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -73,19 +84,6 @@ def test_second_run_waits_then_fails_clearly(tmp_path):
 
 # --- what is corruption and what is not (issue 10, item 4) ---------------------------------
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from r53lb.config import Pool  # noqa: E402
-from r53lb.planner import held_after_state_loss  # noqa: E402
-from r53lb.state.base import STATE_LOST, Store  # noqa: E402
-from programs import require  # noqa: E402
 
 
 def digest(path: Path) -> str:

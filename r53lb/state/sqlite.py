@@ -217,16 +217,23 @@ class StateStore:
             raise StateError(f"state: {path} is not readable by uid {os.geteuid()} ({_owner(path)}); "
                              f"run as its owner or set state.path")
         mem = _memory()
+        uri = f"file:{quote(str(path.absolute()))}"
+        wal = Path(f"{path}-wal")
         try:
-            try:
-                cls._copy(f"file:{quote(str(path.absolute()))}?mode=ro", mem)
-            except sqlite3.Error as e:
-                wal = Path(f"{path}-wal")
-                # A WAL-mode file in a directory we may not write needs a -shm file nobody has made:
-                # with no WAL content pending, the main file alone is the whole state.
-                if _code(e) not in (_READONLY, _CANTOPEN) or (wal.exists() and wal.stat().st_size > 0):
-                    raise
-                cls._copy(f"file:{quote(str(path.absolute()))}?immutable=1", mem)
+            if not wal.exists():
+                # No -wal: no connection has the file open and the main file is the whole state. Opened
+                # `immutable`, SQLite creates no -wal/-shm beside it (mode=ro would, owned by whoever runs
+                # `status`, and a service running as another user could then not open its own file).
+                cls._copy(f"{uri}?immutable=1", mem)
+            else:
+                try:
+                    cls._copy(f"{uri}?mode=ro", mem)
+                except sqlite3.Error as e:
+                    # A -wal with no -shm in a directory we may not write: with no WAL content
+                    # pending, the main file alone is still the whole state.
+                    if _code(e) not in (_READONLY, _CANTOPEN) or wal.stat().st_size > 0:
+                        raise
+                    cls._copy(f"{uri}?immutable=1", mem)
             mem.executescript(SCHEMA)  # a file from an older r53lb may lack a table
         except (sqlite3.Error, _Corrupt, OSError) as e:
             mem.close()
