@@ -252,3 +252,52 @@ def test_which_nodes_are_held_after_the_state_was_lost():
     assert held_after_state_loss(ha, {"n0": 0, "n1": 1, "n2": 0}, T0) == ["n0"]
     assert held_after_state_loss(ha, {"n0": 0, "n1": 0, "n2": 0}, T0) == ["n0", "n1", "n2"]
     assert STATE_LOST == "state was lost"
+
+
+def test_a_cycle_whose_state_write_fails_raises_state_error_and_renames_nothing(tmp_path, mock_route53):
+    """The disk fills up between two cycles: the next health change cannot be recorded."""
+    import asyncio
+    import socket
+
+    import boto3
+
+    from moto_fixtures.spec import build, weights
+    from r53lb.aws.route53 import Route53
+    from r53lb.config import Config
+    from r53lb.demo.loopback import SmtpServer
+    from r53lb.engine.cycle import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = {"n1": "127.0.0.71", "n2": "127.0.0.72"}
+    servers = {k: SmtpServer(v, port).start() for k, v in nodes.items()}
+    try:
+        client = boto3.client("route53", region_name="us-east-1")
+        zid = build(client, {"example.com": {"mx.example.com": {
+            "type": "A", "sets": {k: (v, 50) for k, v in nodes.items()}}}})["example.com"]
+        cfg = Config.model_validate({
+            "state": {"path": str(tmp_path / "state.db")},
+            "defaults": {"timeout": "1s", "fastinter": "10ms", "rise": 1, "fall": 1, "helo": "probe.test"},
+            "pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                       "checks": [{"smtp": {"port": port}}],
+                       "nodes": [{"id": k, "address": v, "weight": 50} for k, v in nodes.items()]}],
+        })
+        store = StateStore.open(tmp_path / "state.db")
+        ctl = Controller(cfg, store, Route53(cfg.aws))
+        assert asyncio.run(ctl.cycle()).exit_code == 0
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from here on
+        for size in (200, 20, 1):  # fill every page to the last byte
+            with pytest.raises(StateError):
+                while True:
+                    store.add_event(T0, "-", "-", "filler", None, None, "z" * size)
+        servers["n2"].set_mode("refuse")
+        with pytest.raises(StateError, match=r"^state: cannot write .*state\.db: the disk is full"):
+            asyncio.run(ctl.cycle())
+        assert store.health()[("mx", "n2")].up  # the health change was rolled back, not half recorded
+        assert weights(client, zid, "mx.example.com") == {"n1": 50, "n2": 50}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db", "state.db-shm", "state.db-wal"]
+    finally:
+        for s in servers.values():
+            s.stop()

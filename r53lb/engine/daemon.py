@@ -352,6 +352,8 @@ class Daemon:
                 raise
             except TimeoutError:
                 log.error("%s/%s: probe did not finish within its deadline; probing again", *key)
+            except StateError as e:  # one line: the state file's trouble (full, unwritable) is no code fault
+                log.error("%s/%s: %s", key[0], key[1], e)
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
                 log.exception("%s/%s: probe failed", *key)
 
@@ -511,6 +513,8 @@ class Daemon:
                 z.dirty = False
                 try:
                     await self._reconcile(z)
+                except StateError as e:  # _zone_failed logs it in one line: no traceback for a full disk
+                    self._zone_failed(z, str(e), "StateError")
                 except Exception as e:
                     log.exception("zone %s: reconcile failed", z.name)
                     self._zone_failed(z, f"{type(e).__name__}: {e}", type(e).__name__)
