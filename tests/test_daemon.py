@@ -26,7 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from moto_fixtures.pytest_plugin import FAKE_ENV
-from moto_fixtures.spec import build, record_sets, weights
+from moto_fixtures.spec import build, record_sets, set_weight, weights
 from r53lb.demo.loopback import SmtpServer
 from test_notify import WebhookReceiver, sns_topic_with_queue, sqs_messages
 
@@ -370,3 +370,20 @@ def test_busy_metrics_port_is_one_line(fleet: Fleet) -> None:
     assert p.returncode == 1
     assert p.stderr.strip() == (f"r53lb: metrics: cannot listen on 127.0.0.1:{port}: address already in use "
                                 "(--metrics-addr, or --no-metrics)")
+
+
+def test_after_the_state_file_is_rebuilt_a_node_at_zero_stays_drained(fleet: Fleet) -> None:
+    """`r53lb run` on a corrupt state file: it is rebuilt, and a node found at weight 0 is not restored
+    because it answers probes (its drain was in the lost file), until `r53lb enable`."""
+    set_weight(fleet.client, fleet.zone_id, RECORD, "A", "hlb-2", 0)
+    (fleet.tmp / "state.db").write_bytes(b"\x00garbage" * 1000)
+    d = fleet.start()
+    fleet.settled(d)  # hlb-2 answers: up by health
+    assert "mx/hlb-2: found at weight 0 after the state file was lost; held at 0 (state was lost)" in d.log()
+    assert list(fleet.tmp.glob("state.db.corrupt-*"))
+    fleet.smtp["hlb-1"].set_mode("refuse")  # a reconcile of the zone that must leave hlb-2 alone
+    measure(fleet, "hlb-1", 0, timeout=BUDGET + 5)
+    assert fleet.weights() == {"hlb-1": 0, "hlb-2": 0, "hlb-3": 50}
+    assert d.sample("r53lb_node_desired_weight", pool="mx", node="hlb-2") == 0
+    assert d.stop() == 0
+
