@@ -55,7 +55,7 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .config import ConfigError
-        from .state.sqlite import StateError
+        from .state.base import StateError
 
         try:
             return fn(*args, **kwargs)

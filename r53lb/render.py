@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .engine.cycle import CycleResult
     from .engine.maintenance import Step
     from .probes.base import ProbeResult
-    from .state.sqlite import Event
+    from .state.base import Event
     from .core.verify import Verdict
 
 console = Console(highlight=False, soft_wrap=True)

@@ -113,8 +113,8 @@ def state_error(e: BaseException, path: Path) -> StateError:
     if code in (_BUSY, _LOCKED):
         return StateError(f"state: {path} is locked by another r53lb process")
     if code == _FULL:
-        return StateError(f"state: cannot write {path}: the disk is full ({e}); free space, nothing was "
-                          f"renamed or lost")
+        return StateError(f"state: cannot write {path}: the disk is full; free space (the file is kept "
+                          f"as it is, nothing was renamed)")
     if code == _IOERR:
         return StateError(f"state: I/O error on {path} ({e}); check the disk, nothing was renamed")
     if code in (_READONLY, _PERM, _CANTOPEN) or isinstance(e, PermissionError):
