@@ -193,8 +193,10 @@ def test_kill_a_node_then_bring_it_back(fleet: Fleet) -> None:
         assert fleet.weights() == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 50}
 
         # Metrics tell the same story.
+        # The weight gauge is set once the write is recorded, a moment after Route 53 shows it.
         m = wait_until("metrics of the dead node", lambda: (
-            (mm := d.metrics()).get(("r53lb_node_up", (("node", "hlb-2"), ("pool", "mx")))) == 0 and mm))
+            (mm := d.metrics()).get(("r53lb_node_up", (("node", "hlb-2"), ("pool", "mx")))) == 0
+            and mm.get(("r53lb_node_weight", (("node", "hlb-2"), ("pool", "mx")))) == 0 and mm))
         key = lambda node: (("node", node), ("pool", "mx"))  # noqa: E731
         assert m[("r53lb_node_weight", key("hlb-2"))] == 0
         assert m[("r53lb_node_weight", key("hlb-1"))] == 50
