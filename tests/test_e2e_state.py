@@ -20,12 +20,10 @@ import pytest
 import yaml
 
 from moto_fixtures.spec import set_weight
-from programs import require
 from test_e2e_sync import Fleet, fleet, history  # noqa: F401  (the fleet fixture)
+from unprivileged import NOBODY, as_nobody
 
 pytestmark = pytest.mark.timeout(180)
-
-NOBODY = 65534
 
 
 def listing(d: Path) -> dict[str, str]:
@@ -58,8 +56,8 @@ def shared(fleet):  # noqa: F811
 
 def cli(config: Path, *args: str, nobody: bool = False) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "r53lb", "-c", str(config), *args]
-    if nobody and os.geteuid() == 0:  # the tests run as root, who may write anything
-        cmd = [require("setpriv", "util-linux"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+    if nobody:
+        cmd = as_nobody(cmd)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd="/")
 
 

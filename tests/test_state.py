@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from programs import require
 from r53lb.config import Pool
 from r53lb.core.health import NodeHealth
 from r53lb.core.planner import held_after_state_loss
 from r53lb.state.base import STATE_LOST, Store
 from r53lb.state.sqlite import StateError, StateStore
+from unprivileged import NOBODY, as_nobody
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -94,12 +94,9 @@ def listing(d: Path) -> dict[str, str]:
     return {p.name: digest(p) for p in sorted(d.iterdir()) if p.is_file()}
 
 
-def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Python as an unprivileged user: root (the tests' user) may write anything, an operator's user may not."""
-    cmd = [sys.executable, "-c", code, *args]
-    if os.geteuid() == 0:
-        cmd = [require("setpriv", "util-linux"), "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+def python_as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(as_nobody([sys.executable, "-c", code, *args]), capture_output=True, text=True,
+                          timeout=60, cwd="/")
 
 
 @pytest.fixture
@@ -143,13 +140,13 @@ def test_unwritable_state_is_one_line_and_nothing_is_renamed(shared_dir, layout)
         d.chmod(0o555)
         why = "(owned by root, mode 0444)"
     else:
-        os.chown(d, 65534, 65534)  # the operator's directory; the file in it made by root
+        os.chown(d, NOBODY, NOBODY)  # the operator's directory; the file in it made by root
         why = "(owned by root, mode 0644)"
     before = listing(d)
-    p = as_nobody(OPEN_AS_NOBODY, str(path))
+    p = python_as_nobody(OPEN_AS_NOBODY, str(path))
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["open"] == (f"state: {path} is not writable by uid 65534 {why}; "
+    assert out["open"] == (f"state: {path} is not writable by uid {NOBODY} {why}; "
                            f"fix its owner or mode, or set state.path")
     assert listing(d) == before  # nothing renamed, rebuilt or created
     assert out["drains"] == {"mx/hlb-1": "kernel upgrade"}  # and a read-only look still works
