@@ -241,6 +241,50 @@ class _Model(BaseModel):
 # --- checks -------------------------------------------------------------------------------
 
 
+def _mailbox(value: Any, null_ok: bool) -> str:
+    """'postmaster@example.com' or '<postmaster@example.com>' -> 'postmaster@example.com'; '<>' kept."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not a mail address")
+    v = value.strip()
+    if v in ("<>", "") and null_ok:
+        return "<>"
+    if v.startswith("<") and v.endswith(">"):
+        v = v[1:-1]
+    # No spaces, brackets or line breaks: the address goes into an SMTP command line as it is.
+    if not re.fullmatch(r"[^\s<>@\"\\]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*", v) or not v.isascii():
+        extra = ', or "<>" for the null sender' if null_ok else ""
+        raise ValueError(f"{show(value)} is not a mail address (local@domain{extra})")
+    return v
+
+
+class SmtpEnvelope(_Model):
+    """MAIL FROM and RCPT TO after EHLO, then RSET and QUIT: never DATA, nothing is delivered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    sender: str = Field("<>", alias="from")
+    to: str
+    expect: list[int] = Field(default_factory=lambda: [250, 251], min_length=1)
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender(cls, v: Any) -> str:
+        return _mailbox(v, null_ok=True)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> str:
+        return _mailbox(v, null_ok=False)
+
+    @field_validator("expect")
+    @classmethod
+    def _codes(cls, v: list[int]) -> list[int]:
+        for code in v:
+            if not 200 <= code <= 299:
+                raise ValueError(f"{show(code)} is not a positive SMTP reply code (2xx)")
+        return v
+
+
 class SmtpCheck(_Model):
     port: int = Field(25, ge=1, le=65535)
     tls: bool = False  # implicit TLS (port 465)
@@ -250,6 +294,7 @@ class SmtpCheck(_Model):
     ca_file: Path | None = None
     server_name: str | None = None
     cert_min_days: int | None = Field(None, ge=0)
+    envelope: SmtpEnvelope | None = None
     timeout: Duration | None = None
 
     @model_validator(mode="after")
@@ -272,7 +317,19 @@ class HttpCheck(_Model):
     verify: bool = True
     ca_file: Path | None = None
     follow_redirects: bool = False
+    # Redirects are followed only while they stay on the node (the probe URL's scheme, host
+    # and port) or go to one of these URL prefixes; anywhere else the probe would judge
+    # another server, so that is a failure naming where it was sent.
+    allow_redirects_to: list[str] = Field(default_factory=list)
     timeout: Duration | None = None
+
+    @field_validator("allow_redirects_to")
+    @classmethod
+    def _redirect_targets(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not re.match(r"^https?://[^/?#\s]+", item):
+                raise ValueError(f"{show(item)} must be a URL prefix starting with http:// or https://")
+        return v
 
     @field_validator("expect_status")
     @classmethod

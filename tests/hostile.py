@@ -287,6 +287,17 @@ def smtp_scenarios() -> Iterator[tuple[Certs, Suite]]:
         suite.add("starttls_454", dialogue(
             b"220 t.test ESMTP\r\n",
             {b"EHLO": b"250-t.test\r\n250 STARTTLS\r\n", b"STARTTLS": b"454 4.7.0 TLS not available now\r\n"}))
+        ehlo = b"250-env.test\r\n250 8BITMIME\r\n"
+
+        def envelope(mail: bytes, rcpt: bytes) -> Handler:
+            return dialogue(b"220 env.test ESMTP\r\n", {
+                b"EHLO": ehlo, b"MAIL": mail, b"RCPT": rcpt, b"RSET": b"250 2.0.0 Ok\r\n",
+                b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n"})
+
+        suite.add("envelope", envelope(b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n"))
+        suite.add("rcpt_452", envelope(b"250 2.1.0 Ok\r\n", b"452 4.3.1 Insufficient system storage\r\n"))
+        suite.add("rcpt_251", envelope(b"250 2.1.0 Ok\r\n", b"251 2.1.5 user not local; will forward\r\n"))
+        suite.add("mail_553", envelope(b"553 5.1.8 sender address rejected\r\n", b"250 2.1.5 Ok\r\n"))
         suite.add("silent", silent)
         suite.add("drip", drip)
         suite.add("endless_multiline", endless_multiline)

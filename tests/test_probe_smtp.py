@@ -26,6 +26,8 @@ TIMEOUT = 1.0
 MARGIN = 0.5  # the whole probe ends within the deadline plus this
 
 
+ENVELOPE = {"from": "<>", "to": "postmaster@example.com"}
+
 # name -> (server, check options, expected status, reason pattern)
 CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "plain": ("plain", {}, "ok", r"^smtp ok in \d+ ms$"),
@@ -69,6 +71,19 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "expires_3d_min_14": ("expiring", {"starttls": True, "cert_min_days": 14}, "fail", r"^certificate expires in 3 days \(< 14\)$"),
     "expires_3d_min_1": ("expiring", {"starttls": True, "cert_min_days": 1}, "ok", r"certificate valid 3 more days"),
     "nothing_listening": ("unused", {}, "fail", r"^connect to port \d+: connection refused$"),
+    "envelope": ("envelope", {"envelope": ENVELOPE}, "ok", r"^smtp ok in \d+ ms, envelope$"),
+    "envelope_rcpt_452": (
+        "rcpt_452", {"envelope": ENVELOPE}, "fail", r'^rcpt 452 "4.3.1 Insufficient system storage"$',
+    ),
+    "envelope_rcpt_251": ("rcpt_251", {"envelope": ENVELOPE}, "ok", r"envelope$"),
+    "envelope_rcpt_251_not_expected": (
+        "rcpt_251", {"envelope": {**ENVELOPE, "expect": [250]}}, "fail", r'^rcpt 251 "2.1.5 user not local; will forward"$',
+    ),
+    "envelope_mail_553": ("mail_553", {"envelope": ENVELOPE}, "fail", r'^mail 553 "5.1.8 sender address rejected"$'),
+    "envelope_starttls": (
+        "starttls", {"starttls": True, "envelope": {"from": "probe@r53lb.test", "to": "postmaster@mx.test"}}, "ok",
+        r"^smtp ok in \d+ ms, STARTTLS, envelope, certificate valid \d+ more days$",
+    ),
 }
 
 
@@ -148,6 +163,22 @@ def test_quit_always_when_the_connection_is_usable(servers, results) -> None:
     assert suite.received["helo_refused"][-1] == b"QUIT"
     assert suite.received["ehlo_421"] == [b"EHLO probe.r53lb.test", b"QUIT"]
     assert suite.received["starttls_454"] == [b"EHLO probe.r53lb.test", b"STARTTLS", b"QUIT"]
+
+
+def test_envelope_is_mail_rcpt_rset_then_quit_never_data(servers, results) -> None:
+    _, suite = servers
+    assert suite.received["envelope"] == [
+        b"EHLO probe.r53lb.test", b"MAIL FROM:<>", b"RCPT TO:<postmaster@example.com>", b"RSET", b"QUIT",
+    ]
+    # A refused recipient: QUIT at once (it ends the transaction too); nothing is ever sent as DATA.
+    assert suite.received["rcpt_452"] == [
+        b"EHLO probe.r53lb.test", b"MAIL FROM:<>", b"RCPT TO:<postmaster@example.com>", b"QUIT",
+    ]
+    assert suite.received["mail_553"][-1] == b"QUIT"
+    assert not any(line.startswith(b"DATA") for lines in suite.received.values() for line in lines)
+    result, _ = results["envelope_rcpt_452"]
+    assert (result.phase, result.code) == ("rcpt", 452)
+    assert list(results["envelope"][0].phases)[-4:] == ["mail", "rcpt", "rset", "quit"]
 
 
 def test_hostile_servers_cost_bounded_memory(servers) -> None:

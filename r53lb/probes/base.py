@@ -93,10 +93,16 @@ def trim(text: str, limit: int = 160) -> str:
 
 
 def fmt_duration(seconds: float) -> str:
-    """10.0 -> '10s', 0.25 -> '250ms', 90 -> '90s'."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    return f"{seconds:g}s"
+    """10.0 -> '10s', 0.25 -> '250ms', 2.99928 -> '3s', 1.5 -> '1.5s'.
+
+    Rounded, so a reason that carries a duration reads the same every cycle (logs and
+    alerts de-duplicate on the text): whole seconds from 10s, tenths below, whole ms under 1s.
+    """
+    ms = round(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    value = round(seconds) if seconds >= 9.95 else round(seconds, 1)
+    return f"{value:g}s"
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,7 +2,13 @@
 
 The dialogue: connect (then the TLS handshake with `tls: true`), wait for the final line
 of the greeting, EHLO (HELO after a 5xx), STARTTLS when asked (then the handshake and a
-second EHLO), QUIT and wait for 221.
+second EHLO), with `envelope` MAIL FROM and RCPT TO then RSET (never DATA), QUIT and wait
+for 221, then read to the server's EOF before closing.
+
+The close is the server's: after the 221 the probe sends nothing more, not even a TLS
+close_notify, and closes its socket only once the server has closed its own. A client
+that closes first with data in flight, or writes to a socket the server has closed,
+makes one side send a TCP reset (Postfix logs it, HAProxy counts a client abort `CD`).
 
 aiosmtplib's `SMTPProtocol` does the reply parsing and the STARTTLS upgrade; its own cap
 (32 KiB per reply) bounds an endless multi-line reply or one huge line. On top of that
@@ -31,6 +37,7 @@ from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration,
 __all__ = ["probe", "tls_context"]
 
 QUIT_GRACE = 1.0  # at most this much of what is left of the deadline is spent on a QUIT after a failure
+CLOSE_GRACE = 1.0  # how long to wait for the server to close after its 221 (not part of the verdict)
 
 
 class _TooMuch(SMTPException):
@@ -44,6 +51,12 @@ class _Protocol(SMTPProtocol):
         super().__init__(loop=loop)
         self.received = 0
         self.limit = limit
+        self.closed: asyncio.Future[None] = loop.create_future()  # done once the socket is closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -55,6 +68,20 @@ class _Protocol(SMTPProtocol):
                 self.transport.abort()  # type: ignore[attr-defined]
             return
         super().data_received(data)
+
+
+def _hold_close_notify(transport: asyncio.BaseTransport | None) -> None:
+    """After QUIT, let the server's TLS close_notify end the session without answering it.
+
+    asyncio answers a close_notify with its own and then closes; Postfix has closed its
+    socket by then, so that close_notify draws a TCP reset. With this, the server's
+    close_notify is taken as EOF and the socket is closed once the server's FIN arrives.
+    This reaches into asyncio's SSL protocol (CPython 3.11+); without it the probe only
+    loses its manners, never its verdict.
+    """
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)
+    if ssl_protocol is not None and hasattr(ssl_protocol, "_start_shutdown"):
+        ssl_protocol._start_shutdown = lambda: None
 
 
 class _Fail(Exception):
@@ -161,9 +188,8 @@ class _Dialogue(PhaseClock):
         return self.last
 
     def phase_label(self) -> str:
-        return {"ehlo": "EHLO", "helo": "HELO", "starttls": "STARTTLS", "ehlo_tls": "EHLO after STARTTLS"}.get(
-            self.phase, self.phase
-        )
+        return {"ehlo": "EHLO", "helo": "HELO", "starttls": "STARTTLS", "ehlo_tls": "EHLO after STARTTLS",
+                "mail": "MAIL FROM", "rcpt": "RCPT TO", "rset": "RSET"}.get(self.phase, self.phase)
 
     async def run(self) -> None:
         spec, loop = self.spec, asyncio.get_running_loop()
@@ -225,10 +251,34 @@ class _Dialogue(PhaseClock):
             if days < spec.cert_min_days:
                 raise _Fail(f"certificate expires in {int(days)} days (< {spec.cert_min_days})", usable=True)
 
+        if spec.envelope is not None:
+            await self.envelope()
+
+    async def envelope(self) -> None:
+        """MAIL FROM and RCPT TO, then RSET: what postscreen, client restrictions and a full
+        disk only show at this stage. Never DATA: nothing is ever delivered."""
+        env = self.spec.envelope
+        assert env is not None
+        sender = b"<>" if env.sender == "<>" else b"<" + env.sender.encode("ascii") + b">"
+        self.enter("mail")
+        resp = await self.command(b"MAIL", b"FROM:" + sender)
+        if resp.code not in env.expect:
+            raise _Fail(f"mail {_reply(resp)}", usable=True, reply=resp)
+        self.enter("rcpt")
+        resp = await self.command(b"RCPT", b"TO:<" + env.to.encode("ascii") + b">")
+        if resp.code not in env.expect:
+            raise _Fail(f"rcpt {_reply(resp)}", usable=True, reply=resp)
+        self.enter("rset")
+        resp = await self.command(b"RSET")
+        if resp.code != 250:
+            raise _Fail(f"rset {_reply(resp)}", usable=True, reply=resp)
+        self.extras.append("envelope")
+
     async def quit(self) -> str | None:
         """QUIT and wait for 221; a note when the server did not close politely."""
         assert self.proto is not None
         self.enter("quit")
+        _hold_close_notify(self.proto.transport)
         try:
             resp = await self.proto.execute_command(b"QUIT")
         except (SMTPException, OSError) as e:
@@ -237,7 +287,18 @@ class _Dialogue(PhaseClock):
             return f"QUIT {_reply(resp)}"
         return None
 
+    async def wait_closed(self, limit: float) -> None:
+        """Read to the server's EOF (what it still sends is discarded), at most `limit` seconds."""
+        if self.proto is None or self.proto.closed.done() or limit <= 0:
+            return
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.shield(self.proto.closed)
+        except TimeoutError:
+            pass
+
     def close(self) -> None:
+        # Only when the server has not closed (a failure, a timeout): then nothing is owed.
         if self.proto is not None and self.proto.transport is not None:
             self.proto.transport.abort()  # type: ignore[attr-defined]
 
@@ -259,7 +320,8 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
                 if left > 0:
                     try:
                         async with asyncio.timeout(min(left, QUIT_GRACE)):
-                            await d.quit()
+                            if await d.quit() is None:
+                                await d.wait_closed(deadline - asyncio.get_running_loop().time())
                     except TimeoutError:
                         pass
             d.stop()
@@ -288,6 +350,9 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
                     note = await d.quit()
             except TimeoutError:
                 note = f"QUIT: no reply within {fmt_duration(timeout)}"
+            if note is None:
+                left = deadline - asyncio.get_running_loop().time()
+                await d.wait_closed(min(max(left, 0), CLOSE_GRACE))
             d.stop()
             ms = (time.perf_counter() - d.started) * 1000
             parts = [f"smtp ok in {ms:.0f} ms"] + d.extras
