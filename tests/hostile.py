@@ -331,6 +331,12 @@ def http_scenarios() -> Iterator[tuple[Certs, Suite]]:
             "/old": respond("301 Moved Permanently", headers={"Location": "/new"}),
             "/new": respond("200 OK", b"moved here\n"),
             "/loop": respond("302 Found", headers={"Location": "/loop"}),
+            # Redirects that leave the node, and one to the node's own name (nginx's absolute_redirect).
+            "/away": respond("301 Moved Permanently", headers={"Location": "http://elsewhere.invalid/ok"}),
+            "/to-other-node": respond(
+                "302 Found", headers={"Location": f"http://{suite.addresses['healthy']}:{suite.port}/health"}),
+            "/to-host": respond("301 Moved Permanently", headers={"Location": f"http://web.test:{suite.port}/new"}),
+            "/to-https": respond("301 Moved Permanently", headers={"Location": "https://web.test/new"}),
         })
         suite.add("scripted", scripted)
         suite.add("tls", http_routes({"*": respond("200 OK", b"secure\n")}),

@@ -43,6 +43,26 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "redirect_default_range": ("scripted", {"path": "/old"}, "ok", r"^http 301"),
     "redirect_followed": ("scripted", {"path": "/old", "expect_status": [200], "follow_redirects": True}, "ok", r"^http 200"),
     "redirect_loop": ("scripted", {"path": "/loop", "follow_redirects": True, "expect_status": [200]}, "fail", r"^more than 5 redirects$"),
+    "redirect_off_node": (
+        "scripted", {"path": "/away", "follow_redirects": True, "expect_status": [200]}, "fail",
+        r"^status 301 redirects off the node to http://elsewhere\.invalid/ok$",
+    ),
+    "redirect_other_node": (
+        "scripted", {"path": "/to-other-node", "follow_redirects": True}, "fail",
+        r"^status 302 redirects off the node to http://127\.0\.78\.1:\d+/health$",
+    ),
+    "redirect_allowed": (
+        "scripted", {"path": "/to-other-node", "follow_redirects": True, "expect_status": [200],
+                     "allow_redirects_to": ["http://127.0.78.1:"]}, "ok", r"^http 200",
+    ),
+    "redirect_to_own_host_name": (
+        "scripted", {"path": "/to-host", "host": "web.test", "follow_redirects": True, "expect_status": [200],
+                     "expect_body": "moved here"}, "ok", r"^http 200",
+    ),
+    "redirect_scheme_change": (
+        "scripted", {"path": "/to-https", "host": "web.test", "follow_redirects": True}, "fail",
+        r"^status 301 redirects off the node to https://web\.test/new$",
+    ),
     "no_response": ("hang", {}, "fail", r"^no response within 1s$"),
     "tls_ip_without_host": (
         "tls", {"scheme": "https"}, "fail",

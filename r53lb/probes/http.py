@@ -2,8 +2,19 @@
 
 `{address}` in the URL becomes the probe address (IPv6 in brackets); `host` becomes the
 Host header and the TLS server name (SNI and the name the certificate must carry) while
-the connection still goes to the probe address. The body is read only when
-`expect_body` is set, and then at most MAX_READ_BYTES of it: a 10 MB body costs nothing.
+the connection still goes to the probe address. The body is matched only when
+`expect_body` is set, and at most MAX_READ_BYTES of it is ever read: a 10 MB body costs nothing.
+
+Redirects (`follow_redirects`) are followed only while they stay on the node: the probe
+URL's scheme and port, and its host or the configured `host` name (which is then sent to
+the probe address again, as nginx's absolute `Location: https://$host/...` would have it
+go to whichever node DNS returns). A URL starting with an `allow_redirects_to` prefix is
+followed too; anywhere else is a failure naming the URL, since the probe would be judging
+another server.
+
+Manners: a body that fits in MAX_READ_BYTES is read to its end before the connection is
+closed (the client closes first on HTTP/1.1), so no unread data makes the kernel answer
+the close with a TCP reset.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration,
 __all__ = ["probe", "build_url"]
 
 MAX_REDIRECTS = 5
+CLOSE_GRACE = 0.2  # the most spent reading an unneeded body to its end, within the deadline
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # httpcore trace events -> our phase names (the phase that starts when the event fires).
 _PHASES = {
@@ -72,6 +85,38 @@ def _error(e: BaseException) -> str:
     return trim(str(e) or type(e).__name__, 120)
 
 
+def _port(url: httpx.URL) -> int:
+    return url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+
+
+def _next_hop(spec: HttpCheck, probe_url: httpx.URL, location: httpx.URL) -> tuple[httpx.URL, bool] | None:
+    """Where a redirect may be followed: (URL to request, still on the node), or None: off the node."""
+    same_door = location.scheme == probe_url.scheme and _port(location) == _port(probe_url)
+    if same_door and location.host == probe_url.host:
+        return location, True
+    if same_door and spec.host and location.host == spec.host.lower().rstrip("."):
+        return location.copy_with(host=probe_url.host), True
+    text = str(location)
+    if any(text.startswith(prefix) for prefix in spec.allow_redirects_to):
+        return location, False
+    return None
+
+
+async def _drain(response: httpx.Response, limit: float) -> None:
+    """Read what is left of a body (bounded in bytes and time) so the close finds nothing unread."""
+    if limit <= 0:
+        return
+    got = 0
+    try:
+        async with asyncio.timeout(limit):
+            async for chunk in response.aiter_raw():
+                got += len(chunk)
+                if got >= MAX_READ_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError, OSError):
+        pass
+
+
 class _Clock(PhaseClock):
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         phase = _PHASES.get(event)
@@ -92,21 +137,45 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
     code: int | None = None
     text: str | None = None
     detail = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             async with httpx.AsyncClient(
                 verify=tls_context(spec.verify, str(spec.ca_file) if spec.ca_file else None),
-                follow_redirects=spec.follow_redirects,
-                max_redirects=MAX_REDIRECTS,
+                follow_redirects=False,  # followed below, only while they stay on the node
                 timeout=httpx.Timeout(timeout),
                 limits=httpx.Limits(max_keepalive_connections=0),
                 trust_env=False,  # a probe goes straight to the node, never through a proxy
             ) as client:
+                probe_url = httpx.URL(url)
                 request = client.build_request(spec.method, url, headers=headers, extensions=extensions)
                 response = await client.send(request, stream=True)
+                hops = 0
+                while spec.follow_redirects and response.is_redirect:
+                    location = response.url.join(response.headers["location"])
+                    hop = _next_hop(spec, probe_url, location)
+                    if hop is None or hops == MAX_REDIRECTS:
+                        break
+                    hops += 1
+                    await _drain(response, min(deadline - loop.time() - 0.05, CLOSE_GRACE))
+                    await response.aclose()
+                    target_url, on_node = hop
+                    method = "GET" if response.status_code == 303 and spec.method != "HEAD" else spec.method
+                    request = client.build_request(
+                        method, target_url, headers=headers if on_node else {**headers, "Host": target_url.netloc.decode()},
+                        extensions=extensions if on_node else {"trace": clock.trace},
+                    )
+                    response = await client.send(request, stream=True)
                 try:
                     code, text = response.status_code, response.reason_phrase
-                    if not spec.status_ok(code):
+                    if spec.follow_redirects and response.is_redirect:
+                        location = response.url.join(response.headers["location"])
+                        if hops == MAX_REDIRECTS and _next_hop(spec, probe_url, location) is not None:
+                            detail = f"more than {MAX_REDIRECTS} redirects"
+                        else:
+                            detail = f"status {code} redirects off the node to {trim(str(location), 100)}"
+                    elif not spec.status_ok(code):
                         where = response.headers.get("location")
                         detail = f"status {code} (expected {_expected(spec)})" + (
                             f" -> {trim(where, 100)}" if where else ""
@@ -126,6 +195,7 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
                             cut = " in the first 64 KiB" if len(body) >= MAX_READ_BYTES else ""
                             detail = f"status {code}, body does not match /{trim(spec.expect_body, 60)}/{cut}"
                 finally:
+                    await _drain(response, min(deadline - loop.time() - 0.05, CLOSE_GRACE))
                     await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
         within = fmt_duration(timeout)
@@ -136,8 +206,6 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
             "headers": f"no response within {within}",
             "body": f"body: not complete within {within}",
         }.get(clock.phase, f"no answer within {within}")
-    except httpx.TooManyRedirects:
-        detail = f"more than {MAX_REDIRECTS} redirects"
     except httpx.HTTPError as e:
         detail = f"{clock.phase}: {_error(e)}"
     except (OSError, ValueError) as e:
