@@ -1,0 +1,102 @@
+"""How probes end their connections, judged per connection by the server (tests/manners.py).
+
+A polite SMTP probe reads to the server's EOF after the 221 and sends nothing more (not
+even a TLS close_notify); an HTTP(S) probe reads the body and closes first. Either way no
+TCP reset in either direction. The interop suite checks the same against real Postfix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import pytest
+
+from manners import HttpManners, SmtpManners
+from r53lb.config import HttpCheck, SmtpCheck
+from r53lb.loopback import Certs
+from r53lb.probes import http, smtp
+from r53lb.probes.base import Target
+
+ROUNDS = 10  # connections per case: a race that resets one in ten still shows
+
+
+@pytest.fixture(scope="module")
+def certs() -> Certs:
+    return Certs()
+
+
+def _probe_many(coro_factory: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(coro_factory() for _ in range(ROUNDS)))
+
+    return asyncio.run(run())
+
+
+def _settled(server: SmtpManners | HttpManners) -> list[str]:
+    """The servers' verdicts, once every connection has been judged (polled, with a deadline)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while len(server.outcomes) < ROUNDS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(server.outcomes)
+
+
+@pytest.mark.parametrize("tls,options", [
+    (None, {}),
+    ("starttls", {"starttls": True}),
+    ("implicit", {"tls": True}),
+    ("starttls", {"starttls": True, "envelope": {"to": "postmaster@example.com"}}),
+], ids=["plain", "starttls", "implicit", "starttls-envelope"])
+def test_smtp_probe_leaves_without_a_reset(certs: Certs, tls: str | None, options: dict[str, Any]) -> None:
+    host = {None: "127.0.79.1", "starttls": "127.0.79.2", "implicit": "127.0.79.3"}[tls]
+    server = SmtpManners(host, certs.server_context("manners.test", host), tls)
+    try:
+        spec = SmtpCheck(port=server.port, ca_file=certs.ca_file, server_name="manners.test", **options)
+        results = _probe_many(lambda: smtp.probe(Target("mail", "n", host, helo="probe.r53lb.test"), spec, 3.0))
+        assert all(r.ok for r in results), [r.detail for r in results]
+        assert _settled(server) == ["clean"] * ROUNDS
+    finally:
+        server.stop()
+
+
+def test_the_judge_sees_a_close_notify_sent_after_the_servers_close(certs: Certs) -> None:
+    """Control: asyncio's own close answers the server's close_notify, which Postfix resets."""
+    host = "127.0.79.4"
+    server = SmtpManners(host, certs.server_context("manners.test", host), "implicit")
+    ctx = ssl.create_default_context(cafile=str(certs.ca_file))
+
+    async def rude() -> None:
+        reader, writer = await asyncio.open_connection(host, server.port, ssl=ctx, server_hostname="manners.test")
+        await reader.readline()
+        writer.write(b"QUIT\r\n")
+        await reader.readline()
+        await reader.read()  # the server's close_notify: asyncio answers it with its own
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+
+    try:
+        _probe_many(rude)
+        outcomes = _settled(server)
+        assert len(outcomes) == ROUNDS and all(o != "clean" for o in outcomes), outcomes
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http_probe_reads_the_body_and_closes_first_without_a_reset(certs: Certs, scheme: str) -> None:
+    host = {"http": "127.0.79.5", "https": "127.0.79.6"}[scheme]
+    ctx = certs.server_context("web.test", host) if scheme == "https" else None
+    server = HttpManners(host, ctx, body=b"x" * 60000)
+    try:
+        spec = HttpCheck(url=f"{scheme}://{{address}}:{server.port}/health", host="web.test", ca_file=certs.ca_file)
+        results = _probe_many(lambda: http.probe(Target("web", "n", host), spec, 3.0))
+        assert all(r.ok for r in results), [r.detail for r in results]
+        assert _settled(server) == ["clean"] * ROUNDS
+    finally:
+        server.stop()
