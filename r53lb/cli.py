@@ -122,6 +122,14 @@ def make_controller(cfg: "Config", store: "StateStore | None", with_route53: boo
     return Controller(cfg, store, r53)
 
 
+def warn_helo(cfg: "Config") -> None:
+    """A warning on stderr per HELO name without a dot; the exit code does not change."""
+    from .config import helo_warnings
+
+    for line in helo_warnings(cfg):
+        click.echo(f"r53lb: warning: {line}", err=True)
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -144,6 +152,7 @@ def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
 def validate(ctx: click.Context) -> None:
     """Load and check the config."""
     cfg = load_config(ctx)
+    warn_helo(cfg)
     nodes = sum(len(p.nodes) for p in cfg.pools)
     click.echo(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)")
 
@@ -160,6 +169,7 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     from .probes.runner import run_all
 
     cfg = load_config(ctx)
+    warn_helo(cfg)
     ctl = Controller(cfg, store=None, route53=None)  # probe touches neither the state nor Route 53
     jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
     results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))

@@ -1141,3 +1141,42 @@ def load(path: str | os.PathLike[str] | None) -> Config:
 
 def default_helo() -> str:
     return socket.getfqdn() or "localhost"
+
+
+def helo_warnings(cfg: Config, machine: str | None = None) -> list[str]:
+    """One line per HELO name without a dot that an smtp check would send.
+
+    Postfix's reject_non_fqdn_helo_hostname (and many receivers' equivalents) refuse such a
+    name, and the node would be drained for it; socket.getfqdn() is `localhost` on many hosts.
+    """
+    found: dict[str, str] = {}  # name -> where it comes from
+
+    def note(name: str, where: str) -> None:
+        if "." not in name.strip(".") and name not in found:
+            found[name] = where
+
+    def checks(prefix: str, items: tuple[Check, ...], fallback: tuple[str, str]) -> None:
+        for j, check in enumerate(items):
+            if check.smtp is not None:
+                if check.smtp.helo:
+                    note(check.smtp.helo, f"{prefix}[{j}].smtp.helo")
+                else:
+                    note(*fallback)
+
+    if cfg.defaults.helo:
+        base = (cfg.defaults.helo, "defaults.helo")
+    else:
+        base = (machine or default_helo(), "this machine's name, socket.getfqdn()")
+    for i, pool in enumerate(cfg.pools):
+        fallback = (pool.helo, f"pools[{i}].helo") if pool.helo else base
+        checks(f"pools[{i}].checks", pool.checks, fallback)
+        for k, node in enumerate(pool.nodes):
+            checks(f"pools[{i}].nodes[{k}].checks", node.checks or (), fallback)
+    for i, canary in enumerate(cfg.vantage.canaries):
+        checks(f"vantage.canaries[{i}].checks", canary.checks, base)
+    return [
+        f"HELO name {name!r} ({where}) has no dot: mail servers that require a fully-qualified "
+        f"HELO (Postfix's reject_non_fqdn_helo_hostname) refuse the probe; "
+        f"set defaults.helo (or a pool's or a check's helo) to a name like probe.example.com"
+        for name, where in found.items()
+    ]
