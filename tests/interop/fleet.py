@@ -83,6 +83,18 @@ class Zone:
         z.config.write_text(yaml.safe_dump(doc))
         return z
 
+    @classmethod
+    def offline(cls, tmp: Path, record: str, nodes: dict[str, tuple[str, list[dict[str, Any]]]]) -> "Zone":
+        """A config alone (no hosted zone), for `r53lb probe`."""
+        doc = {
+            "defaults": {"timeout": "3s", "helo": HELO},
+            "pools": [{"name": record.split(".")[0], "zone": record.split(".", 1)[1], "record": record,
+                       "nodes": [{"id": k, "address": a, "checks": c} for k, (a, c) in nodes.items()]}],
+        }
+        z = cls(tmp, "", record, "", doc)
+        z.config.write_text(yaml.safe_dump(doc))
+        return z
+
     @property
     def config(self) -> Path:
         return self.tmp / f"{self.record}.yaml"

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from programs import require
 
 STOP_DEADLINE = 10.0
@@ -273,7 +275,8 @@ class ResetWatch:
         try:
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
         except PermissionError:
-            raise AssertionError("counting TCP resets needs root (an AF_PACKET socket on lo)") from None
+            pytest.fail("counting TCP resets needs root (an AF_PACKET socket on lo); CI and make test run as root",
+                        pytrace=False)
         self._sock.bind(("lo", 0))
         self._sock.settimeout(0.1)
         self._stop = threading.Event()
@@ -304,3 +307,163 @@ class ResetWatch:
         self._thread.join(2)
         self._sock.close()
         return list(self.resets)
+
+
+# --- HAProxy, nginx, rbldnsd: one foreground process each -----------------------------------
+
+
+class _Foreground:
+    """A program run in the foreground with its output in `log_file`; stop() sends SIGTERM."""
+
+    def __init__(self, what: str, argv: list[str], log_file: Path, ready: Callable[[], bool]) -> None:
+        self.what, self.argv, self.log_file, self._ready = what, argv, log_file, ready
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "_Foreground":
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.what} exited {self.proc.returncode}: {self.log()[-500:]}")
+            return self._ready()
+
+        wait_for(f"{self.what} to start", ready, deadline=15)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class HAProxy(_Foreground):
+    """HAProxy in TCP mode in front of `backends`, checking each with `option smtpchk`."""
+
+    def __init__(self, root: Path, host: str, backends: list[tuple[str, int]]) -> None:
+        self.host, self.port = host, free_port(host)
+        self.dir = root / f"haproxy-{host}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(
+            f"    server mta{i} {h}:{p} check inter 200ms fall 1 rise 1" for i, (h, p) in enumerate(backends, 1))
+        cfg = self.dir / "haproxy.cfg"
+        cfg.write_text(f"""\
+global
+    log stdout format raw daemon
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend smtp
+    bind {host}:{self.port}
+    default_backend mta
+backend mta
+    option smtpchk EHLO lb.interop.test
+{servers}
+""")
+        haproxy = require("haproxy")
+        super().__init__("HAProxy", [haproxy, "-db", "-f", str(cfg)], self.dir / "haproxy.log",
+                         lambda: listening_quietly(host, self.port))
+
+
+class Nginx(_Foreground):
+    """nginx with one TLS listener: `server_blocks` is the http{} body after the paths."""
+
+    def __init__(self, root: Path, host: str, server_blocks: str) -> None:
+        self.host, self.port = host, free_port(host)
+        self.dir = root / f"nginx-{host}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        d = self.dir
+        cfg = d / "nginx.conf"
+        cfg.write_text(f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type text/plain;
+{server_blocks.replace("LISTEN", f"{host}:{self.port}")}
+}}
+""")
+        nginx = require("nginx")
+        super().__init__("nginx", [nginx, "-c", str(cfg), "-e", str(d / "error.log")], d / "stdout.log",
+                         lambda: listening_quietly(host, self.port))
+
+
+class Rbldnsd(_Foreground):
+    """rbldnsd serving `zone` as an ip4set from `listed` (one address a line), on UDP host:port."""
+
+    def __init__(self, root: Path, host: str, zone: str) -> None:
+        self.host, self.port, self.zone = host, free_udp_port(host), zone
+        self.dir = root / f"rbldnsd-{host}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        self.data = self.dir / "listed.txt"
+        self.proc = None
+        self.set_listed([])
+        rbldnsd = require("rbldnsd")
+        super().__init__("rbldnsd", [rbldnsd, "-n", "-u", "rbldns", "-w", str(self.dir), "-b", f"{host}/{self.port}",
+                                     "-c", "1", f"{zone}:ip4set:listed.txt"], self.dir / "rbldnsd.log",
+                         lambda: self.lookup("127.0.0.2") is not None)
+
+    def lookup(self, ip: str) -> str | None:
+        """The A answer for `ip` in the zone, None when not listed (or no answer yet)."""
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rcode
+
+        name = ".".join(reversed(ip.split("."))) + "." + self.zone
+        try:
+            reply = dns.query.udp(dns.message.make_query(name, "A"), self.host, timeout=0.5, port=self.port)
+        except (dns.exception.DNSException, OSError):
+            return None
+        if reply.rcode() != dns.rcode.NOERROR:
+            return None
+        return next((r.address for rrset in reply.answer for r in rrset if hasattr(r, "address")), None)
+
+    @property
+    def nameserver(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def set_listed(self, addresses: list[str]) -> None:
+        """Rewrite the list (RFC 5782's 127.0.0.2 test entry always in) and make rbldnsd reload it."""
+        lines = [":127.0.0.2:Listed, see https://lists.interop.test/$", "127.0.0.2", *addresses]
+        tmp = self.data.with_suffix(".new")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o644)
+        tmp.replace(self.data)
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+
+
+def free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def listening_quietly(host: str, port: int) -> bool:
+    """Is something bound to host:port? Asked of the kernel (ss), not by connecting: a test
+    connection would show in the server's log as a client that hung up."""
+    out = subprocess.run([require("ss", "iproute2"), "-Htln", f"src {host}:{port}"],
+                         capture_output=True, text=True, timeout=10)
+    return bool(out.stdout.strip())
