@@ -11,6 +11,7 @@ import hostile
 from r53lb.config import Check, SmtpCheck, TcpCheck
 from r53lb.probes import runner
 from r53lb.probes.base import ProbeResult, Target
+from r53lb.probes.base import fmt_duration
 from r53lb.probes.runner import Job, run_all, run_one
 
 NODES = 200
@@ -126,3 +127,12 @@ def test_tcp_check(fleet) -> None:
     refused = asyncio.run(run_one(Job(Target("p", "n", "127.0.79.254"), Check(tcp=TcpCheck(port=fleet.port)), 1.0)))
     assert refused.status == "fail"
     assert refused.detail == f"tcp connect to port {fleet.port}: connection refused"
+
+
+@pytest.mark.parametrize("seconds,text", [
+    (2.99928, "3s"), (3.04, "3s"), (1.5, "1.5s"), (1.04999, "1s"), (9.96, "10s"), (10.4, "10s"), (90, "90s"),
+    (0.25, "250ms"), (0.2501234, "250ms"), (0.9996, "1s"), (0.0004, "0ms"),
+])
+def test_durations_in_reasons_are_rounded(seconds: float, text: str) -> None:
+    """A reason reads the same every cycle, so logs and alerts can de-duplicate it."""
+    assert fmt_duration(seconds) == text
