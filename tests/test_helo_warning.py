@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from r53lb.config import Config, helo_warnings
-from r53lb.loopback import SmtpServer
+from r53lb.demo.loopback import SmtpServer
 
 R53LB = [sys.executable, "-m", "r53lb"]
 

@@ -15,7 +15,7 @@ import pytest
 
 from manners import HttpManners, SmtpManners
 from r53lb.config import HttpCheck, SmtpCheck
-from r53lb.loopback import Certs
+from r53lb.demo.loopback import Certs
 from r53lb.probes import http, smtp
 from r53lb.probes.base import Target
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from r53lb.loopback import SmtpServer
+from r53lb.demo.loopback import SmtpServer
 
 from .fleet import Certs, Zone
 from .servers import HAProxy, Nginx, Rbldnsd, ResetWatch, free_port, wait_for, world_readable_dir
