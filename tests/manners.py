@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from typing import Callable
 
 
@@ -136,6 +137,8 @@ class _Server:
             outcome = self._handler(_Conn(sock))
         except ConnectionResetError:
             outcome = "reset"
+        except BrokenPipeError:  # the client had closed (and reset) before our data was read
+            outcome = "reset (closed with our data unread)"
         except (EOFError, OSError, ssl.SSLError) as e:
             outcome = f"broken: {type(e).__name__}"
         finally:
@@ -177,16 +180,21 @@ class SmtpManners(_Server):
 
 
 class HttpManners(_Server):
-    def __init__(self, host: str, ctx: ssl.SSLContext | None, body: bytes = b"ok\n") -> None:
-        self.ctx, self.body = ctx, body
+    """`body_after` seconds between the headers and the body: a client that closes as soon as
+    it has the status closes with the body on its way, and its kernel answers with a reset."""
+
+    def __init__(self, host: str, ctx: ssl.SSLContext | None, body: bytes = b"ok\n", body_after: float = 0.0) -> None:
+        self.ctx, self.body, self.body_after = ctx, body, body_after
         super().__init__(host, self._http)
 
     def _http(self, c: _Conn) -> str:
         if self.ctx is not None:
             c.start_tls(self.ctx)
         c.until(b"\r\n\r\n")
-        c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-               % (len(self.body), self.body))
+        c.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+        if self.body_after:
+            time.sleep(self.body_after)
+        c.send(self.body)
         # Keep-alive: the client closes first. Its close_notify is fine here (our socket is open).
         try:
             while True:

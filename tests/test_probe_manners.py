@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Any
 
 import pytest
@@ -36,8 +37,6 @@ def _probe_many(coro_factory: Any) -> list[Any]:
 
 def _settled(server: SmtpManners | HttpManners) -> list[str]:
     """The servers' verdicts, once every connection has been judged (polled, with a deadline)."""
-    import time
-
     deadline = time.monotonic() + 5
     while len(server.outcomes) < ROUNDS and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -88,11 +87,14 @@ def test_the_judge_sees_a_close_notify_sent_after_the_servers_close(certs: Certs
         server.stop()
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
-def test_http_probe_reads_the_body_and_closes_first_without_a_reset(certs: Certs, scheme: str) -> None:
-    host = {"http": "127.0.79.5", "https": "127.0.79.6"}[scheme]
+@pytest.mark.parametrize("scheme,body_after", [("http", 0.0), ("https", 0.0), ("http", 0.05), ("https", 0.05)],
+                         ids=["http", "https", "http-late-body", "https-late-body"])
+def test_http_probe_reads_the_body_and_closes_first_without_a_reset(
+    certs: Certs, scheme: str, body_after: float,
+) -> None:
+    host = f"127.0.79.{5 + (scheme == 'https') + 2 * (body_after > 0)}"
     ctx = certs.server_context("web.test", host) if scheme == "https" else None
-    server = HttpManners(host, ctx, body=b"x" * 60000)
+    server = HttpManners(host, ctx, body=b"x" * 60000, body_after=body_after)
     try:
         spec = HttpCheck(url=f"{scheme}://{{address}}:{server.port}/health", host="web.test", ca_file=certs.ca_file)
         results = _probe_many(lambda: http.probe(Target("web", "n", host), spec, 3.0))
