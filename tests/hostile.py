@@ -336,6 +336,7 @@ def http_scenarios() -> Iterator[tuple[Certs, Suite]]:
             "/to-other-node": respond(
                 "302 Found", headers={"Location": f"http://{suite.addresses['healthy']}:{suite.port}/health"}),
             "/to-host": respond("301 Moved Permanently", headers={"Location": f"http://web.test:{suite.port}/new"}),
+            "/bad-location": respond("302 Found", headers={"Location": "http://[::1"}),
             "/to-https": respond("301 Moved Permanently", headers={"Location": "https://web.test/new"}),
         })
         suite.add("scripted", scripted)

@@ -63,6 +63,10 @@ CASES: dict[str, tuple[str, dict[str, Any], str, str]] = {
         "scripted", {"path": "/to-https", "host": "web.test", "follow_redirects": True}, "fail",
         r"^status 301 redirects off the node to https://web\.test/new$",
     ),
+    "redirect_bad_location": (
+        "scripted", {"path": "/bad-location", "follow_redirects": True}, "fail",
+        r"^headers: Invalid URL in location header: Invalid port: ':1'\.$",  # httpx's own words
+    ),
     "no_response": ("hang", {}, "fail", r"^no response within 1s$"),
     "tls_ip_without_host": (
         "tls", {"scheme": "https"}, "fail",
