@@ -60,6 +60,10 @@ def _postfix(root: Path, certs: Certs) -> Iterator[dict[str, Postfix]]:
             "healthy": ("smtpd", {}),
             "smtps": ("smtpd", {"smtpd_tls_wrappermode": "yes"}),
             "reject": ("smtpd", {"smtpd_client_restrictions": "reject"}),
+            # anvil's connection rate limit, without and with the probe host exempted
+            "limited": ("smtpd", {"smtpd_client_connection_rate_limit": "2",
+                                  "smtpd_client_event_limit_exceptions": ""}),
+            "exempted": ("smtpd", {"smtpd_client_connection_rate_limit": "2"}),
             # postscreen with nothing behind it (its hand-off service does not exist) ...
             "psdead": ("postscreen", {**DEEP, "smtpd_service_name": "nosmtpd",
                                       "postscreen_cache_map": "btree:$data_directory/psdead_cache"}),
@@ -131,6 +135,17 @@ def test_the_probe_host_on_postscreen_access_list_reaches_smtpd(postfix: dict[st
     assert r.ok, r.detail
     log = postfix["mx"].wait_log("postfix/behind-postscreen/smtpd")
     assert re.search(r"postfix/psexempt/postscreen\[\d+\]: ALLOWLISTED \[127\.0\.0\.1\]", log)
+
+
+def test_rate_limits_spare_the_probe_host_only_when_exempted(postfix: dict[str, Postfix], certs: Certs) -> None:
+    # The readiness check already made one connection to each listener.
+    limited = [_probe(postfix["mx"], "limited", certs) for _ in range(3)]
+    assert [r.ok for r in limited][:1] == [True]
+    assert not limited[-1].ok
+    assert re.match(r'^greeting 421 "4\.7\.0 mx\.interop\.test Error: too many connections from 127\.0\.0\.1"$',
+                    limited[-1].detail), limited[-1].detail
+    # smtpd_client_event_limit_exceptions = 127.0.0.1 (main.cf): as many probes as it takes.
+    assert all(_probe(postfix["mx"], "exempted", certs).ok for _ in range(4))
 
 
 # --- manners, as Postfix logs them and as the wire shows them ---------------------------------
