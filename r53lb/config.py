@@ -1152,7 +1152,8 @@ def helo_warnings(cfg: Config, machine: str | None = None) -> list[str]:
     found: dict[str, str] = {}  # name -> where it comes from
 
     def note(name: str, where: str) -> None:
-        if "." not in name.strip(".") and name not in found:
+        # An address literal ([IPv6:2001:db8::1]) is fully qualified as it is.
+        if "." not in name.strip(".") and not name.startswith("[") and name not in found:
             found[name] = where
 
     def checks(prefix: str, items: tuple[Check, ...], fallback: tuple[str, str]) -> None:

@@ -147,7 +147,9 @@ def test_cli_validate_exits_0_or_2_in_one_line(tmp_path: Path, data: st.DataObje
     result = CliRunner().invoke(main, ["-c", str(p), "validate"])
     assert result.exit_code in (0, 2), (result.exit_code, result.stderr, result.exception)
     if result.exit_code == 0:
-        assert result.stdout.startswith("ok: ") and result.stderr == ""
+        # A valid config may still draw warnings (a HELO name without a dot), each one line.
+        assert result.stdout.startswith("ok: "), result.stdout
+        assert all(line.startswith("r53lb: warning: ") for line in result.stderr.splitlines()), result.stderr
     else:
         assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("r53lb: "), result.stderr
 

@@ -51,6 +51,8 @@ def test_a_checks_own_helo_is_named_by_its_key_path(tmp_path: Path) -> None:
 def test_no_warning_for_a_dotted_name_or_without_smtp_checks(tmp_path: Path) -> None:
     out = _run(tmp_path, _config({"helo": "probe.example.com"}, {}), "validate")
     assert (out.returncode, out.stderr) == (0, "")
+    out = _run(tmp_path, _config({"helo": "[IPv6:2001:db8::1]"}, {}), "validate")  # an address literal
+    assert (out.returncode, out.stderr) == (0, "")
     cfg = _config({"helo": "localhost"}, {})
     cfg["pools"][0]["checks"] = [{"tcp": {"port": 25}}]
     assert helo_warnings(Config.model_validate(cfg)) == []
