@@ -208,3 +208,29 @@ def test_a_probe_never_raises(servers) -> None:
     result = asyncio.run(probe(target, SmtpCheck(port=25), TIMEOUT))
     assert result.status == "fail"
     assert result.detail.startswith("connect to port 25: ")
+
+
+# The failure class each case carries (metrics and alerts key on it, never on the reason text).
+FAILURE_CLASSES = {
+    "starttls_wrong_name": "certificate", "starttls_untrusted": "certificate", "expired_verify": "certificate",
+    "expired_noverify": "certificate", "expires_3d_min_14": "certificate",
+    "implicit_on_plain": "tls", "starttls_garbage": "tls",
+    "helo_refused_too": "reply_code", "ehlo_4xx": "reply_code", "greeting_421": "reply_code",
+    "greeting_554": "reply_code", "starttls_refused": "reply_code", "envelope_rcpt_452": "reply_code",
+    "envelope_mail_553": "reply_code",
+    "no_greeting": "timeout", "drip": "timeout", "http_on_smtp_port": "timeout",
+    "endless_multiline": "protocol", "megaline": "protocol", "random_bytes": "protocol",
+    "starttls_not_offered": "protocol",
+    "reset": "connection_closed", "close_after_greeting": "connection_closed",
+    "nothing_listening": "refused",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURE_CLASSES))
+def test_failure_class_is_typed(results, case: str) -> None:
+    result, _ = results[case]
+    assert result.failure is not None and result.failure.value == FAILURE_CLASSES[case], result.detail
+
+
+def test_every_case_that_passes_has_no_failure_class(results) -> None:
+    assert all(r.failure is None for r, _ in results.values() if r.ok)

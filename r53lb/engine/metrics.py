@@ -27,29 +27,8 @@ RECONCILE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 
 
 def reason_class(r: ProbeResult) -> str:
-    """A failed probe's reason folded into a few classes an alert can key on (low cardinality)."""
-    d = r.detail.lower()
-    if r.check == "dnsbl":
-        return "listed" if r.listed_on else "dnsbl_unknown"
-    if "within" in d or "timed out" in d or "timeout" in d:
-        return "timeout"
-    if "refused" in d:
-        return "refused"
-    if "certificate" in d:
-        return "certificate"
-    if "tls" in d or "ssl" in d or r.phase in ("tls", "starttls"):
-        return "tls"
-    if "reset" in d or "closed" in d:
-        return "connection_closed"
-    if "unreachable" in d or "no route" in d:
-        return "unreachable"
-    if "not smtp" in d or "too long" in d or "too many" in d:
-        return "protocol"
-    if r.code is not None:
-        return "status" if r.check == "http" else "reply_code"
-    if "body" in d:
-        return "body"
-    return "error"
+    """A failed probe's class, as the probe typed it (low cardinality: see probes.base.Failure)."""
+    return r.failure.value if r.failure is not None else "error"
 
 
 class Metrics:
@@ -97,7 +76,7 @@ class Metrics:
 
     def observe_probe(self, r: ProbeResult) -> None:
         self.probe_duration.labels(r.check).observe(max(r.latency_ms, 0.0) / 1000.0)
-        if r.status == "fail" or (r.check == "dnsbl" and r.status != "ok"):
+        if r.status != "ok":
             self.probe_failures.labels(r.check, reason_class(r)).inc()
 
     def route53_request(self, operation: str, outcome: str) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from ..config import AgentCheck
-from .base import AgentWord, ProbeResult, Status, Target, fmt_duration, trim
+from .base import AgentWord, Failure, ProbeResult, Status, Target, fmt_duration, trim
 
 __all__ = ["probe", "parse_line", "merge_agent", "AgentReply", "AgentState"]
 
@@ -225,7 +225,7 @@ async def probe(target: Target, spec: AgentCheck, timeout: float) -> ProbeResult
                            phases={"agent": ms},
                            share=None if reply is None else reply.share,
                            agent_state=None if reply is None else reply.word,
-                           agent=reply)
+                           agent=reply, failure=Failure.SIGNAL if status == "fail" else None)
 
     buf = bytearray()
     writer: asyncio.StreamWriter | None = None

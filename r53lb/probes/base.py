@@ -7,6 +7,7 @@ import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -20,6 +21,60 @@ AgentWord = Literal["ready", "drain", "maint", "up", "down"]
 # The most a probe reads from one server, whatever it sends (a hostile server costs a
 # probe its deadline, never the controller's memory).
 MAX_READ_BYTES = 64 * 1024
+
+
+class Failure(str, Enum):
+    """Why a check did not pass, as a class (metrics and alerts key on it; the reason says the rest)."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    CLOSED = "connection_closed"  # reset or closed by the server
+    TLS = "tls"
+    CERTIFICATE = "certificate"
+    PROTOCOL = "protocol"  # not the protocol spoken, too long, a missing extension
+    REPLY = "reply_code"  # an SMTP reply that is not the one wanted
+    STATUS = "status"  # an HTTP status outside the expected ones
+    REDIRECT = "redirect"  # an HTTP redirect off the node
+    BODY = "body"
+    LISTED = "listed"  # dnsbl
+    SIGNAL = "signal"  # an agent's maint/down, a metric out of bounds
+    UNKNOWN = "unknown"  # a signal that could not be read (never changes a weight)
+    ERROR = "error"
+
+
+def failure_of(e: BaseException) -> Failure:
+    """The class of an exception a probe met (by its type, never by its text)."""
+    import socket
+    import ssl
+
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return Failure.TIMEOUT
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return Failure.CERTIFICATE
+    if isinstance(e, ssl.SSLError):
+        return Failure.TLS
+    if isinstance(e, ConnectionRefusedError):
+        return Failure.REFUSED
+    if isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, EOFError)):
+        return Failure.CLOSED
+    if isinstance(e, socket.gaierror):
+        return Failure.UNREACHABLE
+    if isinstance(e, OSError) and e.errno in (101, 113, 99, 65):  # ENETUNREACH EHOSTUNREACH EADDRNOTAVAIL
+        return Failure.UNREACHABLE
+    cause = e.__cause__ or e.__context__
+    if cause is not None and cause is not e and not isinstance(e, OSError):
+        inner = failure_of(cause)
+        if inner is not Failure.ERROR:
+            return inner
+    name = type(e).__name__
+    if name in ("SMTPServerDisconnected", "RemoteProtocolError", "ReadError", "WriteError"):
+        return Failure.CLOSED
+    if name in ("ConnectError",):
+        return Failure.REFUSED if "refused" in str(e).lower() else Failure.UNREACHABLE
+    if name in ("SMTPResponseException", "SMTPReadTimeoutError") or "Protocol" in name:
+        return Failure.PROTOCOL
+    return Failure.ERROR
 
 
 @dataclass(frozen=True)
@@ -47,11 +102,19 @@ class ProbeResult:
     phases: dict[str, float] = field(default_factory=dict)  # phase -> ms
     cert_not_after: datetime | None = None
     listed_on: tuple[str, ...] = ()  # dnsbl: zones that list the IP
+    failure: Failure | None = None  # why it did not pass (None when it did)
     # Signals that steer a weight rather than say up/down (applied by the engine):
     share: float | None = None  # 0.0-1.0 of the node's weight: the agent's `75%`, a prometheus `scale`
     agent_state: AgentWord | None = None  # the agent's word this time (drain, maint, down, ...), None if it gave none
     agent: "AgentReply | None" = None  # agent: the whole parsed line, for merge_agent()
     value: float | None = None  # prometheus: the query's value
+
+    def __post_init__(self) -> None:
+        # Every result that did not pass carries a class; a probe that knows better sets it.
+        if self.failure is None and self.status != "ok":
+            object.__setattr__(self, "failure", Failure.UNKNOWN if self.status == "unknown" else Failure.ERROR)
+        elif self.status == "ok" and self.failure is not None:
+            object.__setattr__(self, "failure", None)
 
     @property
     def ok(self) -> bool:
@@ -64,6 +127,7 @@ class ProbeResult:
         d["phases"] = {k: round(v, 3) for k, v in self.phases.items()}
         d["cert_not_after"] = self.cert_not_after.isoformat() if self.cert_not_after else None
         d["listed_on"] = list(self.listed_on)
+        d["failure"] = self.failure.value if self.failure else None
         return d
 
 

@@ -25,7 +25,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..config import DnsblCheck, is_ip, split_hostport
-from .base import ProbeResult, Status, Target, fmt_duration, trim
+from .base import Failure, ProbeResult, Status, Target, fmt_duration, trim
 
 __all__ = [
     "probe",
@@ -380,7 +380,8 @@ async def probe(target: Target, spec: DnsblCheck, timeout: float) -> ProbeResult
     def result(status: Status, detail: str, listed_on: tuple[str, ...] = ()) -> ProbeResult:
         ms = (time.perf_counter() - started) * 1000
         return ProbeResult(target.pool, target.node, "dnsbl", status, ms, detail, "lookup",
-                           phases={"lookup": ms}, listed_on=listed_on)
+                           phases={"lookup": ms}, listed_on=listed_on,
+                           failure=Failure.LISTED if status == "fail" else None)
 
     ips = _sending_ips(target, spec)
     if not ips:

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ..config import HttpCheck, status_range
-from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration, tls_context, trim
+from .base import MAX_READ_BYTES, Failure, PhaseClock, ProbeResult, Target, failure_of, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "build_url"]
 
@@ -134,6 +134,7 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
         headers["Host"] = spec.host
         extensions["sni_hostname"] = spec.host
     status: str = "fail"
+    failure: Failure | None = None
     code: int | None = None
     text: str | None = None
     detail = ""
@@ -171,11 +172,13 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
                     code, text = response.status_code, response.reason_phrase
                     if spec.follow_redirects and response.is_redirect:
                         location = response.url.join(response.headers["location"])
+                        failure = Failure.REDIRECT
                         if hops == MAX_REDIRECTS and _next_hop(spec, probe_url, location) is not None:
                             detail = f"more than {MAX_REDIRECTS} redirects"
                         else:
                             detail = f"status {code} redirects off the node to {trim(str(location), 100)}"
                     elif not spec.status_ok(code):
+                        failure = Failure.STATUS
                         where = response.headers.get("location")
                         detail = f"status {code} (expected {_expected(spec)})" + (
                             f" -> {trim(where, 100)}" if where else ""
@@ -192,12 +195,14 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
                         if _regex(spec.expect_body).search(body):
                             status = "ok"
                         else:
+                            failure = Failure.BODY
                             cut = " in the first 64 KiB" if len(body) >= MAX_READ_BYTES else ""
                             detail = f"status {code}, body does not match /{trim(spec.expect_body, 60)}/{cut}"
                 finally:
                     await _drain(response, min(deadline - loop.time() - 0.05, CLOSE_GRACE))
                     await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
+        failure = Failure.TIMEOUT
         within = fmt_duration(timeout)
         detail = {
             "connect": f"connect: no answer within {within}",
@@ -207,9 +212,9 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
             "body": f"body: not complete within {within}",
         }.get(clock.phase, f"no answer within {within}")
     except httpx.HTTPError as e:
-        detail = f"{clock.phase}: {_error(e)}"
+        detail, failure = f"{clock.phase}: {_error(e)}", failure_of(e)
     except (OSError, ValueError) as e:
-        detail = f"{clock.phase}: {_error(e)}"
+        detail, failure = f"{clock.phase}: {_error(e)}", failure_of(e)
     clock.stop()
     ms = (time.perf_counter() - clock.started) * 1000
     if status == "ok":
@@ -225,4 +230,5 @@ async def probe(target: Target, spec: HttpCheck, timeout: float) -> ProbeResult:
         code=code,
         text=trim(text, 160) if text else None,
         phases=clock.phases,
+        failure=failure,
     )

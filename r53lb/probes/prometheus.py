@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from ..config import PrometheusCheck, PromScale
-from .base import ProbeResult, Status, Target, fmt_duration, tls_context, trim
+from .base import Failure, ProbeResult, Status, Target, fmt_duration, tls_context, trim
 from .http import _error
 
 __all__ = ["probe", "render_query", "parse_response", "evaluate", "scale_share", "Reading", "Verdict"]
@@ -166,7 +166,8 @@ async def probe(target: Target, spec: PrometheusCheck, timeout: float) -> ProbeR
     def result(status: Status, detail: str, value: float | None = None, share: float | None = None) -> ProbeResult:
         ms = (time.perf_counter() - started) * 1000
         return ProbeResult(target.pool, target.node, "prometheus", status, ms, detail, phase,
-                           phases={"query": ms}, value=value, share=share)
+                           phases={"query": ms}, value=value, share=share,
+                           failure=Failure.SIGNAL if status == "fail" else None)
 
     headers, auth, missing = _auth(spec)
     if missing:

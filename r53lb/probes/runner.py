@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
 from ..config import SIGNAL_KINDS, Check
-from .base import ProbeResult, Target, fmt_duration
+from .base import Failure, ProbeResult, Target, failure_of, fmt_duration
 
 ProbeFn = Callable[[Target, object, float], Awaitable[ProbeResult]]
 
@@ -50,9 +50,9 @@ async def run_one(job: Job) -> ProbeResult:
         async with asyncio.timeout(timeout + 0.5):  # the probe keeps its own; this is the backstop
             return await _probe_fn(kind)(job.target, spec, timeout)
     except TimeoutError:
-        detail = f"no answer within {fmt_duration(timeout)}"
+        detail, failure = f"no answer within {fmt_duration(timeout)}", Failure.TIMEOUT
     except Exception as e:  # a probe never raises out of the engine
-        detail = f"probe error: {type(e).__name__}: {e}"
+        detail, failure = f"probe error: {type(e).__name__}: {e}", failure_of(e)
     return ProbeResult(
         pool=job.target.pool,
         node=job.target.node,
@@ -61,6 +61,7 @@ async def run_one(job: Job) -> ProbeResult:
         status="unknown" if kind in SIGNAL_KINDS else "fail",
         latency_ms=(time.perf_counter() - started) * 1000,
         detail=detail,
+        failure=None if kind in SIGNAL_KINDS else failure,
     )
 
 

@@ -32,7 +32,7 @@ from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
 from ..config import SmtpCheck
-from .base import MAX_READ_BYTES, PhaseClock, ProbeResult, Target, fmt_duration, tls_context, trim
+from .base import MAX_READ_BYTES, Failure, PhaseClock, ProbeResult, Target, failure_of, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "tls_context"]
 
@@ -87,11 +87,19 @@ def _hold_close_notify(transport: asyncio.BaseTransport | None) -> None:
 class _Fail(Exception):
     """Ends the dialogue with a reason; `usable` says whether a QUIT can still be sent."""
 
-    def __init__(self, detail: str, usable: bool, reply: SMTPResponse | None = None) -> None:
+    def __init__(self, detail: str, usable: bool, reply: SMTPResponse | None = None,
+                 failure: Failure = Failure.REPLY) -> None:
         super().__init__(detail)
         self.detail = detail
         self.usable = usable
         self.reply = reply
+        self.failure = failure
+
+
+def _failure(e: BaseException) -> Failure:
+    if isinstance(e, _TooMuch) or (isinstance(e, SMTPResponseException) and not isinstance(e.__cause__, OSError)):
+        return Failure.PROTOCOL  # too long, too many lines, not SMTP
+    return failure_of(e)
 
 
 def _reply(resp: SMTPResponse) -> str:
@@ -173,7 +181,7 @@ class _Dialogue(PhaseClock):
                 server_hostname=self.server_name(),
             )
         except (OSError, EOFError) as e:
-            raise _Fail(f"tls: {_error(e)}", usable=False) from None
+            raise _Fail(f"tls: {_error(e)}", usable=False, failure=_failure(e)) from None
         assert self.proto is not None
         self.proto.transport = tls_transport
         self.not_after = _not_after(tls_transport)
@@ -184,7 +192,7 @@ class _Dialogue(PhaseClock):
         try:
             self.last = await self.proto.execute_command(*args)
         except (SMTPException, OSError) as e:
-            raise _Fail(f"{self.phase_label()}: {_error(e)}", usable=False) from None
+            raise _Fail(f"{self.phase_label()}: {_error(e)}", usable=False, failure=_failure(e)) from None
         return self.last
 
     def phase_label(self) -> str:
@@ -197,7 +205,7 @@ class _Dialogue(PhaseClock):
         try:
             transport, _ = await loop.create_connection(lambda: self.proto, self.target.address, spec.port)  # type: ignore[arg-type, return-value]
         except OSError as e:
-            raise _Fail(f"connect to port {spec.port}: {_error(e)}", usable=False) from None
+            raise _Fail(f"connect to port {spec.port}: {_error(e)}", usable=False, failure=_failure(e)) from None
         if spec.tls:
             self.enter("tls")
             transport = await self.tls(transport)
@@ -206,7 +214,7 @@ class _Dialogue(PhaseClock):
         try:
             greeting = await self.proto.read_response()
         except (SMTPException, OSError) as e:
-            raise _Fail(f"greeting: {_error(e)}", usable=False) from None
+            raise _Fail(f"greeting: {_error(e)}", usable=False, failure=_failure(e)) from None
         self.greeting = self.last = greeting
         if greeting.code != 220:
             raise _Fail(f"greeting {_reply(greeting)}", usable=True, reply=greeting)
@@ -228,7 +236,7 @@ class _Dialogue(PhaseClock):
 
         if spec.starttls:
             if "starttls" not in extensions:
-                raise _Fail("STARTTLS required but not offered", usable=True, reply=resp)
+                raise _Fail("STARTTLS required but not offered", usable=True, reply=resp, failure=Failure.PROTOCOL)
             self.enter("starttls")
             resp = await self.command(b"STARTTLS")
             if resp.code != 220:
@@ -247,9 +255,9 @@ class _Dialogue(PhaseClock):
             days = (self.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
             if days < 0:
                 ago = f"{int(-days)} days ago" if -days >= 1 else "less than a day ago"
-                raise _Fail(f"certificate expired {ago}", usable=True)
+                raise _Fail(f"certificate expired {ago}", usable=True, failure=Failure.CERTIFICATE)
             if days < spec.cert_min_days:
-                raise _Fail(f"certificate expires in {int(days)} days (< {spec.cert_min_days})", usable=True)
+                raise _Fail(f"certificate expires in {int(days)} days (< {spec.cert_min_days})", usable=True, failure=Failure.CERTIFICATE)
 
         if spec.envelope is not None:
             await self.envelope()
@@ -305,14 +313,14 @@ class _Dialogue(PhaseClock):
 
 async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
     d = _Dialogue(target, spec, timeout)
-    status, detail, reply = "ok", "", None
+    status, detail, reply, failure = "ok", "", None, None
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         try:
             async with asyncio.timeout_at(deadline):
                 await d.run()
         except _Fail as f:
-            status, detail, reply = "fail", f.detail, f.reply
+            status, detail, reply, failure = "fail", f.detail, f.reply, f.failure
             reached = d.phase
             if f.usable:
                 # Polite even after a refusal: QUIT, briefly, within what is left of the deadline.
@@ -327,7 +335,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
             d.stop()
             d.phase = reached
         except TimeoutError:
-            status = "fail"
+            status, failure = "fail", Failure.TIMEOUT
             got = d.proto.received if d.proto else 0
             within = fmt_duration(timeout)
             if d.phase == "greeting":
@@ -340,7 +348,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
                 detail = f"{d.phase_label()}: no reply within {within}"
             d.stop()
         except Exception as e:  # a probe never raises: an unforeseen error is a failure too
-            status, detail = "fail", f"{d.phase_label()}: {type(e).__name__}: {trim(str(e), 120)}"
+            status, detail, failure = "fail", f"{d.phase_label()}: {type(e).__name__}: {trim(str(e), 120)}", _failure(e)
             d.stop()
         else:
             left = deadline - asyncio.get_running_loop().time()
@@ -378,4 +386,5 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
         text=trim(shown.message, 160) if shown else None,
         phases=d.phases,
         cert_not_after=d.not_after,
+        failure=failure,
     )
