@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
+from ..config import CHECK_KINDS, Check, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
 from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
+from ..core.signals import (NO_SIGNALS, REPUTATION_GATE, AgentState, MetricVerdict, NodeSignals, agent_signal,
+                            fold_agent, fold_metric, metric_signal)
+from ..core.weights import WarmupClock, step_warmup_clock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
@@ -38,6 +41,14 @@ NodeKey = tuple[str, str]  # (pool, node)
 Notify = Callable[[str, str, dict[str, Any]], None]  # (kind, message, details)
 Guard = Callable[[], "str | None"]  # a reason not to write now (a hold, a lost lease), or None
 LIVENESS = ("smtp", "http", "tcp")
+# Signal checks run at their own interval; their last verdict is kept in the state store
+# under a slot named by kind and position in the node's checks: dnsbl:2, agent:1, prom:3.
+SLOT_PREFIX = {"dnsbl": "dnsbl", "agent": "agent", "prometheus": "prom"}
+WARMUP_SLOT = "warmup"  # a gated warm-up's clock (its pauses)
+# A signal falls due this close to its interval: run mode probes at interval ±10% (jitter),
+# and a check asked at 0.95 x its interval must not wait for the turn after.
+DUE_SLACK = 0.10
+Cached = dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]
 MAX_CONFLICT_RETRIES = 3
 WATCH_KEY = "watcher"
 
@@ -127,6 +138,8 @@ class Controller:
         # Nodes drained for health, with when: in `run` a cycle is one interval of the pool.
         self.drain_log: dict[str, list[datetime]] = defaultdict(list)
         self._zone_ids: dict[str, str] = {}
+        # Each node's signals as the last refresh left them (run mode's metrics read these).
+        self.last_signals: dict[NodeKey, NodeSignals] = {}
 
     # --- probing --------------------------------------------------------------------------
 
@@ -152,29 +165,69 @@ class Controller:
     async def probe_canaries(self) -> list[ProbeResult]:
         return await run_all(self.canary_jobs(), concurrency=self.cfg.defaults.concurrency)
 
-    # --- reputation -----------------------------------------------------------------------
+    # --- signals: dnsbl, agent, prometheus (each at its own interval) ---------------------
 
-    def verdicts(self) -> dict[NodeKey, Reputation]:
+    def signal_checks(self, pool: Pool, node: Node) -> list[tuple[str, Check, float]]:
+        """(slot, check, interval) of each signal check of a node."""
+        out = []
+        for i, check in enumerate(pool.checks_for(node)):
+            if check.kind == "dnsbl":
+                interval = check.dnsbl.interval
+            elif check.kind == "agent":
+                interval = check.agent.interval or pool.tuning.interval
+            elif check.kind == "prometheus":
+                interval = check.prometheus.interval
+            else:
+                continue
+            out.append((f"{SLOT_PREFIX[check.kind]}:{i}", check, interval))
+        return out
+
+    def verdicts(self, cached: Cached | None = None) -> dict[NodeKey, Reputation]:
         """Every node's reputation, read once (not once per node)."""
         assert self.store is not None
         per_node: dict[NodeKey, list[Verdict]] = defaultdict(list)
-        for (p, n, slot), (at, v) in self.store.check_results().items():
+        for (p, n, slot), (at, v) in (self.store.check_results() if cached is None else cached).items():
             if slot.startswith("dnsbl:"):
                 per_node[(p, n)].append(Verdict.from_json(v, at))
         return {k: combine(vs) for k, vs in per_node.items()}
 
+    def node_signals(self, pool: Pool, node: Node, cached: Cached) -> NodeSignals:
+        """The last known agent states and metric verdicts of a node, as the planner reads them."""
+        out = []
+        for slot, check, _ in self.signal_checks(pool, node):
+            raw = cached.get((pool.name, node.id, slot))
+            if check.kind == "agent":
+                state = AgentState.from_json(raw[1].get("state")) if raw else AgentState()
+                out.append(agent_signal(check.agent.name or slot, state))
+            elif check.kind == "prometheus":
+                verdict = MetricVerdict.from_json(raw[1] if raw else None)
+                out.append(metric_signal(check.prometheus.name or slot, verdict))
+        return NodeSignals(tuple(out)) if out else NO_SIGNALS
+
+    def signals(self, cached: Cached | None = None) -> dict[NodeKey, NodeSignals]:
+        assert self.store is not None
+        cached = self.store.check_results() if cached is None else cached
+        return {(p.name, n.id): self.node_signals(p, n, cached) for p in self.cfg.pools for n in p.nodes}
+
+    def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
+        assert self.store is not None
+        cached = self.store.check_results() if cached is None else cached
+        return {(p, n): WarmupClock.from_json(v) for (p, n, slot), (_, v) in cached.items() if slot == WARMUP_SLOT}
+
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
-        """Run the dnsbl checks that are due (each at its own interval); True when a listing changed."""
+        """Run the signal checks that are due (dnsbl, agent, prometheus, each at its own interval).
+
+        Each verdict is folded into the last known one (unknown keeps it), kept in the state
+        store, and every change goes into the history. Then the warm-up gates of these nodes
+        are looked at. True when something that steers a weight changed.
+        """
         assert self.store is not None
         cached = self.store.check_results()
         due: list[tuple[str, Job]] = []
         for pool, node in nodes:
-            for i, check in enumerate(pool.checks_for(node)):
-                if check.kind != "dnsbl":
-                    continue
-                slot = f"dnsbl:{i}"
+            for slot, check, interval in self.signal_checks(pool, node):
                 prev = cached.get((pool.name, node.id, slot))
-                if force or prev is None or (now - prev[0]).total_seconds() >= check.dnsbl.interval:
+                if force or prev is None or (now - prev[0]).total_seconds() >= interval * (1 - DUE_SLACK):
                     due.append((slot, Job(self.target(pool, node), check, pool.tuning.timeout)))
         if not due:
             return False
@@ -182,23 +235,111 @@ class Controller:
         changed = False
         with self.store.transaction():
             for (slot, _), r in zip(due, results):
-                prev_raw = cached.get((r.pool, r.node, slot))
-                prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
-                verdict = fold(prev, r.status, r.listed_on, r.detail, now)
-                if r.status == "unknown":
-                    log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
-                was = sorted(prev.listed_on) if prev else []
-                if sorted(verdict.listed_on) != was:
-                    changed = True
-                    reason = verdict.detail if verdict.listed_on else f"delisted: {r.detail}"
-                    self.store.add_event(now, r.pool, r.node, "reputation",
-                                         ", ".join(was) or "clean", ", ".join(verdict.listed_on) or "clean", reason)
-                    log.info("%s/%s: %s", r.pool, r.node, reason)
-                    self.notify("reputation", f"{r.pool}/{r.node}: {reason}",
-                                {"pool": r.pool, "node": r.node, "listed_on": list(verdict.listed_on),
-                                 "reason": reason})
-                self.store.put_check_result(r.pool, r.node, slot, now, verdict.to_json())
+                key = (r.pool, r.node, slot)
+                if r.check == "dnsbl":
+                    result, moved = self._fold_dnsbl(r, cached.get(key), now)
+                elif r.check == "agent":
+                    result, moved = self._fold_agent(r, cached.get(key), now)
+                else:
+                    result, moved = self._fold_metric(r, cached.get(key), now)
+                changed |= moved
+                cached[key] = (now, result)
+                self.store.put_check_result(r.pool, r.node, slot, now, result)
+            changed |= self._step_gates(nodes, cached, now)
+        for pool, node in nodes:
+            self.last_signals[(pool.name, node.id)] = self.node_signals(pool, node, cached)
         return changed
+
+    def _fold_dnsbl(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+                    now: datetime) -> tuple[dict[str, Any], bool]:
+        prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
+        verdict = fold(prev, r.status, r.listed_on, r.detail, now)
+        if r.status == "unknown":
+            log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
+        was = sorted(prev.listed_on) if prev else []
+        moved = sorted(verdict.listed_on) != was
+        if moved:
+            reason = verdict.detail if verdict.listed_on else f"delisted: {r.detail}"
+            self._signal_event(now, r, "reputation", ", ".join(was) or "clean",
+                               ", ".join(verdict.listed_on) or "clean", reason,
+                               {"listed_on": list(verdict.listed_on)}, notify=True)
+        return verdict.to_json(), moved
+
+    def _fold_agent(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+                    now: datetime) -> tuple[dict[str, Any], bool]:
+        prev = AgentState.from_json(prev_raw[1].get("state")) if prev_raw else None
+        state = fold_agent(prev, r.status, r.agent)
+        if r.status == "unknown":
+            log.warning("%s/%s: agent unknown, weight untouched: %s", r.pool, r.node, r.detail)
+        was = prev or AgentState()
+        moved = state != was
+        if moved:
+            self._signal_event(now, r, "agent", was.reason.removeprefix("agent: "),
+                               state.reason.removeprefix("agent: "), f"agent said: {r.detail.removeprefix('agent: ')}",
+                               {"share": state.weight_share, "state": state.word}, notify=state.word != was.word)
+        return {"state": state.to_json(), "last_unknown": r.detail if r.status == "unknown" else ""}, moved
+
+    def _fold_metric(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+                     now: datetime) -> tuple[dict[str, Any], bool]:
+        prev = MetricVerdict.from_json(prev_raw[1] if prev_raw else None)
+        verdict = fold_metric(prev, r.status, r.value, r.share, r.detail)
+        if r.status == "unknown":
+            log.warning("%s/%s: prometheus unknown, weight untouched: %s", r.pool, r.node, r.detail)
+
+        def said(v: MetricVerdict) -> str:
+            if v.status == "unknown":
+                return "unknown"
+            if v.status == "fail":
+                return "out"
+            return "ok" if v.share is None else f"{v.share * 100:.0f}%"
+
+        # The verdict, not every new value: a scaled share moves in whole percents.
+        moved = said(verdict) != said(prev)
+        if moved:
+            self._signal_event(now, r, "metric", said(prev), said(verdict), verdict.detail,
+                               {"value": verdict.value, "share": verdict.share},
+                               notify="out" in (said(prev), said(verdict)))
+        return verdict.to_json(), moved
+
+    def _signal_event(self, now: datetime, r: ProbeResult, kind: str, frm: str, to: str, reason: str,
+                      details: dict[str, Any], notify: bool) -> None:
+        """History and a log line for every change; a notification when the node goes out, in or drains."""
+        assert self.store is not None
+        self.store.add_event(now, r.pool, r.node, kind, frm, to, reason)
+        log.info("%s/%s: %s %s -> %s: %s", r.pool, r.node, kind, frm, to, reason)
+        if notify:
+            self.notify(kind, f"{r.pool}/{r.node}: {reason}",
+                        {"pool": r.pool, "node": r.node, "from": frm, "to": to, "reason": reason, **details})
+
+    def _step_gates(self, nodes: list[tuple[Pool, Node]], cached: Cached, now: datetime) -> bool:
+        """A gated warm-up's clock stops while a gate is closed and runs again once all are open."""
+        assert self.store is not None
+        moved = False
+        for pool, node in nodes:
+            w = node.warmup
+            if w is None or not w.hold_when:
+                continue
+            key = (pool.name, node.id, WARMUP_SLOT)
+            raw = cached.get(key)
+            clock = WarmupClock.from_json(raw[1]) if raw else WarmupClock()
+            listed = (self.verdicts({k: v for k, v in cached.items() if k[:2] == key[:2]})
+                      .get((pool.name, node.id), CLEAN).listed_on) if REPUTATION_GATE in w.hold_when else ()
+            closed = self.node_signals(pool, node, cached).closed_gates(w.hold_when, listed)
+            after = step_warmup_clock(clock, closed, w, now)
+            if after == clock:
+                continue
+            if (after.paused_since is None) != (clock.paused_since is None):
+                moved = True
+                if after.paused_since is not None:
+                    frm, to, reason = "running", "paused", after.reason
+                else:
+                    frm, to = "paused", "running"
+                    reason = f"gates open again; paused {after.paused_seconds - clock.paused_seconds:.0f}s"
+                self.store.add_event(now, pool.name, node.id, "warm-up", frm, to, reason)
+                log.info("%s/%s: warm-up %s: %s", pool.name, node.id, to, reason)
+            cached[key] = (now, after.to_json())
+            self.store.put_check_result(pool.name, node.id, WARMUP_SLOT, now, after.to_json())
+        return moved
 
     # Kept for callers that ask about one node (status, tests).
     def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
@@ -345,8 +486,11 @@ class Controller:
     # --- planning -------------------------------------------------------------------------
 
     def facts(self, pool: Pool, recs: dict[RecordKey, RecordSet], drains: dict[NodeKey, tuple[str, datetime]],
-              verdicts: dict[NodeKey, Reputation], health: dict[NodeKey, NodeHealth] | None = None) -> list[NodeFacts]:
+              verdicts: dict[NodeKey, Reputation], health: dict[NodeKey, NodeHealth] | None = None,
+              cached: Cached | None = None) -> list[NodeFacts]:
         health = self.health if health is None else health
+        cached = {} if cached is None else cached
+        clocks = {k[:2]: v for k, v in cached.items() if k[2] == WARMUP_SLOT}
         out = []
         for node in pool.nodes:
             key = (pool.name, node.id)
@@ -357,6 +501,8 @@ class Controller:
                 drained=drains[key][0] if key in drains else None,
                 reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
+                signals=self.node_signals(pool, node, cached),
+                warmup_clock=WarmupClock.from_json(clocks[key][1]) if key in clocks else None,
             ))
         return out
 
@@ -378,14 +524,15 @@ class Controller:
              interval_cycles: bool = False, health: dict[NodeKey, NodeHealth] | None = None) -> Plan:
         assert self.store is not None
         drains = self.store.drains()
-        verdicts = self.verdicts()
+        cached = self.store.check_results()
+        verdicts = self.verdicts(cached)
         health = self.health if health is None else health
         plan = Plan()
         for pool in pools or self.cfg.pools:
             if pool.name not in records or any((pool.name, n.id) not in health for n in pool.nodes):
                 continue  # its zone could not be read
             plan.pools.append(plan_pool(
-                pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains, verdicts, health), now,
+                pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains, verdicts, health, cached), now,
                 create_missing=create_missing, drain_budget=self.drain_budget(pool, now, interval_cycles),
             ))
         return plan
