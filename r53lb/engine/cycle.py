@@ -296,7 +296,8 @@ class Controller:
         # The verdict, not every new value: a scaled share moves in whole percents.
         moved = said(verdict) != said(prev)
         if moved:
-            self._signal_event(now, r, "metric", said(prev), said(verdict), verdict.detail,
+            back = " (back within bounds)" if said(prev) == "out" and verdict.status == "ok" else ""
+            self._signal_event(now, r, "metric", said(prev), said(verdict), verdict.detail + back,
                                {"value": verdict.value, "share": verdict.share},
                                notify="out" in (said(prev), said(verdict)))
         return verdict.to_json(), moved
