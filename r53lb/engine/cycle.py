@@ -276,7 +276,8 @@ class Controller:
         if moved:
             self._signal_event(now, r, "agent", was.reason.removeprefix("agent: "),
                                state.reason.removeprefix("agent: "), f"agent said: {r.detail.removeprefix('agent: ')}",
-                               {"share": state.weight_share, "state": state.word}, notify=state.word != was.word)
+                               {"share": state.weight_share, "state": state.word},
+                               notify=state.status != was.status)  # out or back in; a drain is no alert
         return {"state": state.to_json(), "last_unknown": r.detail if r.status == "unknown" else ""}, moved
 
     def _fold_metric(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
@@ -304,7 +305,7 @@ class Controller:
 
     def _signal_event(self, now: datetime, r: ProbeResult, kind: str, frm: str, to: str, reason: str,
                       details: dict[str, Any], notify: bool) -> None:
-        """History and a log line for every change; a notification when the node goes out, in or drains."""
+        """History and a log line for every change; a notification only when the node goes out or comes back."""
         assert self.store is not None
         self.store.add_event(now, r.pool, r.node, kind, frm, to, reason)
         log.info("%s/%s: %s %s -> %s: %s", r.pool, r.node, kind, frm, to, reason)
