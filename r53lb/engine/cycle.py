@@ -21,7 +21,7 @@ from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
 from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
-from ..core.signals import (NO_SIGNALS, REPUTATION_GATE, AgentState, MetricVerdict, NodeSignals, agent_signal,
+from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, agent_signal,
                             fold_agent, fold_metric, metric_signal)
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
@@ -209,10 +209,27 @@ class Controller:
         cached = self.store.check_results() if cached is None else cached
         return {(p.name, n.id): self.node_signals(p, n, cached) for p in self.cfg.pools for n in p.nodes}
 
+    def warmup_clock(self, pool: Pool, node: Node, cached: Cached) -> WarmupClock | None:
+        """A gated warm-up's pauses as stored, or None (never paused, or not gated)."""
+        raw = cached.get((pool.name, node.id, WARMUP_SLOT))
+        if node.warmup is None or raw is None:
+            return None
+        clock = WarmupClock.from_json(raw[1])
+        if not node.warmup.hold_when and clock.paused_since is not None:
+            # The gates were removed from the config: the pauses so far still count, none goes on.
+            return WarmupClock(clock.paused(clock.paused_since))
+        return clock
+
     def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
         assert self.store is not None
         cached = self.store.check_results() if cached is None else cached
-        return {(p, n): WarmupClock.from_json(v) for (p, n, slot), (_, v) in cached.items() if slot == WARMUP_SLOT}
+        out = {}
+        for pool in self.cfg.pools:
+            for node in pool.nodes:
+                clock = self.warmup_clock(pool, node, cached)
+                if clock is not None:
+                    out[(pool.name, node.id)] = clock
+        return out
 
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
         """Run the signal checks that are due (dnsbl, agent, prometheus, each at its own interval).
@@ -324,8 +341,9 @@ class Controller:
             key = (pool.name, node.id, WARMUP_SLOT)
             raw = cached.get(key)
             clock = WarmupClock.from_json(raw[1]) if raw else WarmupClock()
-            listed = (self.verdicts({k: v for k, v in cached.items() if k[:2] == key[:2]})
-                      .get((pool.name, node.id), CLEAN).listed_on) if REPUTATION_GATE in w.hold_when else ()
+            listed = combine(Verdict.from_json(cached[(pool.name, node.id, slot)][1])
+                             for slot, check, _ in self.signal_checks(pool, node)
+                             if check.kind == "dnsbl" and (pool.name, node.id, slot) in cached).listed_on
             closed = self.node_signals(pool, node, cached).closed_gates(w.hold_when, listed)
             after = step_warmup_clock(clock, closed, w, now)
             if after == clock:
@@ -492,7 +510,6 @@ class Controller:
               cached: Cached | None = None) -> list[NodeFacts]:
         health = self.health if health is None else health
         cached = {} if cached is None else cached
-        clocks = {k[:2]: v for k, v in cached.items() if k[2] == WARMUP_SLOT}
         out = []
         for node in pool.nodes:
             key = (pool.name, node.id)
@@ -504,7 +521,7 @@ class Controller:
                 reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
                 signals=self.node_signals(pool, node, cached),
-                warmup_clock=WarmupClock.from_json(clocks[key][1]) if key in clocks else None,
+                warmup_clock=self.warmup_clock(pool, node, cached),
             ))
         return out
 

@@ -242,6 +242,7 @@ class Daemon:
         self.latest = {k: v for k, v in self.latest.items() if k in keys}
         self._probed = set()
         self._round_left = set(keys)
+        self._signals_due = {}  # intervals may have changed: the engine knows from the stored times
         zones = {p.zone for p in cfg.pools}
         self.zones = {z: self.zones.get(z) or _Zone(z) for z in zones}
 
