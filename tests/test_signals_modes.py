@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from prom import Exporter, Prometheus
-from r53lb.demo.loopback import AgentServer
+from r53lb.demo.loopback import AgentServer, PromApiServer
 from test_daemon import free_port, wait_until
 from test_safety_modes import World, world  # noqa: F401 - the fixture, parametrised over sync and run
 
@@ -220,3 +220,28 @@ def test_gated_warmup_pauses_while_the_gate_is_closed_and_resumes(
     events = [(e["from"], e["to"]) for e in history(world, "warm-up") if e["node"] == "b"]
     assert ("running", "paused") in events and ("paused", "running") in events
     world.stop()
+
+
+def test_sync_from_cron_asks_prometheus_once_per_interval(tmp_path: Path, moto_server: Any) -> None:
+    """The verdict is cached in the state store for the rule's interval: cron runs do not add queries."""
+    api = PromApiServer().start()
+    w = World(tmp_path, moto_server, "sync")
+    try:
+        api.values.update({"a": 0.01, "b": 0.2})
+        nodes = {"a": NODES["a"], "b": NODES["b"]}
+        base_world(w, {"a": 50, "b": 50}, [{"prometheus": {
+            "url": api.url, "name": "deferral", "query": 'mail_deferral_rate{node="{id}"}',
+            "quarantine_above": 0.05, "interval": "1h"}}], nodes=nodes)
+        w.start()
+        for _ in range(3):
+            p = w.cli("sync", "--json")
+            assert p.returncode == 0, p.stderr
+        assert sorted(api.queries) == ['mail_deferral_rate{node="a"}', 'mail_deferral_rate{node="b"}']
+        assert w.weights(RECORD) == {"a": 50, "b": 0}  # the cached verdict still counts
+        events = history(w, "metric")
+        assert [(e["node"], e["from"], e["to"], e["reason"]) for e in events] == [
+            ("b", "unknown", "out", "deferral 0.2 > 0.05")]
+    finally:
+        api.stop()
+        for s in w.smtp.values():
+            s.stop()

@@ -485,6 +485,7 @@ class PromApiServer:
         _check_loopback(host)
         self.host, self.port = host, port
         self.values: dict[str, float] = {}
+        self.queries: list[str] = []  # every query asked, in order
         self._srv: ThreadingHTTPServer | None = None
 
     @property
@@ -504,6 +505,7 @@ class PromApiServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 url = urlsplit(self.path)
                 query = (parse_qs(url.query).get("query") or [""])[0]
+                owner.queries.append(query)
                 m = _NODE_LABEL.search(query)
                 value = owner.values.get(m.group(1)) if m else None
                 result = [] if value is None else [{"metric": {"node": m.group(1)},  # type: ignore[union-attr]

@@ -311,8 +311,9 @@ class Controller:
                 return "out"
             return "ok" if v.share is None else f"{v.share * 100:.0f}%"
 
-        # The verdict, not every new value: a scaled share moves in whole percents.
-        moved = said(verdict) != said(prev)
+        # The verdict, not every new value: a scaled share moves in whole percents. A rule read
+        # for the first time and found within bounds changes no weight: no event for a new fleet.
+        moved = said(verdict) != said(prev) and (said(prev), said(verdict)) != ("unknown", "ok")
         if moved:
             back = " (back within bounds)" if said(prev) == "out" and verdict.status == "ok" else ""
             self._signal_event(now, r, "metric", said(prev), said(verdict), verdict.detail + back,
