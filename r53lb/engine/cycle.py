@@ -16,24 +16,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
-from ..config import CHECK_KINDS, Check, Config, Node, Pool, default_helo
+from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
-from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
-from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, agent_signal,
-                            fold_agent, fold_metric, metric_signal)
-from ..core.weights import WarmupClock, step_warmup_clock
+from ..core.reputation import CLEAN, Reputation, Verdict, combine
+from ..core.signals import NodeSignals
+from ..core.weights import WarmupClock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
+from . import signals
+from .signals import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
     from ..state.base import Store
 
-__all__ = ["CHECK_KINDS", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
+__all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
 
 log = logging.getLogger("r53lb")
 
@@ -41,14 +42,6 @@ NodeKey = tuple[str, str]  # (pool, node)
 Notify = Callable[[str, str, dict[str, Any]], None]  # (kind, message, details)
 Guard = Callable[[], "str | None"]  # a reason not to write now (a hold, a lost lease), or None
 LIVENESS = ("smtp", "http", "tcp")
-# Signal checks run at their own interval; their last verdict is kept in the state store
-# under a slot named by kind and position in the node's checks: dnsbl:2, agent:1, prom:3.
-SLOT_PREFIX = {"dnsbl": "dnsbl", "agent": "agent", "prometheus": "prom"}
-WARMUP_SLOT = "warmup"  # a gated warm-up's clock (its pauses)
-# A signal falls due this close to its interval: run mode probes at interval ±10% (jitter),
-# and a check asked at 0.95 x its interval must not wait for the turn after.
-DUE_SLACK = 0.10
-Cached = dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]
 MAX_CONFLICT_RETRIES = 3
 WATCH_KEY = "watcher"
 
@@ -165,22 +158,7 @@ class Controller:
     async def probe_canaries(self) -> list[ProbeResult]:
         return await run_all(self.canary_jobs(), concurrency=self.cfg.defaults.concurrency)
 
-    # --- signals: dnsbl, agent, prometheus (each at its own interval) ---------------------
-
-    def signal_checks(self, pool: Pool, node: Node) -> list[tuple[str, Check, float]]:
-        """(slot, check, interval) of each signal check of a node."""
-        out = []
-        for i, check in enumerate(pool.checks_for(node)):
-            if check.kind == "dnsbl":
-                interval = check.dnsbl.interval
-            elif check.kind == "agent":
-                interval = check.agent.interval or pool.tuning.interval
-            elif check.kind == "prometheus":
-                interval = check.prometheus.interval
-            else:
-                continue
-            out.append((f"{SLOT_PREFIX[check.kind]}:{i}", check, interval))
-        return out
+    # --- signals: dnsbl, agent, prometheus (engine/signals.py) -----------------------------
 
     def verdicts(self, cached: Cached | None = None) -> dict[NodeKey, Reputation]:
         """Every node's reputation, read once (not once per node)."""
@@ -191,176 +169,19 @@ class Controller:
                 per_node[(p, n)].append(Verdict.from_json(v, at))
         return {k: combine(vs) for k, vs in per_node.items()}
 
-    def node_signals(self, pool: Pool, node: Node, cached: Cached) -> NodeSignals:
-        """The last known agent states and metric verdicts of a node, as the planner reads them."""
-        out = []
-        for slot, check, _ in self.signal_checks(pool, node):
-            raw = cached.get((pool.name, node.id, slot))
-            if check.kind == "agent":
-                state = AgentState.from_json(raw[1].get("state")) if raw else AgentState()
-                out.append(agent_signal(check.agent.name or slot, state))
-            elif check.kind == "prometheus":
-                verdict = MetricVerdict.from_json(raw[1] if raw else None)
-                out.append(metric_signal(check.prometheus.name or slot, verdict))
-        return NodeSignals(tuple(out)) if out else NO_SIGNALS
-
-    def signals(self, cached: Cached | None = None) -> dict[NodeKey, NodeSignals]:
-        assert self.store is not None
-        cached = self.store.check_results() if cached is None else cached
-        return {(p.name, n.id): self.node_signals(p, n, cached) for p in self.cfg.pools for n in p.nodes}
-
-    def warmup_clock(self, pool: Pool, node: Node, cached: Cached) -> WarmupClock | None:
-        """A gated warm-up's pauses as stored, or None (never paused, or not gated)."""
-        raw = cached.get((pool.name, node.id, WARMUP_SLOT))
-        if node.warmup is None or raw is None:
-            return None
-        clock = WarmupClock.from_json(raw[1])
-        if not node.warmup.hold_when and clock.paused_since is not None:
-            # The gates were removed from the config: the pauses so far still count, none goes on.
-            return WarmupClock(clock.paused(clock.paused_since))
-        return clock
+    signal_checks = staticmethod(signals.signal_checks)
+    node_signals = staticmethod(signals.node_signals)
+    warmup_clock = staticmethod(signals.warmup_clock)
 
     def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
         assert self.store is not None
         cached = self.store.check_results() if cached is None else cached
-        out = {}
-        for pool in self.cfg.pools:
-            for node in pool.nodes:
-                clock = self.warmup_clock(pool, node, cached)
-                if clock is not None:
-                    out[(pool.name, node.id)] = clock
-        return out
+        clocks = ((p.name, n.id, signals.warmup_clock(p, n, cached)) for p in self.cfg.pools for n in p.nodes)
+        return {(p, n): c for p, n, c in clocks if c is not None}
 
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
-        """Run the signal checks that are due (dnsbl, agent, prometheus, each at its own interval).
-
-        Each verdict is folded into the last known one (unknown keeps it), kept in the state
-        store, and every change goes into the history. Then the warm-up gates of these nodes
-        are looked at. True when something that steers a weight changed.
-        """
-        assert self.store is not None
-        cached = self.store.check_results()
-        due: list[tuple[str, Job]] = []
-        for pool, node in nodes:
-            for slot, check, interval in self.signal_checks(pool, node):
-                prev = cached.get((pool.name, node.id, slot))
-                if force or prev is None or (now - prev[0]).total_seconds() >= interval * (1 - DUE_SLACK):
-                    due.append((slot, Job(self.target(pool, node), check, pool.tuning.timeout)))
-        if not due:
-            return False
-        results = await run_all([j for _, j in due], concurrency=self.cfg.defaults.concurrency)
-        changed = False
-        with self.store.transaction():
-            for (slot, _), r in zip(due, results):
-                key = (r.pool, r.node, slot)
-                if r.check == "dnsbl":
-                    result, moved = self._fold_dnsbl(r, cached.get(key), now)
-                elif r.check == "agent":
-                    result, moved = self._fold_agent(r, cached.get(key), now)
-                else:
-                    result, moved = self._fold_metric(r, cached.get(key), now)
-                changed |= moved
-                cached[key] = (now, result)
-                self.store.put_check_result(r.pool, r.node, slot, now, result)
-            changed |= self._step_gates(nodes, cached, now)
-        for pool, node in nodes:
-            self.last_signals[(pool.name, node.id)] = self.node_signals(pool, node, cached)
-        return changed
-
-    def _fold_dnsbl(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
-                    now: datetime) -> tuple[dict[str, Any], bool]:
-        prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
-        verdict = fold(prev, r.status, r.listed_on, r.detail, now)
-        if r.status == "unknown":
-            log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
-        was = sorted(prev.listed_on) if prev else []
-        moved = sorted(verdict.listed_on) != was
-        if moved:
-            reason = verdict.detail if verdict.listed_on else f"delisted: {r.detail}"
-            self._signal_event(now, r, "reputation", ", ".join(was) or "clean",
-                               ", ".join(verdict.listed_on) or "clean", reason,
-                               {"listed_on": list(verdict.listed_on)}, notify=True)
-        return verdict.to_json(), moved
-
-    def _fold_agent(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
-                    now: datetime) -> tuple[dict[str, Any], bool]:
-        prev = AgentState.from_json(prev_raw[1].get("state")) if prev_raw else None
-        state = fold_agent(prev, r.status, r.agent)
-        if r.status == "unknown":
-            log.warning("%s/%s: agent unknown, weight untouched: %s", r.pool, r.node, r.detail)
-        was = prev or AgentState()
-        moved = state != was
-        if moved:
-            self._signal_event(now, r, "agent", was.reason.removeprefix("agent: "),
-                               state.reason.removeprefix("agent: "), f"agent said: {r.detail.removeprefix('agent: ')}",
-                               {"share": state.weight_share, "state": state.word},
-                               notify=state.status != was.status)  # out or back in; a drain is no alert
-        return {"state": state.to_json(), "last_unknown": r.detail if r.status == "unknown" else ""}, moved
-
-    def _fold_metric(self, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
-                     now: datetime) -> tuple[dict[str, Any], bool]:
-        prev = MetricVerdict.from_json(prev_raw[1] if prev_raw else None)
-        verdict = fold_metric(prev, r.status, r.value, r.share, r.detail)
-        if r.status == "unknown":
-            log.warning("%s/%s: prometheus unknown, weight untouched: %s", r.pool, r.node, r.detail)
-
-        def said(v: MetricVerdict) -> str:
-            if v.status == "unknown":
-                return "unknown"
-            if v.status == "fail":
-                return "out"
-            return "ok" if v.share is None else f"{v.share * 100:.0f}%"
-
-        # The verdict, not every new value: a scaled share moves in whole percents. A rule read
-        # for the first time and found within bounds changes no weight: no event for a new fleet.
-        moved = said(verdict) != said(prev) and (said(prev), said(verdict)) != ("unknown", "ok")
-        if moved:
-            back = " (back within bounds)" if said(prev) == "out" and verdict.status == "ok" else ""
-            self._signal_event(now, r, "metric", said(prev), said(verdict), verdict.detail + back,
-                               {"value": verdict.value, "share": verdict.share},
-                               notify="out" in (said(prev), said(verdict)))
-        return verdict.to_json(), moved
-
-    def _signal_event(self, now: datetime, r: ProbeResult, kind: str, frm: str, to: str, reason: str,
-                      details: dict[str, Any], notify: bool) -> None:
-        """History and a log line for every change; a notification only when the node goes out or comes back."""
-        assert self.store is not None
-        self.store.add_event(now, r.pool, r.node, kind, frm, to, reason)
-        log.info("%s/%s: %s %s -> %s: %s", r.pool, r.node, kind, frm, to, reason)
-        if notify:
-            self.notify(kind, f"{r.pool}/{r.node}: {reason}",
-                        {"pool": r.pool, "node": r.node, "from": frm, "to": to, "reason": reason, **details})
-
-    def _step_gates(self, nodes: list[tuple[Pool, Node]], cached: Cached, now: datetime) -> bool:
-        """A gated warm-up's clock stops while a gate is closed and runs again once all are open."""
-        assert self.store is not None
-        moved = False
-        for pool, node in nodes:
-            w = node.warmup
-            if w is None or not w.hold_when:
-                continue
-            key = (pool.name, node.id, WARMUP_SLOT)
-            raw = cached.get(key)
-            clock = WarmupClock.from_json(raw[1]) if raw else WarmupClock()
-            listed = combine(Verdict.from_json(cached[(pool.name, node.id, slot)][1])
-                             for slot, check, _ in self.signal_checks(pool, node)
-                             if check.kind == "dnsbl" and (pool.name, node.id, slot) in cached).listed_on
-            closed = self.node_signals(pool, node, cached).closed_gates(w.hold_when, listed)
-            after = step_warmup_clock(clock, closed, w, now)
-            if after == clock:
-                continue
-            if (after.paused_since is None) != (clock.paused_since is None):
-                moved = True
-                if after.paused_since is not None:
-                    frm, to, reason = "running", "paused", after.reason
-                else:
-                    frm, to = "paused", "running"
-                    reason = f"gates open again; paused {after.paused_seconds - clock.paused_seconds:.0f}s"
-                self.store.add_event(now, pool.name, node.id, "warm-up", frm, to, reason)
-                log.info("%s/%s: warm-up %s: %s", pool.name, node.id, to, reason)
-            cached[key] = (now, after.to_json())
-            self.store.put_check_result(pool.name, node.id, WARMUP_SLOT, now, after.to_json())
-        return moved
+        """Run the signal checks that are due; True when something that steers a weight changed."""
+        return await signals.refresh(self, nodes, now, force)
 
     # Kept for callers that ask about one node (status, tests).
     def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
