@@ -112,3 +112,15 @@ def test_property_a_paused_schedule_never_goes_back(steps: list[tuple[bool, int]
         if closed:
             assert share == last  # while closed it does not advance
         last = share
+
+
+def test_readme_signals_example_is_a_valid_config() -> None:
+    from pathlib import Path
+
+    from r53lb.config import loads
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme[readme.index("## Steering by what the mail says"):].split("```yaml")[1].split("```")[0]
+    cfg = loads("pools:\n  - name: outbound\n    zone: example.com\n    record: relay.example.com\n" + block)
+    warmup = cfg.pools[0].nodes[0].warmup
+    assert warmup is not None and warmup.hold_when == ("reputation", "deferral")
