@@ -124,3 +124,35 @@ def test_readme_signals_example_is_a_valid_config() -> None:
     cfg = loads("pools:\n  - name: outbound\n    zone: example.com\n    record: relay.example.com\n" + block)
     warmup = cfg.pools[0].nodes[0].warmup
     assert warmup is not None and warmup.hold_when == ("reputation", "deferral")
+
+
+def test_hold_when_names_must_exist() -> None:
+    import pytest
+
+    from r53lb.config import ConfigError, loads
+
+    def config(gates: str, checks: str = "") -> str:
+        return f"""
+pools:
+  - name: mx
+    zone: example.com
+    record: mx.example.com
+    checks:
+      - smtp: {{port: 25}}
+      - prometheus: {{url: "http://127.0.0.1:9090", query: "x", name: deferral, quarantine_above: 0.05}}
+      - prometheus: {{url: "http://127.0.0.1:9090", query: "y"}}
+      - agent: {{port: 5555, name: queue-agent}}{checks}
+    nodes:
+      - {{id: a, address: 192.0.2.1}}
+      - {{id: b, address: 192.0.2.2, warmup: {{start: 2026-11-20, preset: 14d, hold_when: {gates}}}}}
+"""
+
+    assert loads(config("[deferral, queue-agent]")).pools[0].nodes[1].warmup.hold_when == ("deferral", "queue-agent")
+    assert loads(config("[reputation]", "\n      - dnsbl: {zones: [bl.example]}")).pools[0].nodes[1].warmup
+    with pytest.raises(ConfigError) as e:
+        loads(config("[deferal]"))
+    assert str(e.value) == ("pools[0].nodes[1].warmup.hold_when[0]: 'deferal' names no agent or prometheus check "
+                            "of the node (give the check a `name`) (known: deferral, queue-agent)")
+    with pytest.raises(ConfigError) as e:
+        loads(config("[reputation]"))
+    assert str(e.value).startswith("pools[0].nodes[1].warmup.hold_when[0]: 'reputation' needs a dnsbl check")
