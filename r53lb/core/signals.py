@@ -147,6 +147,7 @@ def fold_agent(previous: AgentState | None, status: str, reply: AgentReply | Non
 
 # --- metric rules ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class MetricVerdict:
     """The last known verdict of one prometheus check of one node (unknown: never read yet)."""
@@ -245,8 +246,7 @@ class NodeSignals:
 
     def lowest(self) -> Signal | None:
         """The signal with the lowest share below 100%, or None."""
-        low = min((s for s in self.signals if s.out is None and s.share < 1.0), key=lambda s: s.share, default=None)
-        return low
+        return min((s for s in self.signals if s.out is None and s.share < 1.0), key=lambda s: s.share, default=None)
 
     @property
     def share(self) -> float:
