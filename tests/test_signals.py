@@ -156,3 +156,28 @@ pools:
     with pytest.raises(ConfigError) as e:
         loads(config("[reputation]"))
     assert str(e.value).startswith("pools[0].nodes[1].warmup.hold_when[0]: 'reputation' needs a dnsbl check")
+
+
+def test_status_table_says_why_a_warmup_is_paused_and_what_the_signals_say() -> None:
+    from r53lb import render
+
+    row = {"pool": "mx", "node": "b", "type": "A", "health": "up", "weight": 0, "desired_weight": 0,
+           "reason": "quarantined by metric: deferral 0.09 > 0.05", "drained": None, "quarantined": False,
+           "listed_on": [], "listed_detail": None, "warmup_share": 0.28, "warmup_next": None,
+           "warmup_paused": "deferral: deferral 0.09 > 0.05", "warmup_paused_seconds": 12,
+           "signals": [{"check": "deferral", "kind": "prometheus", "share": 1.0, "drain": False,
+                        "out": "quarantined by metric: deferral 0.09 > 0.05", "reason": "deferral 0.09 > 0.05",
+                        "value": 0.09},
+                       {"check": "agent:2", "kind": "agent", "share": 0.5, "drain": False, "out": None,
+                        "reason": "agent: 50%", "value": None}],
+           "panic": False, "active": None, "last_result": "smtp ok", "since": "2026-11-25T00:00:00+00:00"}
+    old = render.console
+    render.console = type(old)(width=400, highlight=False, soft_wrap=True, color_system=None)
+    try:
+        with render.console.capture() as captured:
+            render.status_table([row])
+    finally:
+        render.console = old
+    text = captured.get()
+    assert "warm-up 28%, paused: deferral: deferral 0.09 > 0.05" in text
+    assert "quarantined by metric: deferral 0.09 > 0.05" in text and "agent: 50%" in text
