@@ -571,6 +571,9 @@ class Warmup(_Model):
     start: datetime
     schedule: tuple[tuple[float, float], ...] = ()
     preset: str | None = None
+    # Gates: while one is closed the schedule stands still. `reputation` (listed on a
+    # blocklist) or the `name` of one of the node's agent/prometheus checks (failing).
+    hold_when: tuple[str, ...] = ()
 
     @field_validator("start", mode="before")
     @classmethod
@@ -784,6 +787,16 @@ class Pool(_Model):
                 )
             if not node.checks and not self.checks:
                 raise ValueError(f"nodes[{i}].checks: node {show(node.id)} has no checks (none on the pool either)")
+            if node.warmup is not None and node.warmup.hold_when:
+                checks = self.checks_for(node)
+                known = (["reputation"] if any(c.kind == "dnsbl" for c in checks) else []) + [
+                    c.spec.name for c in checks if c.kind in ("agent", "prometheus") and c.spec.name]
+                for j, gate in enumerate(node.warmup.hold_when):
+                    if gate not in known:
+                        why = ("needs a dnsbl check on the node" if gate == "reputation"
+                               else "names no agent or prometheus check of the node (give the check a `name`)")
+                        raise ValueError(f"nodes[{i}].warmup.hold_when[{j}]: {show(gate)} {why}"
+                                         f" (known: {', '.join(known) or 'none'})")
         return self
 
     def max_drain(self) -> int:

@@ -64,7 +64,12 @@ def status_table(rows: list[dict[str, Any]]) -> None:
         if r["warmup_share"] is not None and r["warmup_share"] < 1:
             nxt = r["warmup_next"]
             step = f", next {nxt['share']:.0%} at {nxt['at'][:16]}" if nxt else ""
+            if r.get("warmup_paused"):
+                step = f", paused: {r['warmup_paused']}"
             notes.append(f"warm-up {r['warmup_share']:.0%}{step}")
+        for sig in r.get("signals", []):
+            if sig["out"] or sig["drain"] or sig["share"] < 1:
+                notes.append(sig["out"] or sig["reason"])
         if r["panic"]:
             notes.append("pool in panic")
         if r["active"] == r["node"]:

@@ -46,6 +46,11 @@ def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
     assert "mta-ha/standby weight 0 -> 1: active (first healthy node)" in out
     assert "mta-ha/primary weight 0 -> 1: active (preempt: first node healthy again)" in out
     assert "mta-ha/standby weight 1 -> 0: standing by; primary is active" in out
+    # A node's own agent drains it, a metric rule quarantines another; both stay healthy and come back.
+    assert "smtp-inbound/hlb-3 weight 50 -> 0: agent: drain (postfix queue above 20000)" in out
+    assert "injection-api/api-2 weight 50 -> 0: quarantined by metric: deferral 0.08 > 0.05" in out
+    assert "smtp-inbound/hlb-3 weight 0 -> 50: healthy" in out and "injection-api/api-2 weight 0 -> 50: healthy" in out
+    assert "stand-in for Prometheus's query API" in out
     # The summary, and no write once nothing changes.
     assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
     assert re.search(r"steady\s+-> 0 writes", out)

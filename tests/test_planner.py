@@ -9,6 +9,9 @@ from r53lb.core.health import NodeHealth
 from r53lb.core.planner import NodeFacts, plan_pool, vantage_hold
 from r53lb.core.records import RecordSet
 from r53lb.core.reputation import CLEAN, Reputation
+from r53lb.core.signals import NO_SIGNALS, MetricVerdict, NodeSignals, agent_signal, fold_agent, fold_metric, metric_signal
+from r53lb.core.weights import WarmupClock
+from r53lb.probes.agent import parse_line
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -149,26 +152,45 @@ def test_vantage_hold():
 
 # --- properties -----------------------------------------------------------------------------
 
+# What a node's agent last said (None: no agent) and its metric rule's verdict (None: no rule).
+AGENT_LINES = [None, None, "50%", "1%", "drain", "0%", "down#disk full", "maint", "ready 75%"]
+METRICS = [None, None, MetricVerdict("ok", 0.01, None, "deferral 0.01"),
+           MetricVerdict("ok", 10500, 0.55, "queue 10500 -> 55%"), MetricVerdict("ok", 30000, 0.0, "queue 30000 -> 0%"),
+           MetricVerdict("fail", 0.083, None, "deferral 0.083 > 0.05")]
+
 node_states = st.lists(
     st.tuples(st.booleans(), st.integers(0, 255), st.sampled_from([None, None, None, "maint"]),
-              st.booleans(), st.integers(0, 255)),
+              st.booleans(), st.integers(0, 255), st.sampled_from(AGENT_LINES), st.sampled_from(METRICS)),
     min_size=1, max_size=8,
 )
 
 
+def signals_of(line, metric):
+    out = []
+    if line is not None:
+        state = fold_agent(None, "fail" if line.startswith(("down", "maint")) else "ok", parse_line(line))
+        out.append(agent_signal("agent", state))
+    if metric is not None:
+        out.append(metric_signal("rule", metric))
+    return NodeSignals(tuple(out)) if out else NO_SIGNALS
+
+
 def build(states, **kw):
-    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": base}
-             for i, (_, _, _, _, base) in enumerate(states)]
+    nodes = [{"id": f"n{i}", "address": f"192.0.2.{10 + i}", "weight": st_[4]} for i, st_ in enumerate(states)]
     if "min_in_service" in kw:  # the config refuses a floor above the pool's node count
         kw["min_in_service"] = min(kw["min_in_service"], len(nodes))
     pool = Pool.model_validate({"name": "p", "zone": "example.com", "record": "mx.example.com",
                                 "checks": [{"tcp": {"port": 25}}], "nodes": nodes, **kw})
     fs = []
-    for node, (up, cur, drained, listed, _) in zip(pool.nodes, states):
+    for node, (up, cur, drained, listed, _, line, metric) in zip(pool.nodes, states):
         fs.append(NodeFacts(node=node, health=NodeHealth(up, T0 - timedelta(hours=1)),
                             records={"A": rec(node, cur)}, drained=drained,
-                            reputation=Reputation(("bl.example",)) if listed else CLEAN))
+                            reputation=Reputation(("bl.example",)) if listed else CLEAN,
+                            signals=signals_of(line, metric)))
     return pool, fs
+
+
+OUT_FOR_HEALTH = ("down", "quarantined", "agent: down", "agent: maint")
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,14 +211,25 @@ def test_property_safety_rules(states, min_in_service, max_drain, mode):
         assert 0 <= after[f.node.id] <= 255
     for c in plan.changes:
         assert c.from_weight != c.to_weight
+        # Never above the base weight (failover's active node carries at least 1).
+        base = pool.node(c.node).weight
+        assert c.to_weight <= (max(base, 1) if mode == "failover" else base)
     if mode == "weighted" and not plan.fail_open:
-        # Blast radius: at most max_drain_per_cycle nodes newly drained for health.
+        # Blast radius: at most max_drain_per_cycle nodes newly drained for health (an agent's
+        # drain is the node's own wish, not a failure: it spends no budget).
         newly = [f for f in undrained if f.current_weight > 0 and after[f.node.id] == 0
-                 and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
+                 and plan.decisions[f.node.id].reason.startswith(OUT_FOR_HEALTH)]
         assert len(newly) <= max_drain
+        for f in undrained:
+            d = plan.decisions[f.node.id]
+            if f.signals.drain and f.health.up and not f.quarantined and not f.signals.out:
+                assert (d.weight, d.reason) == (0, f.signals.drain)  # drained by the node itself, at once
+            elif f.node.weight > 0 and d.reason in ("healthy", f"agent: {f.signals.share * 100:g}%",
+                                                    getattr(f.signals.lowest(), "reason", None)):
+                assert d.weight >= 1  # a share above 0 never rounds to weight 0
     # Idempotence: applying the plan and planning again changes nothing more (same health).
     again = [NodeFacts(node=f.node, health=f.health, records={"A": rec(f.node, after[f.node.id])},
-                       drained=f.drained, reputation=f.reputation) for f in fs]
+                       drained=f.drained, reputation=f.reputation, signals=f.signals) for f in fs]
     second = plan_pool(pool, "Z1", again, T0)
     if mode == "failover" or not any(
         "deferred" in d.reason or "panic" in d.reason for d in plan.decisions.values()
@@ -211,7 +244,7 @@ def test_property_floor(states, min_in_service):
     plan = plan_pool(pool, "Z1", fs, T0)
     after = weights_after(plan, pool, [f.current_weight for f in fs])
     drained_for_health = [f for f in fs if f.current_weight > 0 and after[f.node.id] == 0
-                          and plan.decisions[f.node.id].reason.startswith(("down", "quarantined"))]
+                          and plan.decisions[f.node.id].reason.startswith(OUT_FOR_HEALTH)]
     if drained_for_health and not plan.fail_open:
         assert sum(1 for w in after.values() if w > 0) >= pool.min_in_service
 
@@ -317,3 +350,102 @@ def test_ipv6_compared_by_value():
           NodeFacts(node=n1, health=NodeHealth(True, T0), records={"AAAA": RecordSet("mx.example.com", "AAAA", "n1", 10, 60, ("2001:db8::2",))})]
     plan = plan_pool(pool, "Z1", fs, T0)
     assert plan.errors == [] and [(c.node, c.to_weight) for c in plan.changes] == [("n0", 0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(node_states, st.integers(0, 8), st.sampled_from(["weighted", "failover"]), st.data())
+def test_property_unknown_signal_changes_nothing(states, min_in_service, mode, data):
+    """A node's signal that could not be read this time plans exactly as its last known state."""
+    pool, fs = build(states, min_in_service=min_in_service, mode=mode)
+    first = plan_pool(pool, "Z1", fs, T0)
+    again = []
+    for f, state in zip(fs, states):
+        line, metric = state[5], state[6]
+        out = []
+        if line is not None:
+            before = fold_agent(None, "fail" if line.startswith(("down", "maint")) else "ok", parse_line(line))
+            out.append(agent_signal("agent", fold_agent(before, "unknown", None)))
+        if metric is not None:
+            why = data.draw(st.sampled_from(["no data", "connection refused", "NaN"]))
+            out.append(metric_signal("rule", fold_metric(metric, "unknown", None, None, why)))
+        again.append(NodeFacts(node=f.node, health=f.health, records=f.records, drained=f.drained,
+                               reputation=f.reputation, signals=NodeSignals(tuple(out)) if out else NO_SIGNALS))
+    assert plan_pool(pool, "Z1", again, T0).decisions == first.decisions
+
+
+def signal_facts(pool, lines=(), metrics=(), up=None):
+    fs = facts(pool, up or [True] * len(pool.nodes))
+    lines = list(lines) + [None] * len(fs)
+    metrics = list(metrics) + [None] * len(fs)
+    return [NodeFacts(node=f.node, health=f.health, records=f.records, signals=signals_of(lines[i], metrics[i]))
+            for i, f in enumerate(fs)]
+
+
+def test_agent_share_scales_the_weight():
+    pool = make_pool()
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["50%", "1%"]), T0)
+    assert (plan.decisions["n0"].weight, plan.decisions["n0"].reason) == (25, "agent: 50%")
+    assert plan.decisions["n1"].weight == 1  # 0.5 rounds to 1: a share above 0 never gives weight 0
+
+
+def test_agent_drain_is_not_a_failure():
+    pool = make_pool(max_drain_per_cycle=1)
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["drain", "0%", "drain # deploy"]), T0)
+    assert [plan.decisions[n].weight for n in ("n0", "n1", "n2", "n3")] == [0, 0, 0, 50]
+    assert plan.decisions["n2"].reason == "agent: drain (deploy)"
+    assert plan.alerts == [] and not plan.panic and plan.deferred == 0 and plan.newly_drained == []
+
+
+def test_agent_drained_nodes_do_not_count_in_service():
+    pool = make_pool(n=3, min_in_service=1)
+    # n0 drains itself, n1 dies: n2 alone serves. Then n2 dies too: nobody is left to serve
+    # (the drained node does not count), so the pool fails open to every base weight.
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["drain"], up=[True, False, True]), T0)
+    assert [plan.decisions[n].weight for n in ("n0", "n1", "n2")] == [0, 0, 50]
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["drain"], up=[True, False, False]), T0)
+    assert plan.fail_open and [plan.decisions[n].weight for n in ("n0", "n1", "n2")] == [50, 50, 50]
+    assert plan.decisions["n0"].reason == "fail open (agent: drain)"
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["drain", "drain", "0%"]), T0)
+    assert plan.fail_open and "drained by their agents" in plan.alerts[0]
+
+
+def test_agent_down_and_maint_take_the_node_out_with_its_text():
+    pool = make_pool()
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["down#disk full", "maint"]), T0)
+    assert (plan.decisions["n0"].weight, plan.decisions["n0"].reason) == (0, "agent: down (disk full)")
+    assert plan.decisions["n1"].reason == "agent: maint"
+    assert plan.newly_drained == ["n0", "n1"]  # a failure: it spends the drain budget
+
+
+def test_metric_out_of_bounds_quarantines_and_scale_scales():
+    pool = make_pool()
+    out = MetricVerdict("fail", 0.083, None, "deferral 0.083 > 0.05")
+    scaled = MetricVerdict("ok", 10500, 0.55, "queue 10500 -> 55%")
+    plan = plan_pool(pool, "Z1", signal_facts(pool, ["50%"], [scaled, out]), T0)
+    assert (plan.decisions["n0"].weight, plan.decisions["n0"].reason) == (25, "agent: 50%")  # the lowest wins
+    assert plan.decisions["n1"] == type(plan.decisions["n1"])(0, "quarantined by metric: deferral 0.083 > 0.05")
+
+
+def test_share_applies_after_warmup_and_slow_start_lowest_wins():
+    pool = Pool.model_validate({
+        "name": "p", "zone": "example.com", "record": "mx.example.com", "checks": [{"tcp": {"port": 25}}],
+        "nodes": [{"id": "n0", "address": "192.0.2.10", "weight": 100},
+                  {"id": "n1", "address": "192.0.2.11", "weight": 100,
+                   "warmup": {"start": (T0 - timedelta(days=7)).isoformat(),
+                              "schedule": {"0d": "5%", "7d": "20%", "14d": "100%"}}}],
+    })
+    n0, n1 = pool.nodes
+    h = NodeHealth(True, T0 - timedelta(days=1))
+
+    def decide(line, clock=None):
+        fs = [NodeFacts(node=n0, health=h, records={"A": rec(n0, 100)}),
+              NodeFacts(node=n1, health=h, records={"A": rec(n1, 20)}, signals=signals_of(line, None),
+                        warmup_clock=clock)]
+        return plan_pool(pool, "Z1", fs, T0).decisions["n1"]
+
+    assert (decide("50%").weight, decide("50%").reason) == (20, "warm-up 20%")
+    assert (decide("10%").weight, decide("10%").reason) == (10, "agent: 10%")
+    # A closed gate: the warm-up stood still for 2 of its 7 days.
+    paused = WarmupClock(0.0, T0 - timedelta(days=2), "listed on bl.example")
+    d = decide(None, paused)
+    assert d.reason == "warm-up 16% (paused: listed on bl.example)" and d.weight == 16

@@ -10,7 +10,8 @@ from ..config import Node, Pool
 from .health import NodeHealth
 from .records import RecordChange, RecordSet, normalize_value
 from .reputation import CLEAN, Reputation
-from .weights import effective_weight, slow_start_share, warmup_share
+from .signals import NO_SIGNALS, NodeSignals
+from .weights import WarmupClock, effective_weight, slow_start_share, warmup_share
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class NodeFacts:
     drained: str | None = None  # the manual drain's reason
     reputation: Reputation = CLEAN  # blocklists that list the node's sending IP
     quarantine_n: int = 1  # how many lists must agree before the node is quarantined
+    signals: NodeSignals = NO_SIGNALS  # what its agent and metric rules say (last known)
+    warmup_clock: WarmupClock | None = None  # a gated warm-up's pauses
 
     @property
     def quarantined(self) -> bool:
@@ -118,30 +121,45 @@ class Plan:
 # --- per-node intent ----------------------------------------------------------------------
 
 
-def _share_reason(share_ss: float, share_wu: float) -> str:
+def _share_reason(share_ss: float, share_wu: float, f: NodeFacts, now: datetime) -> str:
+    """The share in force, named by where it comes from: the lowest wins."""
+    low = f.signals.lowest()
+    if low is not None and low.share < min(share_ss, share_wu):
+        return low.reason
     if share_wu < 1.0 and share_wu <= share_ss:
-        return f"warm-up {share_wu:.0%}"
+        clock = f.warmup_clock
+        paused = f" (paused: {clock.reason})" if clock is not None and clock.paused_since is not None else ""
+        return f"warm-up {share_wu:.0%}{paused}"
     if share_ss < 1.0:
         return f"slow start {share_ss:.0%}"
     return "healthy"
 
 
 def _serving_weight(pool: Pool, f: NodeFacts, now: datetime) -> Decision:
+    """A healthy node's weight: base x the lowest of slow start, warm-up and its signals' shares."""
+    drain = f.signals.drain
+    if drain is not None:
+        return Decision(0, drain)  # the node asks for it: not a failure, no drain budget spent
     ss = slow_start_share(f.health.recovered_at, pool.slow_start, now)
-    wu = warmup_share(f.node.warmup, now)
-    share = min(ss, wu)
+    paused = f.warmup_clock.paused(now) if f.warmup_clock is not None else 0.0
+    wu = warmup_share(f.node.warmup, now, paused)
+    share = min(ss, wu, f.signals.share)
     if f.node.warmup is not None and wu <= 0:
         return Decision(0, "warm-up not started")
-    return Decision(effective_weight(f.node.weight, share), _share_reason(ss, wu))
+    return Decision(effective_weight(f.node.weight, share), _share_reason(ss, wu, f, now))
 
 
 def _out_reason(f: NodeFacts) -> str | None:
-    """Why a node should carry no traffic for its health, or None when it may serve."""
+    """Why a node should carry no traffic for its health, or None when it may serve.
+
+    Blocklists first, then liveness, then the node's own agent and the metric rules: the
+    first that applies is the reason shown.
+    """
     if f.quarantined:
         return f"quarantined: {f.reputation.detail or 'listed on ' + ', '.join(f.listed_on)}"
     if not f.health.up:
         return f"down: {f.health.reason}" if f.health.reason else "down"
-    return None
+    return f.signals.out
 
 
 def _check_records(pool: Pool, f: NodeFacts, create_missing: bool) -> list[str]:
@@ -213,10 +231,14 @@ def plan_pool(
         down = [f for f in facts if f.drained is None and _out_reason(f) is not None]
         if down and all(f.quarantined and f.health.up for f in down):
             out.alerts.append(f"pool {pool.name}: every node is quarantined; failing open to base weights")
+        elif len(down) < len(candidates) and any(f.signals.drain for f in candidates):
+            out.alerts.append(f"pool {pool.name}: no node left to carry weight (drained by their agents or out); "
+                              "failing open to base weights")
         else:
             out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")
         for f in candidates:
-            decisions[f.node.id] = Decision(f.node.weight, f"fail open ({_out_reason(f) or 'carries no weight'})")
+            why = _out_reason(f) or f.signals.drain or "carries no weight"
+            decisions[f.node.id] = Decision(f.node.weight, f"fail open ({why})")
     elif not serving:
         pass  # every node is drained by hand or cannot be written: nothing for r53lb to decide
     elif pool.mode == "failover":
@@ -334,7 +356,7 @@ def _plan_failover(
             wait = "preempt off" if not pool.preempt else f"fail-back after preempt_delay {pool.preempt_delay:g}s"
             decisions[f.node.id] = Decision(0, f"healthy, waiting ({wait}); {active.node.id} is active")
         else:
-            reason = _out_reason(f) or f"standing by; {active.node.id} is active"
+            reason = _out_reason(f) or f.signals.drain or f"standing by; {active.node.id} is active"
             decisions[f.node.id] = Decision(0, reason)
 
 

@@ -4,7 +4,10 @@ It starts a moto server in this process (made strict, as Route 53 is), builds th
 fleet's zone and weighted records, starts a real SMTP (STARTTLS) or HTTPS server for every
 node on its own 127.0.0.x address, and drives the real controller (`Controller.cycle()`,
 the code path of `r53lb sync`) while it kills a balancer, brings it back, fails the HA
-pair over and back. Every step asserts its outcome in Route 53 within a deadline, so
+pair over and back, and lets a node's own agent (HAProxy's agent-check protocol) drain it
+and a metric rule quarantine another. The metric comes from a loopback stand-in for
+Prometheus's query API (a real Prometheus and its exporter would make the demo heavy; the
+tests use the real server). Every step asserts its outcome in Route 53 within a deadline, so
 `make demo` is an end-to-end check: a step that does not happen is a non-zero exit.
 
 No AWS account, no network beyond loopback: fake credentials live in this process's
@@ -32,12 +35,15 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..engine.cycle import Controller, CycleResult
-    from .loopback import HttpServer, SmtpServer
+    from .loopback import AgentServer, HttpServer, PromApiServer, SmtpServer
     from ..aws.route53 import Route53
 
 __all__ = ["DemoFailed", "run", "FLEET", "Timeline"]
 
 ZONE = "example.com"
+AGENT_POOL = "smtp-inbound"  # each balancer runs an HAProxy agent (deploy/agent/ has one for Postfix)
+METRIC_POOL = "injection-api"  # each API node's MTA deferral rate is judged by a prometheus rule
+DEFERRAL_LIMIT = 0.05
 
 
 class DemoFailed(Exception):
@@ -157,7 +163,8 @@ def _free_port(hosts: list[str]) -> int:
     raise DemoFailed("no TCP port is free on every demo loopback address")
 
 
-def _config_yaml(t: Timeline, smtp_port: int, http_port: int, ca_file: Path, endpoint: str, state: Path) -> str:
+def _config_yaml(t: Timeline, smtp_port: int, http_port: int, ca_file: Path, endpoint: str, state: Path,
+                 agent_port: int, prom_url: str) -> str:
     import yaml
 
     pools = []
@@ -169,7 +176,7 @@ def _config_yaml(t: Timeline, smtp_port: int, http_port: int, ca_file: Path, end
                               "ca_file": str(ca_file), "expect_status": [200]}}
         pool: dict[str, Any] = {
             "name": p.name, "zone": ZONE, "record": p.record, "mode": p.mode, "ttl": 60,
-            "checks": [check],
+            "checks": [check] + _signal_checks(p, t, agent_port, prom_url),
             "nodes": [{"id": n.node, "address": n.address, "weight": n.weight} for n in p.nodes],
             **p.extra,
         }
@@ -191,6 +198,15 @@ def _config_yaml(t: Timeline, smtp_port: int, http_port: int, ca_file: Path, end
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def _signal_checks(p: DemoPool, t: Timeline, agent_port: int, prom_url: str) -> list[dict[str, Any]]:
+    if p.name == AGENT_POOL:
+        return [{"agent": {"port": agent_port}}]  # asked at the pool's interval
+    if p.name == METRIC_POOL:
+        return [{"prometheus": {"url": prom_url, "name": "deferral", "query": 'mail_deferral_rate{node="{id}"}',
+                                "quarantine_above": DEFERRAL_LIMIT, "interval": f"{t.interval}s"}}]
+    return []
+
+
 class World:
     """Route 53 (moto server), the zone and records, and a server per node; `close()` undoes it all."""
 
@@ -200,6 +216,8 @@ class World:
         self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="r53lb-demo-")))
         self.servers: dict[tuple[str, str], "SmtpServer | HttpServer"] = {}
         self.server_up: dict[tuple[str, str], bool] = {}
+        self.agents: dict[str, "AgentServer"] = {}  # AGENT_POOL's node -> its agent
+        self.prom: "PromApiServer | None" = None
 
     def close(self) -> None:
         self.stack.close()
@@ -212,7 +230,7 @@ class World:
             raise DemoFailed(f"the demo needs moto[server], aiosmtpd and trustme: pip install 'r53lb[demo]' ({e})") from None
 
         from ..config import load
-        from .loopback import Certs, HttpServer, SmtpServer
+        from .loopback import AgentServer, Certs, HttpServer, PromApiServer, SmtpServer
 
         _fake_aws_env(self.tmp)
         # Strict: Route 53's own rules (exact DELETE, no duplicate CREATE, weight 0-255).
@@ -237,10 +255,22 @@ class World:
                 srv.start()
                 self.servers[(p.name, n.node)] = srv
                 self.server_up[(p.name, n.node)] = True
+        agent_nodes = [n for p in FLEET if p.name == AGENT_POOL for n in p.nodes]
+        agent_port = _free_port([n.address for n in agent_nodes])
+        for n in agent_nodes:
+            agent = AgentServer(n.address, agent_port, "ready up 100%")
+            self.stack.callback(agent.stop)
+            self.agents[n.node] = agent.start()
+        self.prom = PromApiServer("127.0.0.1", 0)
+        self.stack.callback(self.prom.stop)
+        self.prom.start()
+        for p in FLEET:
+            if p.name == METRIC_POOL:
+                self.prom.values.update({n.node: 0.01 for n in p.nodes})
 
         cfg_path = self.tmp / "r53lb.yaml"
         cfg_path.write_text(_config_yaml(self.t, smtp_port, http_port, certs.ca_file, endpoint,
-                                         self.tmp / "state.db"))
+                                         self.tmp / "state.db", agent_port, self.prom.url))
         cfg = load(cfg_path)
 
         import boto3
@@ -364,6 +394,7 @@ class Stats:
     ramp_seconds: float | None = None
     failover_seconds: float | None = None
     failback_seconds: float | None = None
+    signals_seconds: float | None = None
     steady_cycles: int = 0
     steady_writes: int = 0
 
@@ -531,7 +562,29 @@ class Demo:
             raise DemoFailed(f"mta-ha/standby reason after fail-back: {standby_why!r}")
         out.line(f"fail-back after {s.failback_seconds:.1f}s: standby {standby_why!r}", "bold")
 
-        # 5. Steady again until the time is up: no change of health, no write.
+        # 5. Signals that are not liveness: the node's own agent, a metric rule.
+        api = METRIC_POOL
+        out.step("hlb-3's agent answers `drain`; api-2's MTA defers 8% of its mail "
+                 f"(rule: deferral above {DEFERRAL_LIMIT:g}; read from a loopback stand-in for Prometheus's query API)")
+        self.world.agents["hlb-3"].set_line("drain # postfix queue above 20000")
+        assert self.world.prom is not None
+        self.world.prom.values["api-2"] = 0.08
+        s.signals_seconds = await self.until(
+            "smtp-inbound/hlb-3 and injection-api/api-2 weight 0",
+            lambda: self.weight(mx, "hlb-3") == 0 and self.weight(api, "api-2") == 0, t.detect)
+        for (pool, node), want in (((mx, "hlb-3"), "agent: drain"), ((api, "api-2"), "quarantined by metric")):
+            why = self.reason(pool, node)
+            if not why.startswith(want):
+                raise DemoFailed(f"{pool}/{node} went to 0 for an unexpected reason: {why!r}")
+            out.line(f"{node} out after {s.signals_seconds:.1f}s, still healthy; reason: {why}", "bold")
+        out.step("the agent answers `ready` and the deferral rate falls to 1%: both carry weight again")
+        self.world.agents["hlb-3"].set_line("ready")
+        self.world.prom.values["api-2"] = 0.01
+        await self.until("smtp-inbound/hlb-3 and injection-api/api-2 back",
+                         lambda: self.weight(mx, "hlb-3") == base[(mx, "hlb-3")]
+                         and self.weight(api, "api-2") == base[(api, "api-2")], t.detect)
+
+        # 6. Steady again until the time is up: no change of health, no write.
         out.step("steady: every node healthy again; no write while nothing changes")
         cycles = s.cycles
         s.steady_writes = await self.watch(max(t.interval, deadline_total - out.elapsed()))
@@ -577,8 +630,11 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
         nodes = sum(len(p.nodes) for p in FLEET)
         out.line(f"embedded Route 53 at {cfg.aws.endpoint_url}, zone {ZONE}: "
                  f"{len(FLEET)} pools, {nodes} weighted records")
-        out.line(f"{nodes} loopback servers (SMTP with STARTTLS, HTTPS) on 127.0.0.11-127.0.0.42; "
-                 f"profile: interval {t.interval:g}s, fastinter {t.fastinter:g}s, rise {t.rise}, fall {t.fall}, "
+        out.line(f"{nodes} loopback servers (SMTP with STARTTLS, HTTPS) on 127.0.0.11-127.0.0.42, an HAProxy agent "
+                 f"on each {AGENT_POOL} node, and a loopback stand-in for Prometheus's query API "
+                 f"({cfg.pool(METRIC_POOL).checks[-1].prometheus.url}) for {METRIC_POOL}'s deferral rule; "  # type: ignore[union-attr]
+                 "the tests run these rules against a real Prometheus")
+        out.line(f"profile: interval {t.interval:g}s, fastinter {t.fastinter:g}s, rise {t.rise}, fall {t.fall}, "
                  f"timeout {t.timeout:g}s, slow_start {t.slow_start:g}s, preempt_delay {t.preempt_delay:g}s")
         with out:
             stats = asyncio.run(Demo(world, cfg, ctl, r53, out, t).run(duration))
@@ -591,6 +647,7 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
             f"  both back               -> hlb-2 slow start {' -> '.join(map(str, stats.ramp))} over {stats.ramp_seconds:.1f}s",
             f"  kill primary            -> standby active after {stats.failover_seconds:.1f}s",
             f"  primary back            -> fail-back after {stats.failback_seconds:.1f}s (preempt_delay {t.preempt_delay:g}s)",
+            f"  agent drain, metric rule -> hlb-3 and api-2 weight 0 after {stats.signals_seconds:.1f}s",
             f"  steady                  -> {stats.steady_writes} writes in {stats.steady_cycles} cycles while nothing changed",
             f"  alerts raised           -> {len(alerts)}",
         ]

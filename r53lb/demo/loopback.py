@@ -31,6 +31,15 @@ Public API:
   Modes: ``"ok"`` healthy; ``"refuse"`` nothing listening; ``"hang"`` accept and never
   answer; ``"NNN"`` (three digits) the SMTP greeting code, or the HTTP status.
 
+- ``AgentServer(host="127.0.0.1", port=5555, line="ready up 100%")``: an HAProxy agent
+  (agent-check protocol): every connection gets ``line`` and a newline, then a close.
+  ``set_line(text)`` changes the answer; ``set_line(None)`` accepts and never answers
+  (the check's timeout makes it unknown); ``stop()`` stops listening (refused).
+- ``PromApiServer(host="127.0.0.1", port=0)``: answers Prometheus's ``/api/v1/query``
+  with a one-sample vector per node, from ``values`` (node id -> value) matched against
+  the query's ``node="..."`` label. The demo uses it in place of a real Prometheus and its
+  exporter; the tests use the real server (tests/prom.py).
+
 Everything is loopback only: a non-loopback host is refused.
 """
 
@@ -45,10 +54,11 @@ import tempfile
 import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import BaseRequestHandler, ThreadingTCPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Certs", "SmtpServer", "HttpServer"]
+__all__ = ["Certs", "SmtpServer", "HttpServer", "AgentServer", "PromApiServer"]
 
 # aiosmtpd logs a traceback whenever a client drops a TLS handshake, which probes of
 # broken configurations do on purpose; keep the demo's and the tests' output readable.
@@ -400,3 +410,122 @@ class HttpServer:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+
+# --- HAProxy agent ------------------------------------------------------------------------
+
+
+class AgentServer:
+    """An HAProxy agent on one loopback address: each connection reads `line` and a newline."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5555, line: str | None = "ready up 100%") -> None:
+        _check_loopback(host)
+        self.host, self.port, self.line = host, port, line
+        self.accepted = 0
+        self._release = threading.Event()
+        self._srv: ThreadingTCPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "AgentServer":
+        owner = self
+
+        class Handler(BaseRequestHandler):
+            def handle(self) -> None:
+                owner.accepted += 1
+                line = owner.line
+                if line is None:
+                    owner._release.wait(30)  # silent: the check's own deadline ends this
+                    return
+                try:
+                    self.request.sendall(line.encode() + b"\n")
+                except OSError:
+                    pass
+
+        cls = type("_A", (ThreadingTCPServer,), {"daemon_threads": True, "allow_reuse_address": True,
+                                                  "address_family": 10 if ":" in self.host else 2})
+        self._srv = cls((self.host, self.port), Handler)
+        self.port = self._srv.server_address[1]
+        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"agent-{self.host}:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def set_line(self, line: str | None) -> None:
+        self.line = line
+        if line is not None:
+            self._release.set()
+            self._release = threading.Event()
+
+    def stop(self) -> None:
+        self._release.set()
+        if self._srv is not None:
+            self._srv.shutdown()
+            self._srv.server_close()
+            self._srv = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> "AgentServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- a Prometheus query API stand-in (the demo's) ----------------------------------------
+
+_NODE_LABEL = re.compile(r'node="([^"]*)"')
+
+
+class PromApiServer:
+    """Answers GET /api/v1/query like Prometheus: a one-sample vector for the node the query names."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        _check_loopback(host)
+        self.host, self.port = host, port
+        self.values: dict[str, float] = {}
+        self.queries: list[str] = []  # every query asked, in order
+        self._srv: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "PromApiServer":
+        import json
+        from urllib.parse import parse_qs, urlsplit
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                url = urlsplit(self.path)
+                query = (parse_qs(url.query).get("query") or [""])[0]
+                owner.queries.append(query)
+                m = _NODE_LABEL.search(query)
+                value = owner.values.get(m.group(1)) if m else None
+                result = [] if value is None else [{"metric": {"node": m.group(1)},  # type: ignore[union-attr]
+                                                    "value": [0, repr(float(value))]}]
+                body = json.dumps({"status": "success",
+                                   "data": {"resultType": "vector", "result": result}}).encode()
+                self.send_response(200 if url.path == "/api/v1/query" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._srv = type("_P", (ThreadingHTTPServer,), {"daemon_threads": True})((self.host, self.port), Handler)
+        self.port = self._srv.server_address[1]
+        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05},
+                         name="prom-api", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.shutdown()
+            self._srv.server_close()
+            self._srv = None

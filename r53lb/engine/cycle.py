@@ -20,17 +20,21 @@ from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
-from ..core.reputation import CLEAN, Reputation, Verdict, combine, fold
+from ..core.reputation import CLEAN, Reputation, Verdict, combine
+from ..core.signals import NodeSignals
+from ..core.weights import WarmupClock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
+from . import signals
+from .signals import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
     from ..state.base import Store
 
-__all__ = ["CHECK_KINDS", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
+__all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
 
 log = logging.getLogger("r53lb")
 
@@ -127,6 +131,8 @@ class Controller:
         # Nodes drained for health, with when: in `run` a cycle is one interval of the pool.
         self.drain_log: dict[str, list[datetime]] = defaultdict(list)
         self._zone_ids: dict[str, str] = {}
+        # Each node's signals as the last refresh left them (run mode's metrics read these).
+        self.last_signals: dict[NodeKey, NodeSignals] = {}
 
     # --- probing --------------------------------------------------------------------------
 
@@ -152,53 +158,30 @@ class Controller:
     async def probe_canaries(self) -> list[ProbeResult]:
         return await run_all(self.canary_jobs(), concurrency=self.cfg.defaults.concurrency)
 
-    # --- reputation -----------------------------------------------------------------------
+    # --- signals: dnsbl, agent, prometheus (engine/signals.py) -----------------------------
 
-    def verdicts(self) -> dict[NodeKey, Reputation]:
+    def verdicts(self, cached: Cached | None = None) -> dict[NodeKey, Reputation]:
         """Every node's reputation, read once (not once per node)."""
         assert self.store is not None
         per_node: dict[NodeKey, list[Verdict]] = defaultdict(list)
-        for (p, n, slot), (at, v) in self.store.check_results().items():
+        for (p, n, slot), (at, v) in (self.store.check_results() if cached is None else cached).items():
             if slot.startswith("dnsbl:"):
                 per_node[(p, n)].append(Verdict.from_json(v, at))
         return {k: combine(vs) for k, vs in per_node.items()}
 
-    async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
-        """Run the dnsbl checks that are due (each at its own interval); True when a listing changed."""
+    signal_checks = staticmethod(signals.signal_checks)
+    node_signals = staticmethod(signals.node_signals)
+    warmup_clock = staticmethod(signals.warmup_clock)
+
+    def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
         assert self.store is not None
-        cached = self.store.check_results()
-        due: list[tuple[str, Job]] = []
-        for pool, node in nodes:
-            for i, check in enumerate(pool.checks_for(node)):
-                if check.kind != "dnsbl":
-                    continue
-                slot = f"dnsbl:{i}"
-                prev = cached.get((pool.name, node.id, slot))
-                if force or prev is None or (now - prev[0]).total_seconds() >= check.dnsbl.interval:
-                    due.append((slot, Job(self.target(pool, node), check, pool.tuning.timeout)))
-        if not due:
-            return False
-        results = await run_all([j for _, j in due], concurrency=self.cfg.defaults.concurrency)
-        changed = False
-        with self.store.transaction():
-            for (slot, _), r in zip(due, results):
-                prev_raw = cached.get((r.pool, r.node, slot))
-                prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
-                verdict = fold(prev, r.status, r.listed_on, r.detail, now)
-                if r.status == "unknown":
-                    log.warning("%s/%s: dnsbl unknown, weight untouched: %s", r.pool, r.node, r.detail)
-                was = sorted(prev.listed_on) if prev else []
-                if sorted(verdict.listed_on) != was:
-                    changed = True
-                    reason = verdict.detail if verdict.listed_on else f"delisted: {r.detail}"
-                    self.store.add_event(now, r.pool, r.node, "reputation",
-                                         ", ".join(was) or "clean", ", ".join(verdict.listed_on) or "clean", reason)
-                    log.info("%s/%s: %s", r.pool, r.node, reason)
-                    self.notify("reputation", f"{r.pool}/{r.node}: {reason}",
-                                {"pool": r.pool, "node": r.node, "listed_on": list(verdict.listed_on),
-                                 "reason": reason})
-                self.store.put_check_result(r.pool, r.node, slot, now, verdict.to_json())
-        return changed
+        cached = self.store.check_results() if cached is None else cached
+        clocks = ((p.name, n.id, signals.warmup_clock(p, n, cached)) for p in self.cfg.pools for n in p.nodes)
+        return {(p, n): c for p, n, c in clocks if c is not None}
+
+    async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+        """Run the signal checks that are due; True when something that steers a weight changed."""
+        return await signals.refresh(self, nodes, now, force)
 
     # Kept for callers that ask about one node (status, tests).
     def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
@@ -345,8 +328,10 @@ class Controller:
     # --- planning -------------------------------------------------------------------------
 
     def facts(self, pool: Pool, recs: dict[RecordKey, RecordSet], drains: dict[NodeKey, tuple[str, datetime]],
-              verdicts: dict[NodeKey, Reputation], health: dict[NodeKey, NodeHealth] | None = None) -> list[NodeFacts]:
+              verdicts: dict[NodeKey, Reputation], health: dict[NodeKey, NodeHealth] | None = None,
+              cached: Cached | None = None) -> list[NodeFacts]:
         health = self.health if health is None else health
+        cached = {} if cached is None else cached
         out = []
         for node in pool.nodes:
             key = (pool.name, node.id)
@@ -357,6 +342,8 @@ class Controller:
                 drained=drains[key][0] if key in drains else None,
                 reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
+                signals=self.node_signals(pool, node, cached),
+                warmup_clock=self.warmup_clock(pool, node, cached),
             ))
         return out
 
@@ -378,14 +365,15 @@ class Controller:
              interval_cycles: bool = False, health: dict[NodeKey, NodeHealth] | None = None) -> Plan:
         assert self.store is not None
         drains = self.store.drains()
-        verdicts = self.verdicts()
+        cached = self.store.check_results()
+        verdicts = self.verdicts(cached)
         health = self.health if health is None else health
         plan = Plan()
         for pool in pools or self.cfg.pools:
             if pool.name not in records or any((pool.name, n.id) not in health for n in pool.nodes):
                 continue  # its zone could not be read
             plan.pools.append(plan_pool(
-                pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains, verdicts, health), now,
+                pool, self.zone_id(pool), self.facts(pool, records[pool.name], drains, verdicts, health, cached), now,
                 create_missing=create_missing, drain_budget=self.drain_budget(pool, now, interval_cycles),
             ))
         return plan

@@ -41,7 +41,7 @@ from ..notify import Notifier
 from ..probes.base import ProbeResult
 from ..probes.runner import run_one
 from . import sdnotify
-from .cycle import LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
+from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
 from ..state.base import StateError
 
@@ -117,7 +117,7 @@ class Daemon:
         self._node_tasks: dict[NodeKey, asyncio.Task[None]] = {}
         self._probed: set[NodeKey] = set()
         self._round_left: set[NodeKey] = set()
-        self._dnsbl_due: dict[NodeKey, float] = {}
+        self._signals_due: dict[NodeKey, float] = {}
         self._sem: asyncio.Semaphore | None = None
         self._stop: asyncio.Event | None = None  # created on the loop in run()
         self._stopping = False
@@ -242,6 +242,7 @@ class Daemon:
         self.latest = {k: v for k, v in self.latest.items() if k in keys}
         self._probed = set()
         self._round_left = set(keys)
+        self._signals_due = {}  # intervals may have changed: the engine knows from the stored times
         zones = {p.zone for p in cfg.pools}
         self.zones = {z: self.zones.get(z) or _Zone(z) for z in zones}
 
@@ -372,7 +373,7 @@ class Daemon:
             return  # a reload replaced this node's loop while it was being probed
         if self.zones[pool.zone].ready:
             await self._decide(pool, key, results)
-        await self._dnsbl(pool, node, key)
+        await self._signals(pool, node, key)
         self._progress(key, pool)
 
     async def _decide(self, pool: Pool, key: NodeKey, results: list[ProbeResult]) -> None:
@@ -444,16 +445,20 @@ class Daemon:
         elif "canary" in self.holds:
             self._clear_hold("canary", "every vantage canary answers again")
 
-    async def _dnsbl(self, pool: Pool, node: Node, key: NodeKey) -> None:
-        """Blocklist checks run at their own interval; a changed verdict asks for a reconcile."""
-        checks = [c for c in pool.checks_for(node) if c.kind == "dnsbl"]
+    async def _signals(self, pool: Pool, node: Node, key: NodeKey) -> None:
+        """Signal checks (dnsbl, agent, prometheus) run at their own intervals; a change asks for a reconcile."""
+        checks = self.ctl.signal_checks(pool, node)
         if not checks:
             return
         now = time.monotonic()
-        if self._dnsbl_due.get(key, 0.0) > now:
+        if self._signals_due.get(key, 0.0) > now:
             return
-        self._dnsbl_due[key] = now + min(c.dnsbl.interval for c in checks)
-        if await self.ctl.refresh_verdicts([(pool, node)], self.clock()):
+        # The engine decides which checks are due (from their stored times); this only spares
+        # it a look at the state store after every probe of a node whose signals are not.
+        self._signals_due[key] = now + min(i for _, _, i in checks) * (1 - DUE_SLACK)
+        changed = await self.ctl.refresh_verdicts([(pool, node)], self.clock())
+        self.metrics.observe_signals(key, self.ctl.last_signals.get(key))
+        if changed:
             self.request_reconcile(pool.zone)
 
     def _progress(self, key: NodeKey, pool: Pool) -> None:
@@ -573,7 +578,9 @@ class Daemon:
 
     def _observe_plan(self, plan: Plan) -> None:
         now = self.clock()
-        verdicts = self.ctl.verdicts() if plan.pools else {}
+        cached = self.ctl.store.check_results() if plan.pools and self.ctl.store is not None else {}
+        verdicts = self.ctl.verdicts(cached) if plan.pools else {}
+        clocks = self.ctl.warmup_clocks(cached) if plan.pools else {}
         for pp in plan.pools:
             pool = self.cfg.pool(pp.pool)
             for node_id, d in pp.decisions.items():
@@ -582,7 +589,9 @@ class Daemon:
                 if node is not None:
                     rep = verdicts.get((pp.pool, node_id))
                     self.metrics.node_listed.labels(pp.pool, node_id).set(len(rep.listed_on) if rep else 0)
-                    self.metrics.node_warmup_share.labels(pp.pool, node_id).set(warmup_share(node.warmup, now))
+                    clock = clocks.get((pp.pool, node_id))
+                    paused = clock.paused(now) if clock is not None else 0.0
+                    self.metrics.node_warmup_share.labels(pp.pool, node_id).set(warmup_share(node.warmup, now, paused))
             self.metrics.pool_panic.labels(pp.pool).set(1 if pp.panic else 0)
 
     # --- reload ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ..core.signals import NodeSignals
 from ..probes.base import ProbeResult
 
 __all__ = ["Metrics", "MetricsError", "MetricsServer", "reason_class", "parse_addr"]
@@ -50,6 +51,12 @@ class Metrics:
         self.node_warmup_share = Gauge("r53lb_node_warmup_share",
                                        "The warm-up share of the node's weight in force (1 when warmed up)",
                                        ["pool", "node"], registry=r)
+        self.node_agent_share = Gauge("r53lb_node_agent_share",
+                                      "The share of its weight the node's agent allows (0 in drain, maint or down)",
+                                      ["pool", "node"], registry=r)
+        self.node_metric_value = Gauge("r53lb_node_metric_value",
+                                       "The last value a prometheus check read for the node (its rule's input)",
+                                       ["pool", "node", "check"], registry=r)
         self.probe_duration = Histogram("r53lb_probe_duration_seconds", "Duration of one check, every phase",
                                         ["check"], buckets=PROBE_BUCKETS, registry=r)
         self.probe_failures = Counter("r53lb_probe_failures_total", "Failed checks by reason class",
@@ -79,6 +86,17 @@ class Metrics:
         if r.status != "ok":
             self.probe_failures.labels(r.check, reason_class(r)).inc()
 
+    def observe_signals(self, key: tuple[str, str], signals: NodeSignals | None) -> None:
+        """The node's agent share (the lowest of its agents) and each metric rule's value."""
+        if signals is None:
+            return
+        agents = [s for s in signals.signals if s.kind == "agent"]
+        if agents:
+            self.node_agent_share.labels(*key).set(min(0.0 if s.out or s.drain else s.share for s in agents))
+        for s in signals.signals:
+            if s.kind == "prometheus" and s.value is not None:
+                self.node_metric_value.labels(*key, s.name).set(s.value)
+
     def route53_request(self, operation: str, outcome: str) -> None:
         self.route53_requests.labels(operation, outcome).inc()
 
@@ -86,9 +104,9 @@ class Metrics:
         """Drop the series of nodes and pools no longer in the config (after a reload)."""
         keep, keep_pools = set(keep), set(keep_pools)
         for gauge in (self.node_up, self.node_weight, self.node_desired_weight, self.node_listed,
-                      self.node_warmup_share):
+                      self.node_warmup_share, self.node_agent_share, self.node_metric_value):
             for labels in _label_sets(gauge):
-                if labels not in keep:
+                if labels[:2] not in keep:
                     gauge.remove(*labels)
         for labels in _label_sets(self.pool_panic):
             if labels[0] not in keep_pools:

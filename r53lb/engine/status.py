@@ -15,7 +15,9 @@ def collect(ctl: Controller) -> list[dict[str, Any]]:
     ctl.adopt(records, now)
     plan = ctl.plan(records, now)
     drains = ctl.store.drains()
-    verdicts = ctl.verdicts()
+    cached = ctl.store.check_results()
+    verdicts = ctl.verdicts(cached)
+    clocks = ctl.warmup_clocks(cached)
     rows: list[dict[str, Any]] = []
     for pool, pplan in zip(ctl.cfg.pools, plan.pools):
         for node in pool.nodes:
@@ -23,7 +25,10 @@ def collect(ctl: Controller) -> list[dict[str, Any]]:
             h = ctl.health[key]
             rep = verdicts.get(key)
             listed_on, listed_detail = (rep.listed_on, rep.detail) if rep else ((), "")
-            nxt = warmup_next_step(node.warmup, now)
+            clock = clocks.get(key)
+            paused = clock.paused(now) if clock is not None else 0.0
+            nxt = warmup_next_step(node.warmup, now, paused)
+            signals = ctl.node_signals(pool, node, cached)
             for rtype in node.addresses_by_type():
                 rec = records[pool.name].get((pool.record, rtype, node.id))
                 d = pplan.decisions[node.id]
@@ -40,8 +45,14 @@ def collect(ctl: Controller) -> list[dict[str, Any]]:
                     "quarantined": len(listed_on) >= pool.quarantine.listed_on_n,
                     "listed_on": list(listed_on),
                     "listed_detail": listed_detail or None,
-                    "warmup_share": None if node.warmup is None else round(warmup_share(node.warmup, now), 4),
+                    "warmup_share": None if node.warmup is None else round(warmup_share(node.warmup, now, paused), 4),
                     "warmup_next": None if nxt is None else {"at": nxt[0].isoformat(), "share": nxt[1]},
+                    # Why a gated warm-up stands still (None when it runs), and for how long in all.
+                    "warmup_paused": clock.reason if clock is not None and clock.paused_since else None,
+                    "warmup_paused_seconds": round(paused) if clock is not None else 0,
+                    "signals": [{"check": sig.name, "kind": sig.kind, "share": sig.share, "drain": sig.drain,
+                                 "out": sig.out, "reason": sig.reason, "value": sig.value}
+                                for sig in signals.signals],
                     "panic": pplan.panic,
                     "active": pplan.active,
                 })

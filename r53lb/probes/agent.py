@@ -24,16 +24,13 @@ import asyncio
 import os
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping
 
 from ..config import AgentCheck
-from .base import AgentWord, Failure, ProbeResult, Status, Target, fmt_duration, trim
+from ..core.signals import _ADMIN, _HEALTH, AdminState, AgentReply, AgentState, HealthWord, merge_agent
+from .base import Failure, ProbeResult, Status, Target, fmt_duration, trim
 
-__all__ = ["probe", "parse_line", "merge_agent", "AgentReply", "AgentState"]
+__all__ = ["probe", "parse_line", "merge_agent", "AgentReply", "AgentState"]  # the last three live in core/signals.py
 
-AdminState = Literal["ready", "drain", "maint"]
-HealthWord = Literal["up", "down", "fail", "stopped"]
 
 # One agent line is a handful of words; HAProxy reads it into one 16 KiB buffer. Anything
 # longer without an end of line is a broken or hostile agent, not a longer answer.
@@ -41,37 +38,6 @@ MAX_LINE_BYTES = 4096
 
 _SEPARATORS = " \t,"
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
-_HEALTH: dict[str, HealthWord] = {"up": "up", "down": "down", "fail": "fail", "failed": "fail",
-                                  "stopped": "stopped"}
-_ADMIN: tuple[AdminState, ...] = ("ready", "drain", "maint")
-
-
-@dataclass(frozen=True)
-class AgentReply:
-    """One agent line, parsed. A field is None when the line did not say it."""
-
-    share: float | None = None  # 0.0-1.0; an agent's 150% is capped at 1.0
-    admin: AdminState | None = None
-    health: HealthWord | None = None
-    description: str = ""  # the text after '#'
-    ignored: tuple[str, ...] = ()  # understood, not used: maxconn:N
-    unknown: tuple[str, ...] = ()  # words outside the grammar
-    capped: bool = False  # the agent asked for more than 100%
-
-    @property
-    def says_anything(self) -> bool:
-        return self.share is not None or self.admin is not None or self.health is not None
-
-    @property
-    def word(self) -> AgentWord | None:
-        """The state this line puts the node in, in one word (the gravest first)."""
-        if self.admin == "maint":
-            return "maint"
-        if self.health in ("down", "fail", "stopped"):
-            return "down"
-        if self.admin is not None:
-            return self.admin
-        return "up" if self.health == "up" else None
 
 
 def parse_line(line: str) -> AgentReply:
@@ -112,85 +78,6 @@ def parse_line(line: str) -> AgentReply:
             unknown.append(word)
     return AgentReply(share, admin, health, description, tuple(ignored), tuple(unknown), capped)
 
-
-@dataclass(frozen=True)
-class AgentState:
-    """What the agent has said so far, every word folded in (HAProxy's server state as the agent sets it)."""
-
-    share: float = 1.0
-    admin: AdminState = "ready"
-    health: HealthWord = "up"
-    description: str = ""
-
-    @property
-    def down(self) -> bool:
-        return self.health != "up"
-
-    @property
-    def status(self) -> Status:
-        """fail: out (maint, down, fail, stopped); ok otherwise, drain included (it is not a death)."""
-        return "fail" if self.admin == "maint" or self.down else "ok"
-
-    @property
-    def weight_share(self) -> float:
-        """The share of weight the agent allows while the node is healthy: 0 in drain."""
-        return 0.0 if self.admin != "ready" else self.share
-
-    @property
-    def word(self) -> AgentWord:
-        if self.admin == "maint":
-            return "maint"
-        if self.down:
-            return "down"
-        return "drain" if self.admin == "drain" else "ready"
-
-    def to_json(self) -> dict[str, Any]:
-        """For the state store: the engine keeps this between replies (and restarts)."""
-        return {"share": self.share, "admin": self.admin, "health": self.health, "description": self.description}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> "AgentState":
-        """Tolerant: a field that is missing or not understood takes its default (ready, up, 100%)."""
-        data = data or {}
-        share = data.get("share")
-        ok_share = isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0
-        admin, health = data.get("admin"), data.get("health")
-        return cls(
-            share=float(share) if ok_share else 1.0,
-            admin=admin if admin in _ADMIN else "ready",
-            health=health if health in _HEALTH.values() else "up",
-            description=str(data.get("description") or ""),
-        )
-
-    @property
-    def reason(self) -> str:
-        """One line for logs, history and status: 'agent: down (disk full)', 'agent: 40%'."""
-        if self.admin == "maint" or self.down:
-            what = "maint" if self.admin == "maint" else self.health
-        elif self.admin == "drain":
-            what = "drain"
-        else:
-            what = f"{self.share * 100:g}%"
-        return f"agent: {what}" + (f" ({self.description})" if self.description else "")
-
-
-def merge_agent(previous: AgentState | None, reply: AgentReply | None) -> AgentState:
-    """Fold one reply into the agent's state: a word left out keeps its previous value (HAProxy).
-
-    `previous` None is an agent never heard from (ready, up, 100%); `reply` None (the check
-    was unknown: no answer, garbage) changes nothing. The description belongs to the state
-    words: a reply with an administrative or operational word replaces it, a bare share keeps it.
-    """
-    state = previous or AgentState()
-    if reply is None or not reply.says_anything:
-        return state
-    states_said = reply.admin is not None or reply.health is not None
-    return AgentState(
-        share=state.share if reply.share is None else reply.share,
-        admin=state.admin if reply.admin is None else reply.admin,
-        health=state.health if reply.health is None else reply.health,
-        description=reply.description if states_said else state.description,
-    )
 
 
 def judge(reply: AgentReply, line: str) -> tuple[Status, str]:
