@@ -210,7 +210,7 @@ def test_blast_radius_holds_in_both_modes(world: World) -> None:
                 assert any("max_drain_per_cycle" in a for a in out["alerts"])
     else:
         wait_until("four nodes drained", lambda: world._alive() and
-                   sum(1 for w in world.weights("mx.example.com").values() if w == 0) == 4, timeout=40)
+                   sum(1 for w in world.weights("mx.example.com").values() if w == 0) == 4, timeout=60)
     events = json.loads(world.cli("history", "--json", "--limit", "100").stdout)["events"]
     drains = sorted(time_of(e) for e in events if e["kind"] == "weight" and e["to"] == "0")
     assert len(drains) == 4

@@ -549,7 +549,7 @@ class Daemon:
             self._zone_ok(z)
         if any(pp.deferred for pp in out.plan.pools):
             # The rest of the drains wait for the next cycle: one interval of the pool.
-            wait = min(p.tuning.interval for p in self.cfg.pools if p.zone == z.name)
+            wait = min(p.tuning.interval for p in self.cfg.pools if p.zone == z.name) + 0.05
             asyncio.get_running_loop().call_later(wait, self.request_reconcile, z.name)
 
     def _zone_failed(self, z: _Zone, error: str, error_class: str, told: bool = False) -> None:
