@@ -262,13 +262,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     cfg = load_config(ctx)
     store = open_state(cfg, readonly=True)
-    rows = collect(make_controller(cfg, store))
+    doc = collect(make_controller(cfg, store))
     if as_json:
-        emit_json({"nodes": rows})
+        emit_json(doc)
     else:
         from .render import status_table
 
-        status_table(rows)
+        status_table(doc["nodes"])
 
 
 def _nameserver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
