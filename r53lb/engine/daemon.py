@@ -155,10 +155,10 @@ class Daemon:
             # One reconciling process per state file: a `sync` from cron waits, then gives up.
             stack.enter_context(self.store.exclusive(wait=30.0))
             if self.metrics_addr is not None:
-                from .web import live_document
+                from .web import daemon_document
 
                 self.metrics_server = MetricsServer(self.metrics, self.healthz, *self.metrics_addr,
-                                                    status=lambda: live_document(self)).start()
+                                                    status=lambda: daemon_document(self)).start()
                 stack.callback(self.metrics_server.stop)
             self.notifier = Notifier(self.cfg.notify, self.cfg.aws, self.metrics).start()
             self._ctl = self._controller(self.cfg, self._route53(self.cfg))

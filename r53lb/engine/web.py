@@ -15,17 +15,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .status import document, plan_now, read_store
 
 if TYPE_CHECKING:
+    from ..config import Config
+    from ..core.records import RecordKey, RecordSet
+    from ..probes.base import ProbeResult
+    from .cycle import Controller, NodeKey
     from .daemon import Daemon
 
-__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "StatusDoc", "live_document", "render", "status_app"]
+__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "StatusDoc", "daemon_document", "live_document", "render", "status_app"]
 
 log = logging.getLogger("r53lb.engine.web")
 
@@ -46,27 +51,30 @@ StatusDoc = Callable[[], dict[str, Any]]
 StartResponse = Callable[..., Any]
 
 
-def live_document(daemon: "Daemon") -> dict[str, Any]:
-    """The status document of a running daemon; called from the HTTP thread.
+def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Mapping["RecordKey", "RecordSet"]],
+                  probes: Mapping[NodeKey, Sequence["ProbeResult"]], state_path: Path, now: datetime) -> dict[str, Any]:
+    """The status document of a running engine; called from the HTTP thread.
 
-    Only copies of the daemon's dicts are read (a dict copy is atomic under the GIL); the
-    state store is read through a connection of this request's own.
+    Only copies of the engine's dicts are read (a dict copy is atomic under the GIL); the
+    state store is read through a read-only connection of this request's own.
     """
     from ..state.sqlite import StateStore
 
-    ctl, cfg = daemon.ctl, daemon.cfg
-    health = dict(ctl.health)
-    records = dict(daemon.records)
-    probes = dict(daemon.latest)
-    assert daemon.store is not None
-    reader = StateStore.reader(daemon.store.path)
+    health, records, probes = dict(ctl.health), dict(records), dict(probes)
+    reader = StateStore.reader(state_path)
     try:
         facts = read_store(reader)
     finally:
         reader.close()
-    now = daemon.clock()
     plan = plan_now(ctl, records, health, facts, now)
     return document(cfg, records=records, health=health, plan=plan, store=facts, now=now, probes=probes)
+
+
+def daemon_document(daemon: "Daemon") -> dict[str, Any]:
+    """`r53lb run`'s status document: its live health, records and latest probes."""
+    assert daemon.store is not None
+    return live_document(cfg=daemon.cfg, ctl=daemon.ctl, records=daemon.records, probes=daemon.latest,
+                         state_path=daemon.store.path, now=daemon.clock())
 
 
 # --- rendering -------------------------------------------------------------------------------
