@@ -282,7 +282,7 @@ def test_the_page_in_chromium(fleet: Fleet, tmp_path: Path) -> None:
     assert "disk swap <ticket #42>" in text(dom.split("<h2>History", 1)[1])
     wait_until("hlb-3 drained in Route 53", lambda: fleet.weights()["hlb-3"] == 0, timeout=10)
     shot = tmp_path / "status-page.png"
-    assert browser.screenshot(url, shot, 1280, 1000) == []
+    assert browser.screenshot(url, shot, 1280, 660) == []
     phone = tmp_path / "status-page-phone.png"
     assert browser.screenshot(url, phone, 390, 844) == []
     if os.environ.get("R53LB_DOCS_SCREENSHOT"):

@@ -108,6 +108,7 @@ tr.row-down td, tr.row-drained td, tr.row-unknown td { background: var(--band); 
 .drained, .unknown, .warn { color: var(--warn); font-weight: 600; }
 .num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .probe { display: block; }
+.probe.ok { color: var(--ok); }
 .probe.fail { color: var(--bad); }
 code { font-size: .9em; }
 /* A phone: every row becomes a card, each cell labelled by its column. */
