@@ -302,3 +302,31 @@ def test_the_page_in_chromium(fleet: Fleet, tmp_path: Path) -> None:
     assert fleet.weights() == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 0}
     assert d.stop() == 0
     assert "Traceback" not in d.log()
+
+
+def test_a_costly_document_is_shared_not_rebuilt_per_viewer() -> None:
+    """With a big fleet, viewers share one build for 5x its cost: the HTTP thread never holds the
+    GIL (and so the event loop) for more than a sixth of the time."""
+    from r53lb.engine.web import _Bodies
+
+    builds: list[float] = []
+    doc = {"generated_at": "2026-11-25T10:00:00+00:00", "hold": None, "zone_errors": {}, "pools": [], "nodes": [],
+           "history": []}
+
+    def build() -> dict[str, Any]:
+        builds.append(time.monotonic())
+        deadline = time.monotonic() + 0.05
+        while time.monotonic() < deadline:  # a build that costs 50 ms of CPU, as 500 nodes would
+            pass
+        return doc
+
+    bodies = _Bodies(build, REFRESH_SECONDS)
+    threads = [threading.Thread(target=bodies.get, args=(kind,)) for kind in ("html", "json") * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(builds) == 1
+    assert json.loads(bodies.get("json")) == doc and b"r53lb status" in bodies.get("html")
+    wait_until("a rebuild once the reuse window is over", lambda: bodies.get("json") and len(builds) == 2, timeout=5)
+    assert builds[1] - builds[0] >= 5 * 0.05
