@@ -262,13 +262,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     cfg = load_config(ctx)
     store = open_state(cfg, readonly=True)
-    rows = collect(make_controller(cfg, store))
+    doc = collect(make_controller(cfg, store))
     if as_json:
-        emit_json({"nodes": rows})
+        emit_json(doc)
     else:
         from .render import status_table
 
-        status_table(rows)
+        status_table(doc["nodes"])
 
 
 def _nameserver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -452,6 +452,15 @@ def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> N
         history_table(events)
 
 
+def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    from .engine.metrics import parse_addr
+
+    try:
+        return parse_addr(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from .config import parse_duration
 
@@ -467,14 +476,17 @@ def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str) ->
 @main.command()
 @click.option("--duration", default="35s", show_default=True, callback=_duration_seconds,
               help="About how long it runs (10s-1h, e.g. 20s, 2m; the story needs ~18s): scales slow start, preempt delay, pauses.")
+@click.option("--serve", is_flag=True, help="After the story, keep the fleet and its status page up until Ctrl-C.")
+@click.option("--page-addr", default="127.0.0.1:0", show_default=True, callback=_metrics_addr, metavar="HOST:PORT",
+              help="Serve the status page here (port 0: any free port; the URL is printed).")
 @click.pass_context
 @errors
-def demo(ctx: click.Context, duration: float) -> None:
+def demo(ctx: click.Context, duration: float, serve: bool, page_addr: tuple[str, int]) -> None:
     """The embedded demonstration: moto Route 53, loopback mail servers, the real controller."""
     from .demo import DemoFailed, run
 
     try:
-        run(duration=duration, verbose=ctx.obj["verbose"])
+        run(duration=duration, verbose=ctx.obj["verbose"], serve=serve, page_addr=page_addr)
     except DemoFailed as e:
         raise Fail(f"demo failed: {e}") from None
 
@@ -489,15 +501,6 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -
     if not 0 < seconds <= 86400:
         raise click.BadParameter(f"{value!r}: give a duration above 0 and at most 1d")
     return seconds
-
-
-def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
-    from .engine.metrics import parse_addr
-
-    try:
-        return parse_addr(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
 
 
 @main.command()

@@ -76,9 +76,9 @@ def status_table(rows: list[dict[str, Any]]) -> None:
             notes.append("active")
         if r["health"] == "down":
             notes.append(r["last_result"])
-        health = "[green]up[/]" if r["health"] == "up" else "[red]down[/]"
+        health = {"up": "[green]up[/]", "down": "[red]down[/]"}.get(r["health"], r["health"])
         weight = "missing" if r["weight"] is None else str(r["weight"])
-        t.add_row(r["pool"], r["node"], r["type"], health, weight, str(r["desired_weight"]), "; ".join(notes) or r["reason"])
+        t.add_row(r["pool"], r["node"], r["type"], health, weight, str(r["desired_weight"]), "; ".join(notes) or r["reason"] or "")
     console.print(t)
 
 

@@ -54,7 +54,55 @@ def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
     # The summary, and no write once nothing changes.
     assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
     assert re.search(r"steady\s+-> 0 writes", out)
+    # The status page of `r53lb run` showed the fleet while it ran.
+    assert re.search(r"status page: http://127\.0\.0\.1:\d+/ \(live while the demo runs", out)
+    assert re.search(r"status page +-> http://127\.0\.0\.1:\d+/ \(gone now; r53lb demo --serve keeps it up\)", out)
     # Cleaned up: the temporary directory is gone.
+    assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_demo_serve_keeps_the_status_page_up_until_ctrl_c(tmp_path: Path) -> None:
+    import httpx
+
+    from r53lb.demo import FLEET, at_rest
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [str(R53LB), "demo", "--duration", "10s", "--serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "serving the demo fleet until Ctrl-C" in line:
+                m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+                assert m, line
+                url = m.group(1)
+                break
+        else:
+            pytest.fail(f"the demo ended without serving: exit {proc.wait(5)} {proc.stderr.read() if proc.stderr else ''}")
+        doc = httpx.get(f"{url}api/status", timeout=10).json()
+        assert [p["name"] for p in doc["pools"]] == [p.name for p in FLEET]
+        weights = {(r["pool"], r["node"]): r["weight"] for r in doc["nodes"]}
+        assert weights == {(p.name, n.node): w for p in FLEET for n, w in at_rest(p)}
+        assert all(r["health"] == "up" and r["probes"] and all(x["ok"] for x in r["probes"]) for r in doc["nodes"])
+        # The latest history: the fail-back of the HA pair, newest first.
+        assert any(e["kind"] == "weight" and (e["pool"], e["node"], e["to"]) == ("mta-ha", "primary", "1")
+                   for e in doc["history"]), doc["history"]
+        assert doc["history"] == sorted(doc["history"], key=lambda e: e["at"], reverse=True)
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200 and "smtp-inbound" in page.text and "mta-ha" in page.text
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped serving" in out
     assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
 
 

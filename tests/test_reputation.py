@@ -104,7 +104,7 @@ def test_listed_ip_is_quarantined_and_restored_when_delisted(tmp_path, mock_rout
     assert c.reason.startswith("quarantined: listed on bl.test (127.0.0.2)")
     events = [e for e in ctl.store.events() if e.kind == "reputation"]
     assert events[-1].node == "n2" and events[-1].to_state == "bl.test"
-    row = next(r for r in collect(ctl) if r["node"] == "n2")
+    row = next(r for r in collect(ctl)["nodes"] if r["node"] == "n2")
     assert row["quarantined"] and row["listed_on"] == ["bl.test"]
 
     dns_server.delist("bl.test", NODES["n2"])
@@ -168,7 +168,7 @@ def test_warmup_share_in_status_and_route53(tmp_path, mock_route53, dns_server, 
     res = run(ctl)
     assert weights(client, zid, "mx.example.com")["n1"] == 10  # 20% of 50, on day 3
     assert res.plan.changes[0].reason == "warm-up 20%"
-    row = next(r for r in collect(ctl) if r["node"] == "n1")
+    row = next(r for r in collect(ctl)["nodes"] if r["node"] == "n1")
     assert row["warmup_share"] == 0.2
     assert row["warmup_next"]["share"] == 0.5
     clock.now += timedelta(days=2)  # day 5: halfway from 20% to 50%

@@ -404,6 +404,9 @@ class Demo:
         self.world, self.cfg, self.ctl, self.r53, self.out, self.t = world, cfg, ctl, r53, out, t
         self.stats = Stats()
         self.weights: dict[tuple[str, str], tuple[int | None, str]] = {}
+        # What the status page shows: Route 53 as read after each cycle, each node's latest probes.
+        self.records: dict[str, Any] = {}
+        self.latest: dict[tuple[str, str], list[Any]] = {}
         self._next_cycle = time.monotonic()
 
     @property
@@ -441,6 +444,12 @@ class Demo:
                     and _shape(before[1]) != _shape(why)):
                 self.out.line(f"{key[0]}/{key[1]} weight {before[0]} kept: {why}")
         records = self.ctl.read(self.cfg.pools)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in result.results:  # confirmation rounds come later in the list: the last one wins
+            if r.pool:
+                latest.setdefault((r.pool, r.node), {})[r.check] = r
+        self.records = records
+        self.latest = {**self.latest, **{k: list(v.values()) for k, v in latest.items()}}
         self.weights = {}
         for pool in self.cfg.pools:
             for node in pool.nodes:
@@ -597,8 +606,37 @@ class Demo:
         return s
 
 
-def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "Stats":
-    """Run the demonstration; DemoFailed when a step does not happen in time."""
+def _serve_page(world: World, demo: "Demo", host: str, port: int) -> str:
+    """The status page of `r53lb run`, showing the demo's fleet; returns its URL."""
+    from ..engine.metrics import Metrics, MetricsError, MetricsServer
+    from ..engine.web import live_document
+
+    def status() -> dict[str, Any]:
+        return live_document(cfg=demo.cfg, ctl=demo.ctl, records=demo.records, probes=demo.latest,
+                             state_path=demo.cfg.state.resolved_path(), now=demo.ctl.clock())
+
+    try:
+        server = MetricsServer(Metrics(), lambda: (True, "demo"), host, port, status=status).start()
+    except MetricsError as e:
+        raise DemoFailed(f"status page: {str(e).split(': ', 1)[1].split(' (')[0]} (--page-addr)") from None
+    world.stack.callback(server.stop)
+    return f"http://{host}:{server.port}/"
+
+
+async def _keep_serving(demo: "Demo", url: str) -> None:
+    demo.out.step(f"status page: {url} (serving the demo fleet until Ctrl-C)")
+    while True:
+        await demo.cycle()
+
+
+def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0, serve: bool = False,
+        page_addr: tuple[str, int] = ("127.0.0.1", 0)) -> "Stats":
+    """Run the demonstration; DemoFailed when a step does not happen in time.
+
+    The status page of `r53lb run` shows the fleet while the demo runs (its URL is printed at
+    the start and the end); with `serve` the demo keeps the fleet and the page up after the
+    story, until Ctrl-C (then it returns normally).
+    """
     import logging
 
     from ..engine.cycle import Controller
@@ -636,8 +674,11 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
                  "the tests run these rules against a real Prometheus")
         out.line(f"profile: interval {t.interval:g}s, fastinter {t.fastinter:g}s, rise {t.rise}, fall {t.fall}, "
                  f"timeout {t.timeout:g}s, slow_start {t.slow_start:g}s, preempt_delay {t.preempt_delay:g}s")
+        demo = Demo(world, cfg, ctl, r53, out, t)
+        url = _serve_page(world, demo, *page_addr)
+        out.line(f"status page: {url} (live while the demo runs{'' if serve else '; --serve keeps it up after'})")
         with out:
-            stats = asyncio.run(Demo(world, cfg, ctl, r53, out, t).run(duration))
+            stats = asyncio.run(demo.run(duration))
         took = time.monotonic() - started
         counts = r53.request_counts
         summary = [
@@ -651,8 +692,15 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0) -> "
             f"  steady                  -> {stats.steady_writes} writes in {stats.steady_cycles} cycles while nothing changed",
             f"  alerts raised           -> {len(alerts)}",
         ]
+        summary.append(f"  status page             -> {url}" + ("" if serve else " (gone now; r53lb demo --serve keeps it up)"))
         for text in summary:
             out.line(text, "bold green" if text.startswith("demo ok") else "")
+        if serve:
+            try:
+                with out:
+                    asyncio.run(_keep_serving(demo, url))
+            except KeyboardInterrupt:
+                out.line("stopped serving")
         return stats
     finally:
         world.close()

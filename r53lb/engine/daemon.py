@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, Node, Pool, load
-from ..core.planner import Plan
+from ..core.planner import Change, Plan
+from ..core.records import RecordKey, RecordSet
 from ..core.weights import warmup_share
 from ..notify import Notifier
 from ..probes.base import ProbeResult
@@ -47,7 +49,6 @@ from ..state.base import StateError
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
-    from ..core.records import RecordKey, RecordSet
     from ..state.sqlite import StateStore
 
 __all__ = ["Daemon", "run"]
@@ -110,6 +111,7 @@ class Daemon:
         self.scheduler: Any = None
         self.generation = 0
         self.latest: dict[NodeKey, list[ProbeResult]] = {}
+        self.records: dict[str, dict[RecordKey, RecordSet]] = {}  # pool -> its sets as last read or written
         self.last_probe: dict[NodeKey, float] = {}  # monotonic time of each node's last completed probe
         self.zones: dict[str, _Zone] = {}
         self.holds: dict[str, _Hold] = {}
@@ -153,7 +155,10 @@ class Daemon:
             # One reconciling process per state file: a `sync` from cron waits, then gives up.
             stack.enter_context(self.store.exclusive(wait=30.0))
             if self.metrics_addr is not None:
-                self.metrics_server = MetricsServer(self.metrics, self.healthz, *self.metrics_addr).start()
+                from .web import daemon_document
+
+                self.metrics_server = MetricsServer(self.metrics, self.healthz, *self.metrics_addr,
+                                                    status=lambda: daemon_document(self)).start()
                 stack.callback(self.metrics_server.stop)
             self.notifier = Notifier(self.cfg.notify, self.cfg.aws, self.metrics).start()
             self._ctl = self._controller(self.cfg, self._route53(self.cfg))
@@ -538,10 +543,8 @@ class Daemon:
         if ctl is not self._ctl:
             return  # a reload replaced the engine meanwhile
         self.metrics.reconcile_duration.labels(z.name).observe(time.monotonic() - started)
-        self._observe_records(out.records)
+        self._observe_records(out.records, out.applied)
         self._observe_plan(out.plan)
-        for c in out.applied:
-            self.metrics.node_weight.labels(c.pool, c.node).set(c.to_weight)
         ctl.watch(self.clock(), plan=out.plan, zone=z.name, error=out.error)
         if out.error:
             self._zone_failed(z, out.error, out.error_class or "Error", told=True)
@@ -568,13 +571,22 @@ class Daemon:
         z.failing_since, z.error_class = None, None
         log.info("zone %s: Route 53 works again (after %.0fs of failures)", z.name, took)
 
-    def _observe_records(self, records: dict[str, dict["RecordKey", "RecordSet"]]) -> None:
-        for pool_name, recs in records.items():
+    def _observe_records(self, records: dict[str, dict[RecordKey, RecordSet]], applied: Sequence[Change] = ()) -> None:
+        """Metrics and the status page's copy of the record sets, with the weights just written."""
+        fresh = {p: dict(recs) for p, recs in records.items()}
+        for c in applied:
+            rec = fresh.get(c.pool, {}).get((c.record, c.type, c.set_identifier))
+            if rec is not None:
+                fresh[c.pool][rec.key] = dataclasses.replace(rec, weight=c.to_weight)
+        self.records = {**self.records, **fresh}  # one assignment: the HTTP thread reads a whole dict
+        for pool_name, recs in fresh.items():
             by_node: dict[str, int] = {}
             for r in recs.values():
                 by_node[r.set_identifier] = max(by_node.get(r.set_identifier, 0), r.weight)
             for node_id, w in by_node.items():
                 self.metrics.node_weight.labels(pool_name, node_id).set(w)
+        for c in applied:  # a set just created was not in the records read
+            self.metrics.node_weight.labels(c.pool, c.node).set(c.to_weight)
 
     def _observe_plan(self, plan: Plan) -> None:
         now = self.clock()

@@ -149,13 +149,31 @@ class MetricsError(Exception):
 
 
 class MetricsServer:
-    """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port."""
+    """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port;
+    with `status`, the read-only status page at / and /api/status (engine/web.py)."""
 
-    def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 9464) -> None:
+    def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 9464,
+                 status: Callable[[], dict[str, Any]] | None = None) -> None:
         metrics_app = make_wsgi_app(metrics.registry)
+        page = None
+        if status is not None:
+            from .web import SECURITY_HEADERS, status_app
+
+            page = status_app(status)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO", "/")
+            if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+                # Read-only: nothing on this port changes state.
+                body = b"method not allowed: this endpoint is read-only\n"
+                start_response("405 Method Not Allowed", [
+                    ("Allow", "GET, HEAD"), ("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                    *(SECURITY_HEADERS if page is not None else ())])
+                return [body]
+            if page is not None:
+                out = page(environ, start_response)
+                if out is not None:
+                    return out
             if path == "/healthz":
                 try:
                     ok, reason = health()
@@ -167,7 +185,7 @@ class MetricsServer:
                 return [body]
             if path in ("/metrics", "/"):
                 return metrics_app(environ, start_response)
-            body = b"not found: try /metrics or /healthz\n"
+            body = b"not found: try /, /api/status, /metrics or /healthz\n"
             start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
 

@@ -271,6 +271,18 @@ class StateStore:
             raise
         return conn
 
+    @classmethod
+    def reader(cls, path: Path) -> "StateStore":
+        """A read-only connection of its own, for the status page's HTTP thread: it sees what other
+        processes (`r53lb drain`) committed and never waits on, or joins, the daemon's transactions."""
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=2.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 2000")
+        except sqlite3.Error as e:
+            raise StateError(f"state: cannot read {path}: {e}") from None
+        return cls(Path(path), conn)
+
     def snapshot(self) -> "StateStore":
         """An in-memory copy: `plan` and `--dry-run` run the whole cycle against it and record nothing."""
         mem = _memory()
