@@ -527,3 +527,32 @@ def test_the_watchdog_goes_hungry_when_probes_are_late(monkeypatch: pytest.Monke
     d.last_probe = {("mx", "a"): time.monotonic() - 60}  # the loop has not probed it for a minute
     asyncio.run(d._watchdog())
     assert sent == ["WATCHDOG=1"]
+
+
+# --- a vantage hold in run ends when the fleet answers, even if a sampled node died for real -----
+
+
+def test_hold_ends_when_most_of_the_fleet_answers_again(tmp_path: Path, moto_server: Any) -> None:
+    w = World(tmp_path, moto_server, "run")
+    nodes = {"a": "127.0.2.51", "b": "127.0.2.52", "c": "127.0.2.53"}
+    try:
+        w.zone({"mx.example.com": {"type": "A", "sets": {k: (v, 50) for k, v in nodes.items()}}})
+        w.serve(*nodes.values())
+        w.pool("mx", "mx.example.com", nodes)
+        w.start()
+        assert w.daemon is not None
+        for s in w.smtp.values():
+            s.set_mode("refuse")  # our own network, as far as r53lb can tell
+        wait_until("the hold", lambda: w._alive() and w.daemon.sample("r53lb_hold") == 1, timeout=20)
+        assert w.weights("mx.example.com") == {"a": 50, "b": 50, "c": 50}
+        for n in ("b", "c"):
+            w.smtp[nodes[n]].set_mode("ok")  # the network is back; a died for real meanwhile
+        wait_until("the hold cleared", lambda: w._alive() and w.daemon.sample("r53lb_hold") == 0, timeout=20)
+        wait_until("a drained", lambda: w._alive() and w.weights("mx.example.com") == {"a": 0, "b": 50, "c": 50},
+                   timeout=20)
+        events = json.loads(w.cli("history", "--json").stdout)["events"]
+        assert [(e["from"], e["to"]) for e in events if e["kind"] == "hold"] == [(None, "hold"), ("hold", None)]
+        w.stop()
+    finally:
+        for s in w.smtp.values():
+            s.stop()

@@ -58,7 +58,7 @@ log = logging.getLogger("r53lb.daemon")
 JITTER = 0.10  # ±10% on `interval`, so a fleet's probes do not fall into step
 RESYNC_SECONDS = 30.0  # a zone is re-read this often anyway: drains, slow start, out-of-band edits
 SNAPSHOT_SECONDS = 10.0  # health counters are written this often (transitions at once)
-VANTAGE_SAMPLE = 3  # other healthy nodes re-probed before a node is taken down, to rule out our own network
+VANTAGE_SAMPLE = 20  # other nodes that are up, re-probed before a node is taken down, to rule out our own network
 STOP_GRACE = 90.0  # how long SIGTERM waits for a write in flight (Route 53 retries are bounded at 60 s)
 ZONE_FAILING_UNHEALTHY = 60.0  # /healthz turns 503 when a zone fails for max(this, 3 x shortest interval)
 RETRY_FAILED_ZONE = 5.0  # a zone whose reconcile failed is tried again this soon
@@ -404,13 +404,12 @@ class Daemon:
             self.request_reconcile(pool.zone)
 
     async def _vantage_sweep(self, key: NodeKey, results: list[ProbeResult]) -> _Hold | None:
-        """Re-probe a few other healthy nodes (and the canaries): if all fail too, suspect ourselves."""
+        """Is it our own network? Re-probe up to VANTAGE_SAMPLE other nodes that are up (and the
+        canaries): if every one fails too, suspect ourselves, as `sync` does when every node fails."""
         ctl = self.ctl
-        others = [
-            (p, n) for p in self.cfg.pools for n in p.nodes
-            if (p.name, n.id) != key and ctl.health.get((p.name, n.id)) is not None
-            and ctl.health[(p.name, n.id)].up
-        ]
+        up = [(p, n) for p in self.cfg.pools for n in p.nodes
+              if ctl.health.get((p.name, n.id)) is not None and ctl.health[(p.name, n.id)].up]
+        others = [(p, n) for p, n in up if (p.name, n.id) != key]
         sample = random.sample(others, min(VANTAGE_SAMPLE, len(others)))
         if not sample and not self.cfg.vantage.canaries:
             return None
@@ -424,7 +423,10 @@ class Daemon:
         return _Hold("sweep", reason, (key,) + tuple((p.name, n.id) for p, n in sample))
 
     async def _recheck_hold(self) -> None:
-        """A hold ends when what started it answers again: every sampled node and every canary."""
+        """A hold ends when the check that started it passes again: every canary answers and most
+        of the sampled nodes do (not merely the first node that answers, so a network that comes
+        back gradually does not drain the nodes it reaches last; not all of them, since one may
+        have died for real meanwhile)."""
         hold = self.holds.get("sweep")
         if hold is None or self._stopping:
             return
@@ -432,11 +434,18 @@ class Daemon:
                  if p is not None and p.node(n) is not None]
         fresh = await self.ctl.probe(nodes)  # type: ignore[arg-type]
         canaries = await self.ctl.probe_canaries()
-        failing = sorted({f"{r.pool}/{r.node}" for r in fresh if not r.ok} | {r.node for r in canaries if not r.ok})
-        if failing:
-            log.info("hold stays: %s still fail", ", ".join(failing))
+        ok: dict[NodeKey, bool] = {}
+        for r in fresh:
+            if r.check in LIVENESS:
+                ok[(r.pool, r.node)] = ok.get((r.pool, r.node), True) and r.ok
+        failing = sorted({f"{p}/{n}" for (p, n), good in ok.items() if not good}
+                         | {r.node for r in canaries if not r.ok})
+        answering = sum(ok.values())
+        if all(r.ok for r in canaries) and answering * 2 > len(ok):
+            still = f" ({', '.join(failing)} still fail)" if failing else ""
+            self._clear_hold("sweep", f"{answering} of the {len(ok)} sampled nodes answer again{still}")
             return
-        self._clear_hold("sweep", f"{', '.join(f'{p}/{n}' for p, n in hold.sample)} answer again")
+        log.info("hold stays: %s still fail", ", ".join(failing))
 
     async def _probe_canaries(self) -> None:
         if self._stopping or self._ctl is None:
