@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, aws_env, free_port, moto_server, raise_nofile, smtp_farm, wait_until
+from bench.fanout import bare_dialogue
 
 R53LB = str(Path(PYTHON).parent / "r53lb")
 HELO = "probe.r53lb.test"
@@ -91,24 +92,6 @@ def rss_mb(pid: int) -> float:
 # --- the floor -----------------------------------------------------------------------------
 
 
-async def _bare_probe(addr: str, port: int) -> bool:
-    reader, writer = await asyncio.open_connection(addr, port)
-    try:
-        async def reply() -> bytes:
-            while True:
-                line = await reader.readline()
-                if not line or line[3:4] != b"-":
-                    return line
-
-        ok = (await reply()).startswith(b"220")
-        writer.write(f"EHLO {HELO}\r\n".encode())
-        ok = (await reply()).startswith(b"250") and ok
-        writer.write(b"QUIT\r\n")
-        return (await reply()).startswith(b"221") and ok
-    finally:
-        writer.close()
-
-
 async def _floor(addrs: list[str], port: int, interval: float, window: float) -> int:
     """Each address probed every `interval`, starts spread evenly; returns probes completed in the window."""
     made = 0
@@ -120,7 +103,7 @@ async def _floor(addrs: list[str], port: int, interval: float, window: float) ->
         while time.monotonic() < stop:
             started = time.monotonic()
             try:
-                if await _bare_probe(addr, port):
+                if await bare_dialogue(addr, port):
                     made += 1
             except OSError:
                 pass

@@ -24,24 +24,28 @@ TIMEOUT = 10.0
 # --- the three clients, as they would be written -----------------------------------------
 
 
-async def _bare_one(addr: str, port: int, sem: asyncio.Semaphore) -> bool:
+async def bare_dialogue(addr: str, port: int) -> bool:
     """The floor: greeting, EHLO, QUIT on raw asyncio streams, no parsing beyond the reply code."""
-    async with sem:
-        reader, writer = await asyncio.open_connection(addr, port)
-        try:
-            async def reply() -> bytes:
-                while True:
-                    line = await reader.readline()
-                    if not line or line[3:4] != b"-":
-                        return line
+    reader, writer = await asyncio.open_connection(addr, port)
+    try:
+        async def reply() -> bytes:
+            while True:
+                line = await reader.readline()
+                if not line or line[3:4] != b"-":
+                    return line
 
-            ok = (await reply()).startswith(b"220")
-            writer.write(f"EHLO {HELO}\r\n".encode())
-            ok = (await reply()).startswith(b"250") and ok
-            writer.write(b"QUIT\r\n")
-            return (await reply()).startswith(b"221") and ok
-        finally:
-            writer.close()
+        ok = (await reply()).startswith(b"220")
+        writer.write(f"EHLO {HELO}\r\n".encode())
+        ok = (await reply()).startswith(b"250") and ok
+        writer.write(b"QUIT\r\n")
+        return (await reply()).startswith(b"221") and ok
+    finally:
+        writer.close()
+
+
+async def _bare_one(addr: str, port: int, sem: asyncio.Semaphore) -> bool:
+    async with sem:
+        return await bare_dialogue(addr, port)
 
 
 async def bare_cycle(addrs: list[str], port: int, concurrency: int) -> int:

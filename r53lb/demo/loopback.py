@@ -402,14 +402,19 @@ class HttpServer:
             self._thread.start()
 
     def _close(self) -> None:
-        self._release.set()
-        if self._srv is not None:
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        _stop_threaded(self)
+
+
+def _stop_threaded(server: Any) -> None:
+    """Stop a socketserver run in a thread of its own (HttpServer, AgentServer): release, shut, join."""
+    server._release.set()
+    if server._srv is not None:
+        server._srv.shutdown()
+        server._srv.server_close()
+        server._srv = None
+    if server._thread is not None:
+        server._thread.join(10)
+        server._thread = None
 
 
 # --- HAProxy agent ------------------------------------------------------------------------
@@ -457,14 +462,7 @@ class AgentServer:
             self._release = threading.Event()
 
     def stop(self) -> None:
-        self._release.set()
-        if self._srv is not None:
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        _stop_threaded(self)
 
     def __enter__(self) -> "AgentServer":
         return self.start()
