@@ -190,7 +190,12 @@ def _node_row(r: Mapping[str, Any]) -> str:
     if r["warmup_share"] is not None:
         nxt = r["warmup_next"]
         step = f", next {_pct(nxt['share'])} at {_when(nxt['at'])}" if nxt else ""
-        shares.append(f"warm-up {_pct(r['warmup_share'])}{step}")
+        paused = f" (paused: {r['warmup_paused']})" if r.get("warmup_paused") else ""
+        shares.append(f"warm-up {_pct(r['warmup_share'])}{step}{paused}")
+    for sig in r.get("signals") or ():
+        # Agent and metric signals: a share below 100%, a drain, or out with the signal's own reason.
+        if sig.get("out") or sig.get("drain") or (sig.get("share") is not None and sig["share"] < 1):
+            shares.append(sig.get("out") or sig.get("reason") or f"{sig.get('check')} {_pct(sig.get('share') or 0)}")
     rep = ('<span class="down">\u2716 listed</span> on ' + _e(r["listed_detail"] or ", ".join(r["listed_on"]))
            + (" (quarantined)" if r["quarantined"] else "")) if r["listed_on"] else "clean"
     return (f'<tr class="row-{row_cls}">'
@@ -199,7 +204,7 @@ def _node_row(r: Mapping[str, Any]) -> str:
             + _td("weight now \u2192 desired", weights)
             + _td("reason", reason)
             + _td("last probe", probes)
-            + _td("slow start / warm-up", _e("; ".join(shares)) or '<span class="muted">full</span>')
+            + _td("slow start / warm-up / signals", _e("; ".join(shares)) or '<span class="muted">full</span>')
             + _td("reputation", rep)
             + "</tr>")
 
@@ -217,7 +222,7 @@ def _pool_section(pool: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> str
     serving = len({r["node"] for r in rows if r["weight"]})
     notes = "".join(f'<div class="banner warn">{_e(a)}</div>' for a in pool["alerts"] + pool["errors"])
     head = ("<tr>" + "".join(f"<th>{h}</th>" for h in (
-        "node", "health", "weight now \u2192 desired", "reason", "last probe", "slow start / warm-up",
+        "node", "health", "weight now \u2192 desired", "reason", "last probe", "slow start / warm-up / signals",
         "reputation")) + "</tr>")
     return (f'<section><h2>{_e(pool["name"])} <span class="muted">{_e(pool["record"])} \u00b7 '
             f'{_e(pool["mode"])} \u00b7 zone {_e(pool["zone"])} \u00b7 {up}/{len(by_node)} up \u00b7 '
