@@ -19,6 +19,8 @@ from typing import Any
 
 from moto.server import ThreadedMotoServer
 
+from moto_fixtures.dynamodb import DynamoControls, dynamodb_controls
+from moto_fixtures.dynamodb import install as install_dynamodb
 from moto_fixtures.strict import Controls, controls, install
 
 __all__ = ["MotoServer", "start", "reset_backends"]
@@ -41,6 +43,7 @@ class MotoServer:
         self.host, self.port = host, port
         self.endpoint_url = f"http://{host}:{port}"
         self.controls: Controls = controls
+        self.dynamodb: DynamoControls = dynamodb_controls  # DynamoDB counts and throttles
         self._stopped = False
 
     @property
@@ -67,6 +70,7 @@ class MotoServer:
         """Empty moto and clear counters and faults (between tests)."""
         reset_backends()
         self.controls.reset()
+        self.dynamodb.reset()
 
     def stop(self) -> None:
         if self._stopped:
@@ -87,6 +91,7 @@ def start(host: str = "127.0.0.1", port: int = 0, *, strict: bool = True, quiet:
     if quiet:  # werkzeug logs every request to stderr otherwise
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
     install()
+    install_dynamodb()
     before = controls.strict
     controls.strict = strict
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import copy
 import itertools
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +71,7 @@ class Controls:
     def __init__(self) -> None:
         self.strict = False
         self.counts: collections.Counter[str] = collections.Counter()
+        self.comments: list[str | None] = []  # each ChangeResourceRecordSets' Comment, in order
         self.hook_errors: list[BaseException] = []
         self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(collections.deque)
         self._hooks: list[Callable[[], Any]] = []
@@ -81,6 +83,7 @@ class Controls:
         """Forget counts, queued faults, hooks and pending GetChange answers (not `strict`)."""
         with self._lock:
             self.counts.clear()
+            self.comments.clear()
             self.hook_errors.clear()
             self._faults.clear()
             self._hooks.clear()
@@ -355,6 +358,7 @@ def counted_call_action(self: Any) -> Any:
     if fault is not None:
         return fault.response()
     if action == "ChangeResourceRecordSets":
+        controls.comments.append(_comment(self))
         for hook in controls._take_hooks():
             try:
                 hook()
@@ -364,6 +368,15 @@ def counted_call_action(self: Any) -> Any:
     if controls._take_lost(action):
         return Fault("InternalFailure", 500, "the answer was lost on the way back").response()
     return result
+
+
+def _comment(response: Any) -> str | None:
+    """The change batch's Comment (r53lb puts the writer's replica and lease epoch there)."""
+    body = response.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    m = re.search(r"<Comment>(.*?)</Comment>", body or "", re.S)
+    return m.group(1) if m else None
 
 
 def strict_change_response(self: Any) -> Any:

@@ -68,12 +68,16 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             raise Fail("interrupted", 130) from None
         except Exception as e:
+            from .aws.dynamodb import DynamoDBError
             from .aws.route53 import Route53Error
 
             if click.get_current_context().obj.get("verbose"):
                 raise
             if isinstance(e, Route53Error):
                 raise Fail(f"route53: {e}") from None
+            if isinstance(e, DynamoDBError):
+                hint = " (create it with `r53lb cluster init`)" if e.code == "ResourceNotFoundException" else ""
+                raise Fail(f"dynamodb: {e}{hint}") from None
             raise Fail(f"{type(e).__name__}: {e}") from None
 
     return wrapper
@@ -101,6 +105,11 @@ def load_config(ctx: click.Context) -> "Config":
 
 def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
     """The state store; `readonly` (status, plan, history, --dry-run): an in-memory copy, nothing on disk touched."""
+    if cfg.cluster is not None:
+        from .state.dynamodb import open_store
+
+        cluster_store = open_store(cfg)
+        return cluster_store.snapshot() if readonly else cluster_store  # type: ignore[return-value]
     from .state.sqlite import StateStore
 
     if readonly:
@@ -241,6 +250,9 @@ def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_miss
 @errors
 def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool, wait: bool) -> None:
     """One reconcile cycle (for cron). Exit 0 ok, 1 apply failed, 3 hold."""
+    if not dry_run and load_config(ctx).cluster is not None:
+        raise Fail("sync: with `cluster` the `r53lb run` replicas write (the lease holder alone); "
+                   "use `r53lb plan` or `r53lb sync --dry-run`", EXIT_USAGE)
     result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
     show_cycle(result, as_json)
     if result.apply_error:
@@ -263,12 +275,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
     cfg = load_config(ctx)
     store = open_state(cfg, readonly=True)
     doc = collect(make_controller(cfg, store))
+    cluster = None
+    if cfg.cluster is not None:
+        from .engine.status import cluster_view
+
+        cluster = cluster_view(cfg, store, doc["nodes"])  # type: ignore[arg-type]
+        doc["cluster"] = cluster
     if as_json:
         emit_json(doc)
     else:
-        from .render import status_table
+        from .render import cluster_table, status_table
 
         status_table(doc["nodes"])
+        if cluster:
+            cluster_table(cluster)
 
 
 def _nameserver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -521,3 +541,23 @@ def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, res
     except MetricsError as e:
         raise Fail(str(e)) from None
     ctx.exit(code)
+
+
+@main.group()
+def cluster() -> None:
+    """Several `r53lb run` replicas on one DynamoDB table (the config's `cluster`)."""
+
+
+@cluster.command("init")
+@click.pass_context
+@errors
+def cluster_init(ctx: click.Context) -> None:
+    """Create the cluster's DynamoDB table when it does not exist (idempotent)."""
+    from .aws.dynamodb import DynamoDB, create_table
+
+    cfg = load_config(ctx)
+    if cfg.cluster is None:
+        raise Fail("cluster init: the config has no `cluster` section", EXIT_USAGE)
+    db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
+    created = create_table(db, cfg.cluster.table)
+    click.echo(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}")

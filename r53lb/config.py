@@ -845,6 +845,45 @@ class StateConfig(_Model):
         return Path(base) / "r53lb" / "state.db"
 
 
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+def _quorum(value: Any) -> Any:
+    if value == "majority":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not `majority` nor a number of replicas (1 or more)")
+    return value
+
+
+class ClusterConfig(_Model):
+    """Several `r53lb run` replicas sharing one DynamoDB table: all probe, the lease holder writes."""
+
+    backend: Literal["dynamodb"] = "dynamodb"
+    table: str
+    region: str | None = None  # default: aws.region, then boto3's usual chain
+    replica: str = Field(default_factory=lambda: socket.gethostname() or "r53lb", min_length=1, max_length=128)
+    lease: Duration = 15.0
+    heartbeat: Duration = 1.0
+    quorum: Annotated[Literal["majority"] | int, BeforeValidator(_quorum)] = "majority"
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        if not _TABLE.match(v):
+            raise ValueError(f"{v!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> "ClusterConfig":
+        if self.heartbeat <= 0:
+            raise ValueError(f"heartbeat: {self.heartbeat:g}s must be above 0")
+        # The leader renews at each heartbeat: a lease of fewer than 3 heartbeats is lost to one slow write.
+        if self.lease < 3 * self.heartbeat:
+            raise ValueError(f"lease: {self.lease:g}s is shorter than 3 heartbeats ({3 * self.heartbeat:g}s)")
+        return self
+
+
 class Canary(_Model):
     """A target outside the fleet that must answer; if it fails, the controller's own network is suspect."""
 
@@ -877,10 +916,14 @@ class Config(_Model):
     defaults: Tuning = Tuning()
     vantage: VantageConfig = VantageConfig()
     notify: NotifyConfig = NotifyConfig()
+    cluster: ClusterConfig | None = None
     pools: tuple[Pool, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _inherit(self) -> "Config":
+        if self.cluster is not None and "state" in self.model_fields_set:
+            raise ValueError("cluster: `cluster` and `state` are exclusive (with a cluster the state lives "
+                             "in the DynamoDB table); remove one")
         seen: set[str] = set()
         for i, pool in enumerate(self.pools):
             if pool.name in seen:

@@ -74,6 +74,8 @@ def status_table(rows: list[dict[str, Any]]) -> None:
             notes.append("pool in panic")
         if r["active"] == r["node"]:
             notes.append("active")
+        if "votes_down" in r:
+            notes.append(f"votes down {r['votes_down']}/{r['votes_down'] + r['votes_up']}")
         if r["health"] == "down":
             notes.append(r["last_result"])
         health = {"up": "[green]up[/]", "down": "[red]down[/]"}.get(r["health"], r["health"])
@@ -84,11 +86,26 @@ def status_table(rows: list[dict[str, Any]]) -> None:
 
 def history_table(events: list["Event"]) -> None:
     t = Table(title="history")
-    for col in ("time (UTC)", "pool/node", "kind", "change", "reason"):
+    cluster = any(e.replica is not None for e in events)
+    for col in ("time (UTC)", "pool/node", "kind", "change", *(("replica", "epoch") if cluster else ()), "reason"):
         t.add_column(col)
     for e in events:
         change = " -> ".join(s for s in (e.from_state, e.to_state) if s)
-        t.add_row(e.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change, e.reason)
+        who = (e.replica or "", "" if e.epoch is None else str(e.epoch)) if cluster else ()
+        t.add_row(e.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change,
+                  *who, e.reason)
+    console.print(t)
+
+
+def cluster_table(cluster: dict[str, Any]) -> None:
+    t = Table(title=f"cluster {cluster['table']}: leader {cluster['leader'] or '-'}, epoch {cluster['epoch']}, "
+                    f"quorum {cluster['quorum']}")
+    for col in ("replica", "heartbeat age", "fresh", "voting", "sees down"):
+        t.add_column(col)
+    for r in cluster["replicas"]:
+        age = "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.1f}s"
+        t.add_row(r["replica"] + (" (leader)" if r["replica"] == cluster["leader"] else ""), age,
+                  "yes" if r["fresh"] else "no", "yes" if r["voting"] else "no", ", ".join(r["sees_down"]) or "-")
     console.print(t)
 
 

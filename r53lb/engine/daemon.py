@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import signal
 import time
@@ -50,6 +51,7 @@ from ..state.base import StateError
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
     from ..state.sqlite import StateStore
+    from .cluster import Cluster
 
 __all__ = ["Daemon", "run"]
 
@@ -62,6 +64,9 @@ VANTAGE_SAMPLE = 20  # other nodes that are up, re-probed before a node is taken
 STOP_GRACE = 90.0  # how long SIGTERM waits for a write in flight (Route 53 retries are bounded at 60 s)
 ZONE_FAILING_UNHEALTHY = 60.0  # /healthz turns 503 when a zone fails for max(this, 3 x shortest interval)
 RETRY_FAILED_ZONE = 5.0  # a zone whose reconcile failed is tried again this soon
+# Test-only (never documented for production): this replica's probes of the listed node ids fail,
+# as if its network were cut from them. The cluster tests make one replica blind with it.
+TEST_BLIND_ENV = "R53LB_TEST_BLIND_NODES"
 
 
 @dataclass
@@ -125,6 +130,9 @@ class Daemon:
         self._stopping = False
         self._reload_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.cluster: Cluster | None = None  # with `cluster:`: the lease and the quorum view
+        self._beat_now: asyncio.Event | None = None
+        self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
 
     @property
     def ctl(self) -> Controller:
@@ -148,7 +156,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
         with contextlib.ExitStack() as stack:
-            self.store = StateStore.open(self.cfg.state.resolved_path())
+            if self.cfg.cluster is not None:
+                self.store = self._cluster_store()  # type: ignore[assignment]
+            else:
+                self.store = StateStore.open(self.cfg.state.resolved_path())
             stack.callback(self.store.close)
             if self.store.rebuilt:
                 log.error("%s", self.store.rebuilt)
@@ -170,6 +181,9 @@ class Daemon:
             self.scheduler.start()
             await self._adopt_zones(self.ctl)
             self._schedule(self.cfg)
+            if self.cluster is not None:
+                self._beat_now = asyncio.Event()
+                self._spawn(self._cluster_loop())
             nodes = sum(len(p.nodes) for p in self.cfg.pools)
             log.info("running: %d pool(s), %d node(s), %d zone(s)", len(self.cfg.pools), nodes, len(self.zones))
             sdnotify.notify(f"READY=1\nSTATUS=probing {nodes} node(s)")
@@ -368,7 +382,11 @@ class Daemon:
     async def _probe_node(self, pool: Pool, node: Node, key: NodeKey, jobs: list[Any], generation: int) -> None:
         assert self._sem is not None
         async with self._sem:
-            if len(jobs) == 1:
+            if node.id in self._blind:
+                results = [ProbeResult(pool.name, node.id, j.check.kind, "fail", 0.0,
+                                       f"{TEST_BLIND_ENV}: this replica is blind to the node (test only)")
+                           for j in jobs]
+            elif len(jobs) == 1:
                 results = [await run_one(jobs[0])]
             else:
                 results = list(await asyncio.gather(*(run_one(j) for j in jobs)))
@@ -400,7 +418,9 @@ class Daemon:
                 return
         transitions = ctl.fold(results, self.clock(), persist_all=False)
         self.metrics.node_up.labels(*key).set(1 if ctl.health[key].up else 0)
-        if transitions:
+        if transitions and self.cluster is not None and self._beat_now is not None:
+            self._beat_now.set()  # publish the change of opinion now; the writer decides on a quorum
+        elif transitions:
             self.request_reconcile(pool.zone)
 
     async def _vantage_sweep(self, key: NodeKey, results: list[ProbeResult]) -> _Hold | None:
@@ -508,6 +528,10 @@ class Daemon:
 
     def _guard(self) -> str | None:
         """Asked by the engine right before it writes (from its thread)."""
+        if self.cluster is not None:
+            lost = self.cluster.guard()  # even while stopping: a lapsed lease never writes
+            if lost:
+                return lost
         if self._stopping and not self.holds:
             return None  # the write in flight finishes
         holds = list(self.holds.values())
@@ -546,9 +570,14 @@ class Daemon:
             log.info("zone %s: hold in effect (%s); nothing written", z.name,
                      "; ".join(h.reason for h in self.holds.values()))
             return
+        health, comment = dict(ctl.health), "r53lb"
+        if self.cluster is not None:
+            if not self.cluster.is_leader():
+                return  # followers probe and publish; only the lease holder writes
+            health, comment = self.cluster.planning_health(health), self.cluster.comment()
         started = time.monotonic()
         out: ZoneOutcome = await asyncio.to_thread(
-            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=dict(ctl.health))
+            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment)
         if ctl is not self._ctl:
             return  # a reload replaced the engine meanwhile
         self.metrics.reconcile_duration.labels(z.name).observe(time.monotonic() - started)
@@ -633,6 +662,11 @@ class Daemon:
                           "(%s -> %s); restart r53lb to move the state", old.state.resolved_path(),
                           new.state.resolved_path())
                 return
+            if new.cluster != old.cluster:
+                self.metrics.config_reloads.labels("refused").inc()
+                log.error("config reload refused, the running config stays: `cluster` changed; "
+                          "restart r53lb to change it")
+                return
             if new == old:
                 log.info("config unchanged")
                 self.metrics.config_reloads.labels("unchanged").inc()
@@ -667,6 +701,67 @@ class Daemon:
             self._schedule(new)
             self.metrics.config_reloads.labels("ok").inc()
             log.info("config reloaded: %d pool(s), %d node(s)", len(new.pools), len(keep))
+
+    # --- cluster ----------------------------------------------------------------------------
+
+    def _cluster_store(self) -> Any:
+        from ..state.dynamodb import open_store
+        from .cluster import Cluster
+
+        assert self.cfg.cluster is not None
+        store = open_store(self.cfg, on_request=self.metrics.dynamodb_request)
+        self.cluster = cluster = Cluster(self.cfg.cluster, store)
+        self.metrics.leader.set_function(lambda: 1.0 if cluster.is_leader() else 0.0)
+        self.metrics.lease_epoch.set_function(lambda: float(cluster.epoch))
+        self.metrics.replicas_fresh.set_function(lambda: float(cluster.fresh_count()))
+        log.info("cluster: replica %s, table %s, lease %gs, heartbeat %gs, quorum %s", cluster.replica,
+                 self.cfg.cluster.table, self.cfg.cluster.lease, self.cfg.cluster.heartbeat, self.cfg.cluster.quorum)
+        return store
+
+    def _voting(self) -> bool:
+        """This replica has an opinion worth counting: every zone read, every node probed once."""
+        return all(z.ready for z in self.zones.values()) and all(
+            (p.name, n.id) in self._probed for p in self.cfg.pools for n in p.nodes)
+
+    async def _cluster_loop(self) -> None:
+        """One heartbeat per `heartbeat` (sooner on a change of opinion or when the lease may be taken)."""
+        cluster, wake = self.cluster, self._beat_now
+        assert cluster is not None and wake is not None
+        while not self._stopping:
+            wake.clear()
+            try:
+                await self._beat(cluster)
+            except Exception:  # the loop must outlive any one beat
+                log.exception("cluster: beat failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), cluster.next_beat_in())
+
+    async def _beat(self, cluster: "Cluster") -> None:
+        ctl = self.ctl
+        local = dict(ctl.health)
+        out = await asyncio.to_thread(cluster.beat, local, self._voting(), self.clock())
+        if out.took:
+            stored = await asyncio.to_thread(cluster.store.health)
+            cluster.decide(local, self.clock())
+            cluster.adopt_view(stored)
+        now = self.clock()
+        transitions = cluster.decide(dict(ctl.health), now)
+        for key, v in cluster.votes.items():
+            self.metrics.node_votes_down.labels(*key).set(v.down)
+        if not cluster.is_leader():
+            return
+        if transitions:
+            def persist() -> None:
+                for key, t in transitions:
+                    frm, to = ("down", "up") if t.up else ("up", "down")
+                    cluster.store.put_view(key[0], key[1], cluster.view[key])
+                    cluster.store.add_event(now, key[0], key[1], "quorum", frm, to, t.reason)
+            await asyncio.to_thread(persist)
+            for key, t in transitions:
+                log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
+        zones = {p.zone for p in self.cfg.pools if any(k[0] == p.name for k, _ in transitions)}
+        for zone in (self.zones if out.took else zones):
+            self.request_reconcile(zone)
 
     # --- health of the controller itself ----------------------------------------------------
 
@@ -704,7 +799,17 @@ class Daemon:
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
+TEST_SKEW_ENV = "R53LB_TEST_CLOCK_SKEW"  # test-only: seconds added to this process's wall clock
+
+
 def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:
     """Entry point for the CLI: build the daemon (a broken config raises ConfigError) and run it."""
-    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync)
+    clock = utcnow
+    skew = float(os.environ.get(TEST_SKEW_ENV) or 0.0)
+    if skew:
+        from datetime import timedelta
+
+        def clock() -> datetime:
+            return utcnow() + timedelta(seconds=skew)
+    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock)
     return asyncio.run(daemon.run())

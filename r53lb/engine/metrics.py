@@ -76,6 +76,16 @@ class Metrics:
         self.last_round = Gauge("r53lb_last_probe_round_timestamp_seconds",
                                 "When the last full probe round (every node probed once) finished",
                                 registry=r)
+        # Cluster (several replicas on DynamoDB); absent values stay 0 on a single controller.
+        self.leader = Gauge("r53lb_leader", "1 while this replica holds the lease (computed when scraped)",
+                            registry=r)
+        self.lease_epoch = Gauge("r53lb_lease_epoch", "The lease epoch this replica last saw or holds", registry=r)
+        self.replicas_fresh = Gauge("r53lb_replicas_fresh",
+                                    "Replicas whose heartbeat is fresh, this one included", registry=r)
+        self.node_votes_down = Gauge("r53lb_node_votes_down", "Fresh replicas that see the node down",
+                                     ["pool", "node"], registry=r)
+        self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
+                                         ["operation", "outcome"], registry=r)
         self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
                                       ["outcome"], registry=r)
 
@@ -100,11 +110,15 @@ class Metrics:
     def route53_request(self, operation: str, outcome: str) -> None:
         self.route53_requests.labels(operation, outcome).inc()
 
+    def dynamodb_request(self, operation: str, outcome: str) -> None:
+        self.dynamodb_requests.labels(operation, outcome).inc()
+
     def forget_nodes(self, keep: Iterable[tuple[str, str]], keep_pools: Iterable[str]) -> None:
         """Drop the series of nodes and pools no longer in the config (after a reload)."""
         keep, keep_pools = set(keep), set(keep_pools)
         for gauge in (self.node_up, self.node_weight, self.node_desired_weight, self.node_listed,
-                      self.node_warmup_share, self.node_agent_share, self.node_metric_value):
+                      self.node_warmup_share, self.node_agent_share, self.node_metric_value,
+                      self.node_votes_down):
             for labels in _label_sets(gauge):
                 if labels[:2] not in keep:
                     gauge.remove(*labels)

@@ -178,3 +178,39 @@ def collect(ctl: Controller, history: int = HISTORY) -> dict[str, Any]:
     facts = read_store(ctl.store, history)
     plan = plan_now(ctl, records, ctl.health, facts, now)
     return document(ctl.cfg, records=records, health=ctl.health, plan=plan, store=facts, now=now)
+
+
+def cluster_view(cfg: Any, store: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replicas (heartbeat age), the lease holder and epoch; each row gains its votes.
+
+    Ages come from the replicas' own wall clocks (an operator's view); the replicas themselves
+    decide freshness on their own monotonic clocks.
+    """
+    from datetime import datetime, timezone
+
+    from .cluster import stale_after
+
+    lease, beats = store.read_live()
+    now = datetime.now(timezone.utc)
+    stale = stale_after(cfg.cluster.heartbeat)
+    replicas = []
+    counting = []
+    for name, hb in sorted(beats.items()):
+        age = None if hb.at is None else max(0.0, (now - hb.at).total_seconds())
+        is_fresh = age is not None and age < stale
+        replicas.append({"replica": name, "heartbeat_age_s": None if age is None else round(age, 1),
+                         "fresh": is_fresh, "voting": hb.opinion.voting, "seq": hb.opinion.seq,
+                         "sees_down": sorted(f"{p}/{n}" for p, n in hb.opinion.down)})
+        if is_fresh and hb.opinion.voting:
+            counting.append(hb.opinion)
+    for row in rows:
+        key = (row["pool"], row["node"])
+        row["votes_down"] = sum(1 for o in counting if key in o.down)
+        row["votes_up"] = len(counting) - row["votes_down"]
+    return {
+        "table": cfg.cluster.table,
+        "leader": lease.owner if lease else None,
+        "epoch": lease.epoch if lease else 0,
+        "quorum": cfg.cluster.quorum,
+        "replicas": replicas,
+    }

@@ -31,10 +31,15 @@ class Event:
     from_state: str | None
     to_state: str | None
     reason: str
+    replica: str | None = None  # cluster: the replica that recorded it
+    epoch: int | None = None  # cluster: the lease epoch it held then (a weight written under it)
 
     def to_json(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "pool": self.pool, "node": self.node, "kind": self.kind,
-                "from": self.from_state, "to": self.to_state, "reason": self.reason}
+        d = {"at": self.at.isoformat(), "pool": self.pool, "node": self.node, "kind": self.kind,
+             "from": self.from_state, "to": self.to_state, "reason": self.reason}
+        if self.replica is not None:
+            d.update(replica=self.replica, epoch=self.epoch)
+        return d
 
 
 @runtime_checkable

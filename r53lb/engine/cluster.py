@@ -1,0 +1,191 @@
+"""One replica's part in a cluster: heartbeat + opinion, the lease, the quorum view.
+
+The daemon calls `beat()` (blocking: boto3) once per heartbeat, or sooner when its opinion
+changed. Per beat a replica makes one write (its heartbeat; the holder renews the lease in
+the same TransactWriteItems) and one consistent read of the `live` partition (the lease
+and every heartbeat). Takeovers (rare) cost one more conditional write.
+
+The engine asks `guard()` right before each Route 53 write and plans with `view`, the
+quorum view: the writer never plans with its own probes alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..core.health import NodeHealth, Transition
+from ..core.lease import Held, Observed, held_from, may_take, may_write, observe, takeover_at
+from ..core.quorum import Beat, Opinion, Votes, fresh, quorum_health, track
+
+if TYPE_CHECKING:
+    from ..config import ClusterConfig
+    from ..state.dynamodb import DynamoStore, Heartbeat
+
+__all__ = ["BeatOutcome", "Cluster", "stale_after"]
+
+log = logging.getLogger("r53lb.cluster")
+
+NodeKey = tuple[str, str]
+
+
+def stale_after(heartbeat: float) -> float:
+    """A replica whose heartbeat has not moved for this long (on our clock) no longer counts."""
+    return 3 * heartbeat + 1.0
+
+
+@dataclass(frozen=True)
+class BeatOutcome:
+    took: bool = False  # this beat took the lease
+    lost: str | None = None  # this beat found the lease lost, and why
+    error: str | None = None  # DynamoDB could not be used this beat
+
+
+class Cluster:
+    def __init__(self, cfg: "ClusterConfig", store: "DynamoStore", *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.replica = cfg.replica
+        self.monotonic = monotonic
+        self.held: Held | None = None
+        self.observed: Observed | None = None
+        self.beats: dict[str, Beat] = {}
+        self.heartbeats: dict[str, "Heartbeat"] = {}
+        self.opinions: list[Opinion] = []
+        self.view: dict[NodeKey, NodeHealth] = {}
+        self.votes: dict[NodeKey, Votes] = {}
+        self.seq = 0
+        self.epoch_seen = 0
+        self.owner_seen: str | None = None
+        self.error: str | None = None
+
+    # --- asked by the engine --------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        held = self.held
+        return held is not None and held.deadline > self.monotonic()
+
+    def guard(self) -> str | None:
+        """A reason not to write Route 53 now, or None (the lease is ours with time for the write)."""
+        return may_write(self.held, self.monotonic(), self.cfg.lease)
+
+    def comment(self) -> str:
+        held = self.held
+        return f"r53lb replica={self.replica} epoch={held.epoch if held else 0}"
+
+    @property
+    def epoch(self) -> int:
+        held = self.held
+        return held.epoch if held is not None else self.epoch_seen
+
+    def fresh_count(self) -> int:
+        return len(self.opinions)
+
+    def next_beat_in(self) -> float:
+        """Seconds until the next beat: a heartbeat, or sooner when the lease we see may be taken."""
+        wait = self.cfg.heartbeat
+        obs = self.observed
+        if self.held is None and obs is not None and obs.record is not None:
+            wait = min(wait, max(0.0, takeover_at(obs, self.cfg.lease) - self.monotonic()) + 0.01)
+        return wait
+
+    # --- one beat (blocking) ---------------------------------------------------------------
+
+    def beat(self, local: Mapping[NodeKey, NodeHealth], voting: bool, now: datetime) -> BeatOutcome:
+        self.seq += 1
+        op = Opinion(self.replica, self.seq, voting, {k: h.reason for k, h in local.items() if not h.up})
+        lease = self.cfg.lease
+        lost: str | None = None
+        held = self.held
+        sent: list[float] = []
+        rev = uuid.uuid4().hex
+        try:
+            if held is not None and held.deadline <= self.monotonic():
+                lost = "the lease ran out before it could be renewed (paused, or DynamoDB too slow)"
+                held = self.held = None
+            if held is not None:
+                from ..aws.dynamodb import ConditionFailed
+
+                try:
+                    # Retrying past the deadline is useless: the lease would be gone anyway.
+                    self.store.heartbeat(op, now, renew=(held.epoch, held.rev), rev=rev, sent=sent,
+                                         deadline=max(0.1, held.deadline - self.monotonic()))
+                    self.held = held_from(held.epoch, rev, sent[-1], lease)
+                except ConditionFailed:
+                    lost = f"another replica holds the lease (epoch {held.epoch} is old)"
+                    self.held = None
+                    self.store.heartbeat(op, now, deadline=min(lease, 5.0))
+            else:
+                self.store.heartbeat(op, now, deadline=min(lease, 5.0))
+            record, beats = self.store.read_live()
+        except Exception as e:  # DynamoDBError, or anything else: the beat fails, the lease ticks down
+            self.error = str(e)
+            self._lost_log(lost)
+            log.error("cluster: heartbeat failed: %s", e)
+            return BeatOutcome(lost=lost, error=str(e))
+        self.error = None
+        t = self.monotonic()
+        self.observed = observe(self.observed, record, t)
+        if record is not None:
+            self.epoch_seen, self.owner_seen = record.epoch, record.owner
+        if self.held is not None and (record is None or record.owner != self.replica or record.epoch != self.held.epoch):
+            lost = f"the lease moved to {record.owner if record else 'nobody'} (epoch {record.epoch if record else 0})"
+            self.held = None
+        took = False
+        if self.held is None and may_take(self.observed, t, lease):
+            took = self._take(record, now)
+        self.store.epoch = self.held.epoch if self.held is not None else None
+        others = [hb.opinion for r, hb in beats.items() if r != self.replica]
+        self.heartbeats = beats
+        self.beats = track(self.beats, others, t)
+        alive = fresh(self.beats, t, stale_after(self.cfg.heartbeat))
+        self.opinions = [op] + [o for o in others if o.replica in alive]
+        self._lost_log(lost)
+        return BeatOutcome(took=took, lost=lost)
+
+    def _take(self, seen: "object", now: datetime) -> bool:
+        from ..aws.dynamodb import ConditionFailed, DynamoDBError
+
+        rev = uuid.uuid4().hex
+        sent: list[float] = []
+        try:
+            epoch = self.store.take_lease(seen, rev, now, sent=sent, deadline=min(self.cfg.lease, 5.0))  # type: ignore[arg-type]
+        except ConditionFailed:
+            return False  # another replica was faster; we read it next beat
+        except DynamoDBError as e:
+            log.error("cluster: could not take the lease: %s", e)
+            return False
+        self.held = held_from(epoch, rev, sent[-1], self.cfg.lease)
+        self.epoch_seen, self.owner_seen = epoch, self.replica
+        prev = getattr(seen, "owner", None)
+        log.info("cluster: %s holds the lease, epoch %d%s", self.replica, epoch,
+                 f" (after {prev})" if prev else "")
+        return True
+
+    def _lost_log(self, lost: str | None) -> None:
+        if lost:
+            log.warning("cluster: %s steps down, writes nothing more: %s", self.replica, lost)
+
+    # --- the quorum view -------------------------------------------------------------------
+
+    def decide(self, local: Mapping[NodeKey, NodeHealth], now: datetime) -> list[tuple[NodeKey, Transition]]:
+        """Fold the fresh opinions into the view; a node first seen here starts from local health."""
+        prev = {k: self.view.get(k) or local[k] for k in local}
+        self.view, self.votes, transitions = quorum_health(prev, self.opinions, self.cfg.quorum, now)
+        return transitions
+
+    def adopt_view(self, stored: Mapping[NodeKey, NodeHealth]) -> None:
+        """A new writer starts from the view the last writer stored (slow start keeps its start)."""
+        for k, h in stored.items():
+            if k in self.view:
+                self.view[k] = replace(h)
+
+    def planning_health(self, local: Mapping[NodeKey, NodeHealth]) -> dict[NodeKey, NodeHealth]:
+        """The health map the writer plans with: the quorum view, local health where it has none."""
+        return {k: self.view.get(k, h) for k, h in local.items()}

@@ -1,0 +1,277 @@
+"""The cluster's state store: one DynamoDB table shared by every replica.
+
+The same public methods as the SQLite store (state/sqlite.py), so the engine does not know
+which one it has, plus the cluster's own items: the lease, each replica's heartbeat with
+its opinion (the nodes it sees down), and the quorum view the writer plans with.
+
+| pk            | sk                     | what                                               |
+|---------------|------------------------|----------------------------------------------------|
+| live          | lease                  | owner, epoch, rev: the one writer                  |
+| live          | replica#NAME           | seq, voting, down (JSON), at: heartbeat + opinion  |
+| view          | ["pool","node"]        | the quorum view (up, since, recovered_at), epoch   |
+| drain         | ["pool","node"]        | reason, at: `r53lb drain` on any replica           |
+| check         | ["pool","node","slot"] | cached signal verdicts (dnsbl)                     |
+| event         | ISO-time#replica#n     | history, with replica and epoch; TTL 90 days       |
+| meta#NAME     | key                    | a replica's small values (its alert watcher)       |
+
+`live` is one partition on purpose: one consistent Query reads the lease and every
+heartbeat, the only read a replica makes per heartbeat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..core.health import NodeHealth
+from ..core.lease import LeaseRecord
+from ..core.quorum import Opinion
+from .sqlite import Event
+
+if TYPE_CHECKING:
+    from ..aws.dynamodb import DynamoDB
+
+__all__ = ["DynamoStore", "Heartbeat"]
+
+EVENT_TTL = timedelta(days=90)
+HEARTBEAT_TTL = timedelta(days=1)  # a replica gone for good leaves the table by itself
+LIVE = "live"
+LEASE = "lease"
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
+
+
+def _dt(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s)
+
+
+def _key(*parts: str) -> str:
+    return json.dumps(list(parts), separators=(",", ":"))
+
+
+class Heartbeat:
+    """A replica's heartbeat item as read (for the daemon, `status` and the metrics)."""
+
+    def __init__(self, opinion: Opinion, at: datetime | None) -> None:
+        self.opinion = opinion
+        self.at = at  # the writer's wall clock: shown as an age by `status`, never used to decide
+
+
+class DynamoStore:
+    """Open with `DynamoStore(db, table, replica)`; `r53lb cluster init` creates the table."""
+
+    rebuilt: str | None = None  # a table is never rebuilt behind the operator's back
+
+    def __init__(self, db: "DynamoDB", table: str, replica: str, *, read_only: bool = False) -> None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        self.db = db
+        self.table = table
+        self.replica = replica
+        self.read_only = read_only  # `plan`, `status`: every write is dropped
+        self.epoch: int | None = None  # set while this replica holds the lease: stamped on its events
+        self._ser, self._de = TypeSerializer(), TypeDeserializer()
+        self._n = itertools.count()
+        self._meta: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _item(self, **attrs: Any) -> dict[str, Any]:
+        return {k: self._ser.serialize(v) for k, v in attrs.items() if v is not None}
+
+    def _plain(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._de.deserialize(v) for k, v in item.items()}
+
+    def _put(self, **attrs: Any) -> None:
+        if not self.read_only:
+            self.db.call("PutItem", TableName=self.table, Item=self._item(**attrs))
+
+    def _delete(self, pk: str, sk: str) -> bool:
+        if self.read_only:
+            return False
+        out = self.db.call("DeleteItem", TableName=self.table, Key=self._item(pk=pk, sk=sk), ReturnValues="ALL_OLD")
+        return bool(out.get("Attributes"))
+
+    def _query(self, pk: str, *, limit: int | None = None, newest_first: bool = False,
+               consistent: bool = False) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}}, "ScanIndexForward": not newest_first,
+            "ConsistentRead": consistent,
+        }
+        if limit:
+            kwargs["Limit"] = limit
+        while True:
+            page = self.db.call("Query", **kwargs)
+            for item in page.get("Items", []):
+                yield self._plain(item)
+            if not page.get("LastEvaluatedKey"):
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # --- the store interface (as state/sqlite.py) -----------------------------------------
+
+    def snapshot(self) -> "DynamoStore":
+        """A view that reads the table and writes nothing (`plan`, `status`, `--dry-run`)."""
+        copy = DynamoStore(self.db, self.table, self.replica, read_only=True)
+        copy._meta = dict(self._meta)
+        return copy
+
+    def close(self) -> None:
+        pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # Each item is written on its own: every write here stands alone (an event, a drain).
+        yield
+
+    @contextmanager
+    def exclusive(self, wait: float = 0.0) -> Iterator[None]:
+        # The lease decides who writes Route 53, not a lock on the store.
+        yield
+
+    def get_meta(self, key: str) -> str | None:
+        if key in self._meta:
+            return self._meta[key]
+        for item in self._query(f"meta#{self.replica}"):
+            self._meta.setdefault(str(item["sk"]), str(item["value"]))
+        return self._meta.get(key)
+
+    def put_meta(self, key: str, value: str) -> None:
+        if self._meta.get(key) == value:
+            return
+        self._meta[key] = value
+        self._put(pk=f"meta#{self.replica}", sk=key, value=value)
+
+    def health(self) -> dict[tuple[str, str], NodeHealth]:
+        """The cluster's quorum view, as the writer last stored it (a replica starts from it)."""
+        out = {}
+        for item in self._query("view"):
+            out[(str(item["pool"]), str(item["node"]))] = NodeHealth(
+                up=bool(item["up"]), since=_dt(item["since"]) or datetime.now(timezone.utc),
+                reason=str(item.get("reason", "")), recovered_at=_dt(item.get("recovered_at")))
+        return out
+
+    def put_health(self, pool: str, node: str, h: NodeHealth) -> None:
+        # A replica's rise/fall counters stay in its memory (written per probe they would cost a
+        # write per probe); its opinion goes out with its heartbeat, the writer stores the view.
+        pass
+
+    def put_view(self, pool: str, node: str, h: NodeHealth) -> None:
+        """The writer stores a change of the quorum view (so the next writer starts from it)."""
+        self._put(pk="view", sk=_key(pool, node), pool=pool, node=node, up=h.up, since=_ts(h.since),
+                  reason=h.reason[:1000], recovered_at=_ts(h.recovered_at), epoch=self.epoch)
+
+    def drains(self) -> dict[tuple[str, str], tuple[str, datetime]]:
+        return {(str(i["pool"]), str(i["node"])): (str(i["reason"]), _dt(i["at"]))  # type: ignore[misc]
+                for i in self._query("drain", consistent=True)}
+
+    def drain(self, pool: str, node: str, reason: str, now: datetime) -> None:
+        self._put(pk="drain", sk=_key(pool, node), pool=pool, node=node, reason=reason, at=_ts(now))
+        self.add_event(now, pool, node, "drain", None, "drained", reason)
+
+    def enable(self, pool: str, node: str, now: datetime) -> bool:
+        removed = self._delete("drain", _key(pool, node))
+        if removed:
+            self.add_event(now, pool, node, "enable", "drained", "enabled", "enabled by operator")
+        return removed
+
+    def check_results(self) -> dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]:
+        return {(str(i["pool"]), str(i["node"]), str(i["slot"])): (_dt(i["at"]), json.loads(i["result"]))  # type: ignore[misc]
+                for i in self._query("check")}
+
+    def put_check_result(self, pool: str, node: str, slot: str, at: datetime, result: dict[str, Any]) -> None:
+        self._put(pk="check", sk=_key(pool, node, slot), pool=pool, node=node, slot=slot, at=_ts(at),
+                  result=json.dumps(result, default=str))
+
+    def add_event(self, at: datetime, pool: str, node: str, kind: str,
+                  from_state: str | None, to_state: str | None, reason: str) -> None:
+        sk = f"{_ts(at)}#{self.replica}#{next(self._n):08d}"
+        expires = int((at + EVENT_TTL).timestamp())
+        self._put(pk="event", sk=sk, at=_ts(at), pool=pool, node=node, kind=kind, from_state=from_state,
+                  to_state=to_state, reason=reason[:2000], replica=self.replica, epoch=self.epoch, expires=expires)
+
+    def events(self, limit: int = 50, pool: str | None = None, node: str | None = None) -> list[Event]:
+        out = []
+        for i in self._query("event", newest_first=True, limit=None if pool or node else limit):
+            if (pool and i["pool"] != pool) or (node and i["node"] != node):
+                continue
+            out.append(Event(_dt(i["at"]), str(i["pool"]), str(i["node"]), str(i["kind"]),  # type: ignore[arg-type]
+                             i.get("from_state"), i.get("to_state"), str(i["reason"]),
+                             replica=i.get("replica"), epoch=None if i.get("epoch") is None else int(i["epoch"])))
+            if len(out) >= limit:
+                break
+        return list(reversed(out))
+
+    # --- the cluster's live items ---------------------------------------------------------
+
+    def read_live(self) -> tuple[LeaseRecord | None, dict[str, Heartbeat]]:
+        """The lease and every heartbeat, in one consistent read."""
+        lease = None
+        beats: dict[str, Heartbeat] = {}
+        for i in self._query(LIVE, consistent=True):
+            if i["sk"] == LEASE:
+                lease = LeaseRecord(str(i["owner"]), int(i["epoch"]), str(i["rev"]))
+            elif str(i["sk"]).startswith("replica#"):
+                down = {(p, n): r for p, n, r in json.loads(i.get("down") or "[]")}
+                beats[str(i["replica"])] = Heartbeat(
+                    Opinion(str(i["replica"]), int(i["seq"]), bool(i.get("voting")), down), _dt(i.get("at")))
+        return lease, beats
+
+    def _beat_item(self, op: Opinion, now: datetime) -> dict[str, Any]:
+        down = json.dumps([[p, n, r[:200]] for (p, n), r in sorted(op.down.items())], separators=(",", ":"))
+        return self._item(pk=LIVE, sk=f"replica#{op.replica}", replica=op.replica, seq=op.seq, voting=op.voting,
+                          down=down, at=_ts(now), expires=int((now + HEARTBEAT_TTL).timestamp()))
+
+    def heartbeat(self, op: Opinion, now: datetime, *, renew: tuple[int, str] | None = None,
+                  rev: str = "", sent: list[float] | None = None, deadline: float | None = None) -> None:
+        """Publish this replica's heartbeat and opinion: one request. A holder (`renew`: its epoch
+        and the revision it last wrote) renews the lease in the same request, on condition that
+        it still holds it; ConditionFailed means it does not."""
+        if renew is None:
+            self.db.call("PutItem", TableName=self.table, Item=self._beat_item(op, now), sent=sent, deadline=deadline)
+            return
+        epoch, _ = renew
+        self.db.call("TransactWriteItems", sent=sent, deadline=deadline, TransactItems=[
+            {"Update": {
+                "TableName": self.table, "Key": self._item(pk=LIVE, sk=LEASE),
+                "UpdateExpression": "SET rev = :rev, #at = :at",
+                "ConditionExpression": "#owner = :me AND epoch = :epoch",
+                "ExpressionAttributeNames": {"#owner": "owner", "#at": "at"},
+                "ExpressionAttributeValues": self._item(**{":rev": rev, ":at": _ts(now), ":me": self.replica,
+                                                          ":epoch": epoch}),
+            }},
+            {"Put": {"TableName": self.table, "Item": self._beat_item(op, now)}},
+        ])
+
+    def take_lease(self, seen: LeaseRecord | None, rev: str, now: datetime, *,
+                   sent: list[float] | None = None, deadline: float | None = None) -> int:
+        """Take the lease seen free or expired; the epoch won. ConditionFailed: someone was faster."""
+        epoch = (seen.epoch if seen is not None else 0) + 1
+        values = {":me": self.replica, ":epoch": epoch, ":rev": rev, ":at": _ts(now)}
+        if seen is None:
+            cond = "attribute_not_exists(pk)"
+        else:
+            cond = "rev = :seen AND epoch = :seen_epoch"
+            values.update({":seen": seen.rev, ":seen_epoch": seen.epoch})
+        self.db.call("UpdateItem", sent=sent, deadline=deadline, TableName=self.table,
+                     Key=self._item(pk=LIVE, sk=LEASE),
+                     UpdateExpression="SET #owner = :me, epoch = :epoch, rev = :rev, #at = :at",
+                     ConditionExpression=cond, ExpressionAttributeNames={"#owner": "owner", "#at": "at"},
+                     ExpressionAttributeValues=self._item(**values))
+        return epoch
+
+
+def open_store(cfg: Any, on_request: Any = None) -> DynamoStore:
+    """The cluster's store for a config with `cluster:` (the table must exist: `r53lb cluster init`)."""
+    from ..aws.dynamodb import DynamoDB
+
+    db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region, on_request=on_request)
+    return DynamoStore(db, cfg.cluster.table, cfg.cluster.replica)
