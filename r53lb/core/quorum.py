@@ -73,23 +73,28 @@ def quorum_health(
     now: datetime,
 ) -> tuple[dict[NodeKey, NodeHealth], dict[NodeKey, Votes], list[tuple[NodeKey, Transition]]]:
     """The quorum view of every node in `prev` from the (fresh) opinions given; with the votes
-    and the transitions. A node without a quorum either way keeps its previous state."""
+    and the transitions. A node without a quorum either way keeps its previous state.
+
+    Every fresh replica counts towards the majority; one that has not probed every node yet
+    (not `voting`) votes neither way. So a replica that starts first cannot decide alone
+    while the others are starting.
+    """
     voters = [o for o in opinions if o.voting]
-    need = needed(rule, len(voters))
+    need = needed(rule, len(opinions))
     view: dict[NodeKey, NodeHealth] = {}
     votes: dict[NodeKey, Votes] = {}
     transitions: list[tuple[NodeKey, Transition]] = []
     for key, h in prev.items():
         saw_down = [o for o in voters if key in o.down]
         down, up = len(saw_down), len(voters) - len(saw_down)
-        votes[key] = Votes(down, up, len(voters), need)
+        votes[key] = Votes(down, up, len(opinions), need)
         if voters and h.up and down >= need:
             why = "; ".join(f"{o.replica}: {o.down[key]}" for o in saw_down)
-            reason = f"{down} of {len(voters)} replicas see it down ({why})"
+            reason = f"{down} of {len(opinions)} replicas see it down ({why})"
             view[key] = replace(h, up=False, since=now, successes=0, failures=down, reason=reason)
             transitions.append((key, Transition(False, reason)))
         elif voters and not h.up and up >= need:
-            reason = f"{up} of {len(voters)} replicas see it up"
+            reason = f"{up} of {len(opinions)} replicas see it up"
             view[key] = replace(h, up=True, since=now, recovered_at=now, successes=up, failures=0, reason=reason)
             transitions.append((key, Transition(True, reason)))
         else:
