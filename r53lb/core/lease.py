@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["DRIFT", "Held", "LeaseRecord", "Observed", "held_from", "may_take", "may_write", "observe",
-           "write_margin"]
+           "takeover_at", "write_margin"]
 
 # Monotonic clocks of two machines may run at slightly different rates (NTP slews by at most
 # 500 ppm); the holder gives up this share of the lease to cover that.
@@ -56,7 +56,7 @@ def observe(prev: Observed | None, record: LeaseRecord | None, now: float) -> Ob
 
 def may_take(obs: Observed, now: float, lease: float) -> bool:
     """The lease is free, or its holder has not renewed it for a whole lease on our own clock."""
-    return obs.record is None or now - obs.since >= lease
+    return obs.record is None or now >= takeover_at(obs, lease)
 
 
 def takeover_at(obs: Observed, lease: float) -> float:

@@ -1,0 +1,261 @@
+"""The cluster's pure parts (lease arithmetic, quorum), its config and its DynamoDB store (in-process moto)."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from r53lb.config import ConfigError, loads
+from r53lb.core.health import NodeHealth
+from r53lb.core.lease import LeaseRecord, held_from, may_take, may_write, observe, takeover_at, write_margin
+from r53lb.core.quorum import Opinion, fresh, needed, quorum_health, track
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+KEYS = [("mx", f"n{i}") for i in range(5)]
+
+# --- lease ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lease=st.floats(3, 60),
+    send=st.floats(0, 1e6),  # when (real time) the holder's last renewal left
+    land=st.floats(0, 5),  # how long the write took to land
+    read_delay=st.floats(0, 5),  # when after landing the follower first read it
+    offset_holder=st.floats(-1e6, 1e6),  # each machine's monotonic clock has its own origin ...
+    offset_follower=st.floats(-1e6, 1e6),
+    skew=st.floats(-2, 2),  # ... and the wall clocks may be seconds apart: never read
+)
+def test_the_holders_lease_ends_before_anyone_may_take_it(lease, send, land, read_delay, offset_holder,
+                                                           offset_follower, skew):
+    rec = LeaseRecord("a", 7, "rev-1")
+    held = held_from(7, "rev-1", send + offset_holder, lease)
+    seen_at = send + land + read_delay  # real time of the follower's first read of rev-1
+    obs = observe(None, rec, seen_at + offset_follower)
+    # The earliest real time the follower may take it, and the last the holder believes it holds it:
+    takes = obs.since - offset_follower + lease
+    holds_until = held.deadline - offset_holder
+    assert holds_until < takes
+    assert not may_take(obs, obs.since + lease * 0.999, lease)
+    assert may_take(obs, takeover_at(obs, lease), lease)
+
+
+def test_renewals_restart_the_followers_clock_and_a_free_lease_is_free():
+    a = observe(None, LeaseRecord("a", 1, "r1"), 10.0)
+    assert observe(a, LeaseRecord("a", 1, "r1"), 12.0) is a  # same revision: the clock runs on
+    b = observe(a, LeaseRecord("a", 1, "r2"), 12.0)
+    assert b.since == 12.0 and not may_take(b, 14.9, 3.0) and may_take(b, 15.0, 3.0)
+    assert may_take(observe(None, None, 0.0), 0.0, 3.0)
+
+
+def test_the_holder_writes_only_with_time_to_spare():
+    held = held_from(3, "r", 100.0, 15.0)
+    assert may_write(held, 101.0, 15.0) is None
+    assert "lease ends in" in (may_write(held, 100.0 + 15.0 - write_margin(15.0) + 0.1, 15.0) or "")
+    assert may_write(None, 0.0, 15.0) == "not the lease holder"
+    assert "lease ends in 0.0s" in (may_write(held, 200.0, 15.0) or "")
+
+
+# --- quorum --------------------------------------------------------------------------------
+
+
+def up(key=None) -> NodeHealth:
+    return NodeHealth(True, T0)
+
+
+def op(name: str, *down: str, voting: bool = True) -> Opinion:
+    return Opinion(name, 1, voting, {("mx", n): "smtp: refused" for n in down})
+
+
+def test_majority_drains_one_blind_replica_does_not():
+    prev = {k: up() for k in KEYS}
+    view, votes, tr = quorum_health(prev, [op("a"), op("b", "n1"), op("c", "n1", "n2")], "majority", T0)
+    assert not view[("mx", "n1")].up and view[("mx", "n2")].up
+    assert [k for k, _ in tr] == [("mx", "n1")]
+    assert "2 of 3 replicas see it down" in tr[0][1].reason and "b: smtp: refused" in tr[0][1].reason
+    assert votes[("mx", "n2")].down == 1 and votes[("mx", "n2")].needed == 2
+
+
+def test_restored_on_a_quorum_up_with_slow_start_from_then():
+    later = T0 + timedelta(minutes=5)
+    prev = {("mx", "n1"): NodeHealth(False, T0)}
+    view, _, _ = quorum_health(prev, [op("a"), op("b", "n1"), op("c", "n1")], "majority", later)
+    assert not view[("mx", "n1")].up  # only one sees it up
+    view, _, tr = quorum_health(prev, [op("a"), op("b"), op("c", "n1")], "majority", later)
+    assert view[("mx", "n1")].up and view[("mx", "n1")].recovered_at == later and tr[0][1].up
+
+
+def test_starting_replicas_count_but_do_not_vote():
+    prev = {k: up() for k in KEYS}
+    view, _, tr = quorum_health(prev, [op("a", "n1"), op("b", voting=False), op("c", voting=False)], "majority", T0)
+    assert view[("mx", "n1")].up and not tr
+    view, _, tr = quorum_health(prev, [op("a", "n1")], "majority", T0)  # alone: it decides alone
+    assert not view[("mx", "n1")].up
+
+
+def test_a_fixed_quorum_needs_that_many():
+    prev = {k: up() for k in KEYS}
+    assert needed(2, 5) == 2 and needed("majority", 4) == 3 and needed("majority", 1) == 1
+    view, _, _ = quorum_health(prev, [op("a", "n1")], 2, T0)
+    assert view[("mx", "n1")].up
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([k[1] for k in KEYS]), max_size=5), min_size=1, max_size=7),
+       st.sets(st.sampled_from([k[1] for k in KEYS])))
+def test_a_node_only_flips_when_more_than_half_agree(downs, was_down):
+    prev = {k: NodeHealth(k[1] not in was_down, T0) for k in KEYS}
+    ops = [op(f"r{i}", *d) for i, d in enumerate(downs)]
+    view, votes, tr = quorum_health(prev, ops, "majority", T0)
+    for k in KEYS:
+        v = votes[k]
+        if view[k].up != prev[k].up:
+            agree = v.up if view[k].up else v.down
+            assert agree * 2 > len(ops)
+        # One replica alone never flips a node when at least two others count.
+        if len(ops) >= 3 and sum(1 for o in ops if k in o.down) == 1:
+            assert view[k].up == prev[k].up or view[k].up
+
+
+def test_freshness_runs_on_our_clock_from_a_moving_sequence():
+    beats = track({}, [Opinion("b", 5, True, {})], 100.0)
+    beats = track(beats, [Opinion("b", 5, True, {})], 103.0)  # not moved
+    assert fresh(beats, 103.0, 2.5) == set()
+    beats = track(beats, [Opinion("b", 6, True, {})], 103.5)
+    assert fresh(beats, 104.0, 2.5) == {"b"}
+
+
+# --- config -------------------------------------------------------------------------------
+
+BASE = textwrap.dedent("""
+    pools:
+      - name: mx
+        zone: example.com
+        record: mx.example.com
+        checks: [{tcp: {port: 25}}]
+        nodes: [{id: a, address: 192.0.2.1}]
+""")
+
+
+def test_cluster_config_defaults_and_validation():
+    cfg = loads("cluster: {table: r53lb}\n" + BASE)
+    c = cfg.cluster
+    assert c is not None and c.lease == 15.0 and c.heartbeat == 1.0 and c.quorum == "majority"
+    assert c.replica == (socket.gethostname() or "r53lb") and c.backend == "dynamodb"
+    assert loads("cluster: {table: r53lb, quorum: 2, lease: 3s, heartbeat: 500ms}\n" + BASE).cluster.quorum == 2
+    assert loads(BASE).cluster is None
+
+
+@pytest.mark.parametrize("cluster,message", [
+    ("{table: r53lb, backend: etcd}", "cluster.backend: 'etcd'"),
+    ("{table: 'no way'}", "cluster.table: 'no way' is not a DynamoDB table name"),
+    ("{table: r53lb, quorum: 0}", "cluster.quorum: 0 is not `majority` nor a number"),
+    ("{table: r53lb, quorum: most}", "cluster.quorum: 'most' is not `majority`"),
+    ("{table: r53lb, lease: 2s}", "cluster.lease: 2s is shorter than 3 heartbeats (3s)"),
+    ("{table: r53lb, heartbeat: 0s}", "cluster.heartbeat: 0s must be above 0"),
+    ("{table: r53lb, leader: me}", "cluster.leader: unknown key"),
+    ("{lease: 15s}", "cluster.table: is required"),
+])
+def test_bad_cluster_config_is_one_line(cluster, message):
+    with pytest.raises(ConfigError) as e:
+        loads(f"cluster: {cluster}\n" + BASE)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_cluster_and_state_are_exclusive():
+    with pytest.raises(ConfigError, match=r"^cluster: `cluster` and `state` are exclusive"):
+        loads("cluster: {table: r53lb}\nstate: {path: /tmp/x.db}\n" + BASE)
+
+
+# --- the store on DynamoDB (in-process moto) ------------------------------------------------
+
+
+@pytest.fixture
+def table(aws_env):
+    from moto import mock_aws
+
+    from r53lb.aws.dynamodb import DynamoDB, create_table
+    from r53lb.config import AwsConfig
+
+    with mock_aws():
+        db = DynamoDB(AwsConfig(region="us-east-1"))
+        assert create_table(db, "r53lb") is True
+        assert create_table(db, "r53lb") is False  # idempotent
+        ttl = db.call("DescribeTimeToLive", TableName="r53lb")["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expires"
+        yield db
+
+
+def test_a_drain_on_one_replica_is_seen_by_all(table):
+    from r53lb.state.dynamodb import DynamoStore
+
+    a, b = DynamoStore(table, "r53lb", "ctl-a"), DynamoStore(table, "r53lb", "ctl-b")
+    a.drain("mx", "n1", "disk full", T0)
+    assert b.drains() == {("mx", "n1"): ("disk full", T0)}
+    assert b.enable("mx", "n1", T0 + timedelta(seconds=1)) and a.drains() == {}
+    assert not a.enable("mx", "n1", T0)
+    b.epoch = 4
+    b.add_event(T0 + timedelta(seconds=2), "mx", "n1", "weight", "50", "0", "A: down")
+    ev = a.events()
+    assert [(e.kind, e.replica, e.epoch) for e in ev] == [("drain", "ctl-a", None), ("enable", "ctl-b", None),
+                                                          ("weight", "ctl-b", 4)]
+    assert [e.kind for e in a.events(limit=1)] == ["weight"]
+    assert a.events(node="n2") == []
+
+
+def test_meta_is_per_replica_and_snapshots_write_nothing(table):
+    from r53lb.state.dynamodb import DynamoStore
+
+    a, b = DynamoStore(table, "r53lb", "ctl-a"), DynamoStore(table, "r53lb", "ctl-b")
+    a.put_meta("watcher", '{"x": 1}')
+    assert DynamoStore(table, "r53lb", "ctl-a").get_meta("watcher") == '{"x": 1}'
+    assert b.get_meta("watcher") is None
+    snap = a.snapshot()
+    snap.drain("mx", "n1", "dry", T0)
+    snap.put_check_result("mx", "n1", "dnsbl:0", T0, {"listed_on": []})
+    assert a.drains() == {} and a.check_results() == {}
+    a.put_check_result("mx", "n1", "dnsbl:0", T0, {"listed_on": ["zen"]})
+    assert b.check_results() == {("mx", "n1", "dnsbl:0"): (T0, {"listed_on": ["zen"]})}
+
+
+def test_lease_and_heartbeats_through_the_table(table):
+    from r53lb.aws.dynamodb import ConditionFailed
+    from r53lb.state.dynamodb import DynamoStore
+
+    a, b = DynamoStore(table, "r53lb", "ctl-a"), DynamoStore(table, "r53lb", "ctl-b")
+    assert a.take_lease(None, "r1", T0) == 1
+    with pytest.raises(ConditionFailed):
+        b.take_lease(None, "x", T0)  # taken meanwhile
+    a.heartbeat(Opinion("ctl-a", 1, True, {("mx", "n1"): "refused"}), T0, renew=(1, "r1"), rev="r2")
+    b.heartbeat(Opinion("ctl-b", 1, False, {}), T0)
+    lease, beats = b.read_live()
+    assert lease == LeaseRecord("ctl-a", 1, "r2")
+    assert beats["ctl-a"].opinion.down == {("mx", "n1"): "refused"} and not beats["ctl-b"].opinion.voting
+    assert b.take_lease(lease, "r3", T0) == 2  # expired on b's clock: b takes it, epoch 2
+    with pytest.raises(ConditionFailed):  # a's renewal is refused: its epoch is old
+        a.heartbeat(Opinion("ctl-a", 2, True, {}), T0, renew=(1, "r2"), rev="r4")
+    with pytest.raises(ConditionFailed):  # and so is a takeover from a stale read
+        a.take_lease(lease, "r5", T0)
+    assert b.read_live()[0] == LeaseRecord("ctl-b", 2, "r3")
+
+
+def test_throttling_is_retried_then_reported(table, monkeypatch):
+    from moto_fixtures.dynamodb import dynamodb_controls, install
+    from r53lb.aws.dynamodb import DynamoDBError
+
+    install()
+    dynamodb_controls.reset()
+    dynamodb_controls.throttle("Query", 2)
+    table.call("Query", TableName="r53lb", KeyConditionExpression="pk = :p",
+               ExpressionAttributeValues={":p": {"S": "live"}})
+    assert dynamodb_controls.counts["Query"] == 3
+    dynamodb_controls.throttle("Query", 50)
+    with pytest.raises(DynamoDBError, match=r"ThrottlingException.*gave up after 5 attempts"):
+        table.call("Query", TableName="r53lb", KeyConditionExpression="pk = :p",
+                   ExpressionAttributeValues={":p": {"S": "live"}})
+    dynamodb_controls.reset()
