@@ -774,6 +774,7 @@ def _minimal_inputs(module: str) -> dict[str, Any]:
             "standby": {"id": "b", "address": ["192.0.2.2"]},
         },
         "controller-iam": {"records": [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]},
+        "controller-state": {},
     }[module]
 
 
@@ -1086,6 +1087,57 @@ def test_iam_role_is_for_ec2_and_optional() -> None:
     no_role = Module(MODULES / "controller-iam", {**_minimal_inputs("controller-iam"), "create_role": False})
     assert no_role.resource("aws_iam_role", "controller") == []
     assert no_role.output("role_arn") is None
+
+
+# --- several controllers (cluster) ---------------------------------------------------------
+
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/r53lb-mail-fleet"
+
+
+def test_example_with_two_replicas_renders_a_cluster_and_its_table() -> None:
+    root = example(replicas=["ctl-eu-1", "ctl-us-1"])
+    assert root.validation_errors() == []
+    config = loads(root.output("r53lb_config"))
+    assert config.cluster is not None
+    assert (config.cluster.backend, config.cluster.table, config.cluster.region) == ("dynamodb", "r53lb-mail-fleet",
+                                                                                      "us-east-1")
+    (table,) = root.module("controller_state").resource("aws_dynamodb_table", "state")  # type: ignore[misc]
+    assert table["name"] == config.cluster.table and table["billing_mode"] == "PAY_PER_REQUEST"
+    assert (table["hash_key"], table["range_key"]) == ("pk", "sk")
+    assert table["ttl"] == [{"attribute_name": "expires", "enabled": True}]
+    assert table["point_in_time_recovery"] == [{"enabled": True}]
+    assert table["deletion_protection_enabled"] is True
+    # One controller: no table, no cluster section, no DynamoDB permission.
+    single = example()
+    assert single.module("controller_state").resource("aws_dynamodb_table", "state") == []
+    assert loads(single.output("r53lb_config")).cluster is None
+    assert not any(a.startswith("dynamodb:") for st in _policy(single)["Statement"] for a in st["Action"])
+    assert example(replicas=["ctl-1"]).validation_errors() == [
+        "var.replicas: Give no replica (one controller) or two or more distinct hostnames."]
+
+
+def test_iam_state_statement_is_the_table_and_r53lb_partitions_only() -> None:
+    records = [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]
+    iam = Module(MODULES / "controller-iam", {"records": records, "state_table_arn": TABLE_ARN,
+                                               "state_replicas": ["ctl-eu-1", "ctl-us-1"]})
+    assert iam.validation_errors() == []
+    policy = json.loads(iam.output("policy_json"))
+    (st,) = [s for s in policy["Statement"] if s["Sid"] == "ClusterState"]
+    assert st["Resource"] == [TABLE_ARN]
+    # Every DynamoDB operation the store sends (TransactWriteItems is authorised as its parts).
+    source = (ROOT / "r53lb" / "state" / "dynamodb.py").read_text()
+    calls = set(re.findall(r'call\(\s*"(\w+)"', source)) - {"TransactWriteItems"}
+    assert calls == {"PutItem", "UpdateItem", "DeleteItem", "Query"}
+    keys = {"dynamodb:LeadingKeys": ["live"]}
+    for op in calls:
+        assert _allows(policy, f"dynamodb:{op}", TABLE_ARN, keys), op
+    assert _allows(policy, "dynamodb:PutItem", TABLE_ARN, {"dynamodb:LeadingKeys": ["meta#ctl-us-1"]})
+    assert not _allows(policy, "dynamodb:PutItem", TABLE_ARN, {"dynamodb:LeadingKeys": ["meta#intruder"]})
+    assert not _allows(policy, "dynamodb:PutItem", TABLE_ARN + "-other", keys)
+    assert not _allows(policy, "dynamodb:DeleteTable", TABLE_ARN, {})
+    assert not _allows(policy, "dynamodb:Scan", TABLE_ARN, {})
+    bad = Module(MODULES / "controller-iam", {"records": records, "state_table_arn": "r53lb"})
+    assert len(bad.validation_errors()) == 1 and "ARN of one DynamoDB table" in bad.validation_errors()[0]
 
 
 # --- input validation -----------------------------------------------------------------------

@@ -94,6 +94,17 @@ module "controller_iam" {
     module.smtp_ha.managed_records,
   )
   sns_topic_arn = var.sns_topic_arn
+
+  state_table_arn = module.controller_state.table_arn
+  state_replicas  = var.replicas
+}
+
+# Two replicas or more (var.replicas): they share this table; the lease holder writes.
+module "controller_state" {
+  source = "../../modules/controller-state"
+
+  create = length(var.replicas) > 0
+  name   = "r53lb-mail-fleet"
 }
 
 locals {
@@ -102,6 +113,8 @@ locals {
     for key, value in {
       defaults = var.probe_helo == null ? null : { helo = var.probe_helo }
       notify   = var.sns_topic_arn == null ? null : { sns = { topic_arn = var.sns_topic_arn } }
+      # Each replica is named by its hostname (cluster.replica's default): one config for all.
+      cluster = length(var.replicas) == 0 ? null : { backend = "dynamodb", table = "r53lb-mail-fleet", region = var.region }
       pools = [
         module.mx.r53lb_pool,
         module.api.r53lb_pool,

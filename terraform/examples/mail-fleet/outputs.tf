@@ -12,3 +12,8 @@ output "controller_instance_profile" {
   description = "Instance profile to launch the controller's EC2 instance with."
   value       = module.controller_iam.instance_profile_name
 }
+
+output "state_table_name" {
+  description = "The cluster's DynamoDB table (null with one controller)."
+  value       = module.controller_state.table_name
+}

@@ -35,3 +35,14 @@ variable "probe_helo" {
   type        = string
   default     = null
 }
+
+variable "replicas" {
+  description = "Hostnames of the r53lb replicas when several run (two or more, in different networks); empty for one controller with its state in SQLite."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.replicas) != 1 && length(distinct(var.replicas)) == length(var.replicas)
+    error_message = "Give no replica (one controller) or two or more distinct hostnames."
+  }
+}

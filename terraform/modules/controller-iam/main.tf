@@ -66,9 +66,31 @@ locals {
     }
   ]
 
+  state_table_arns = var.state_table_arn == null ? [] : [var.state_table_arn]
+
+  # Several replicas (r53lb's `cluster:`): items of the one table, and only the partitions
+  # r53lb uses when the replicas are named (dynamodb:LeadingKeys). TransactWriteItems (the
+  # heartbeat that renews the lease) is authorised as its PutItem and UpdateItem parts.
+  state_partitions = concat(["live", "view", "drain", "check", "event"], [for r in var.state_replicas : "meta#${r}"])
+
+  state_statements = [
+    for table_arn in local.state_table_arns : merge({
+      Sid      = "ClusterState"
+      Effect   = "Allow"
+      Action   = ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+      Resource = [table_arn]
+      }, length(var.state_replicas) == 0 ? {} : {
+      Condition = {
+        "ForAllValues:StringEquals" = {
+          "dynamodb:LeadingKeys" = local.state_partitions
+        }
+      }
+    })
+  ]
+
   policy = {
     Version   = "2012-10-17"
-    Statement = concat(local.read_statements, local.change_statements, local.lookup_statements, local.notify_statements)
+    Statement = concat(local.read_statements, local.change_statements, local.lookup_statements, local.notify_statements, local.state_statements)
   }
 }
 

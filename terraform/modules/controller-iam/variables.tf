@@ -49,6 +49,28 @@ variable "sns_topic_arn" {
   }
 }
 
+variable "state_table_arn" {
+  description = "ARN of the cluster's DynamoDB table (the controller-state module's table_arn) when several replicas run; null for a single controller."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.state_table_arn == null || can(regex("^arn:[a-z-]+:dynamodb:[a-z0-9-]+:[0-9]{12}:table/[A-Za-z0-9_.-]{3,255}$", var.state_table_arn))
+    error_message = "The state_table_arn must be the ARN of one DynamoDB table (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)."
+  }
+}
+
+variable "state_replicas" {
+  description = "The replicas' names (cluster.replica, default the hostname): with them the table access is limited to r53lb's partitions (dynamodb:LeadingKeys). Empty: the whole table."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for r in var.state_replicas : length(r) > 0 && length(r) <= 128])
+    error_message = "Every replica name must be 1-128 characters."
+  }
+}
+
 variable "allow_zone_lookup_by_name" {
   description = "Allow route53:ListHostedZonesByName (a list action that takes no resource), needed only when the r53lb config names a zone by its name rather than its id. The pool modules render zone ids, so the default is false."
   type        = bool

@@ -1,0 +1,11 @@
+terraform {
+  # optional() object attributes with defaults need 1.3.
+  required_version = ">= 1.3"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.0"
+    }
+  }
+}
