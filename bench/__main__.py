@@ -14,9 +14,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import common, daemon, fanout, report, route53_calls, scale, startup, time_to_dns
+from bench import cluster, common, daemon, fanout, report, route53_calls, scale, startup, time_to_dns
 
-SECTIONS = ("fanout", "route53", "ttd", "scale", "startup", "daemon")
+SECTIONS = ("fanout", "route53", "ttd", "scale", "startup", "daemon", "cluster")
 
 
 def full(r: report.Report, only: set[str]) -> None:
@@ -32,6 +32,8 @@ def full(r: report.Report, only: set[str]) -> None:
         r.startup = startup.run(runs=10)
     if "daemon" in only:
         r.daemon = daemon.run(daemon.FULL)
+    if "cluster" in only:
+        r.cluster = cluster.run(nodes=1000, handovers=3, window=60.0)
 
 
 def smoke(r: report.Report, only: set[str]) -> list[str]:
@@ -69,6 +71,13 @@ def smoke(r: report.Report, only: set[str]) -> list[str]:
         for row in r.daemon:
             if row.on_schedule < 0.5 or row.vs_floor > 5:
                 wrong.append(f"daemon: {row}")
+    if "cluster" in only:
+        r.cluster = cluster.run(nodes=20, handovers=1, window=5.0, lease=3.0, heartbeat=0.5, interval=2.0)
+        c = r.cluster
+        if not c.handovers or max(c.handovers) > c.lease + 5:
+            wrong.append(f"cluster: hand-over {c.handovers}")
+        if not 0.5 <= c.writes_per_replica_heartbeat <= 1.5:
+            wrong.append(f"cluster: {c.writes_per_replica_heartbeat:.2f} writes per replica per heartbeat")
     return wrong
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import daemon, fanout, route53_calls, scale, startup, time_to_dns
+from bench import cluster, daemon, fanout, route53_calls, scale, startup, time_to_dns
 
 OK, MISSED = "met", "**missed**"
 
@@ -22,6 +22,7 @@ class Report:
     scale: scale.Result | None = None
     startup: startup.Result | None = None
     daemon: list[daemon.Row] = field(default_factory=list)
+    cluster: cluster.Result | None = None
     verdicts: list[tuple[str, bool, str]] = field(default_factory=list)  # (budget, met, detail)
 
     def verdict(self, budget: str, met: bool, detail: str) -> str:
@@ -193,6 +194,29 @@ def startup_section(r: Report) -> list[str]:
             f"| `python -c pass` (the interpreter alone) | {res.python_s * 1000:.0f} ms | | |", ""]
 
 
+def cluster_section(r: Report) -> list[str]:
+    c = r.cluster
+    assert c is not None
+    n = len(cluster.REPLICAS)
+    budget = c.lease + 2
+    worst = max(c.handovers) if c.handovers else float("nan")
+    v1 = r.verdict("cluster hand-over", bool(c.handovers) and worst <= budget, f"{worst:.2f}s (lease {c.lease:g}s)")
+    per = c.writes_per_replica_heartbeat
+    v2 = r.verdict("cluster writes", per <= 1.05, f"{per:.2f} per replica per heartbeat")
+    month = 30 * 24
+    rows = [f"| `{op}` | {v:,.0f} | {v * month / 1e6:.2f} M |" for op, v in sorted(c.requests_per_hour.items())]
+    return [f"## 7. Several controllers ({n} replicas, {c.nodes:,} nodes)", "",
+            f"Lease {c.lease:g} s, heartbeat {c.heartbeat:g} s; requests counted by the replicas over "
+            f"{c.window_s:g} s of steady state (no node changing).", "",
+            "| DynamoDB operation (all replicas) | per hour | per 30-day month |", "|---|---:|---:|", *rows,
+            f"| writes | {c.writes_per_hour:,.0f} | {c.writes_per_hour * month / 1e6:.2f} M |",
+            f"| reads | {c.reads_per_hour:,.0f} | {c.reads_per_hour * month / 1e6:.2f} M |", "",
+            "| measure | result | budget | |", "|---|---:|---:|---|",
+            f"| hand-over after SIGKILL of the leader (worst of {len(c.handovers)}; median "
+            f"{c.handover_median:.2f} s) | {worst:.2f} s | ≤ lease + 2 s = {budget:g} s | {v1} |",
+            f"| steady-state writes per replica per heartbeat | {per:.2f} | ≤ 1 | {v2} |", ""]
+
+
 NOTES = """\
 ## Notes
 
@@ -240,6 +264,8 @@ def render(r: Report) -> str:
         body += startup_section(r)
     if r.daemon:
         body += daemon_section(r)
+    if r.cluster:
+        body += cluster_section(r)
     summary = ["## Budgets", "", "| budget | result | |", "|---|---|---|"]
     summary += [f"| {b} | {d} | {OK if ok else MISSED} |" for b, ok, d in r.verdicts]
     return "\n".join(head + summary + [""] + body + [NOTES])
