@@ -499,14 +499,21 @@ def _duration_seconds(ctx: click.Context, param: click.Parameter, value: str) ->
 @click.option("--serve", is_flag=True, help="After the story, keep the fleet and its status page up until Ctrl-C.")
 @click.option("--page-addr", default="127.0.0.1:0", show_default=True, callback=_metrics_addr, metavar="HOST:PORT",
               help="Serve the status page here (port 0: any free port; the URL is printed).")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, 5),
+              help="Above 1: several `r53lb run` replicas on one DynamoDB table; the leader is killed mid-story.")
 @click.pass_context
 @errors
-def demo(ctx: click.Context, duration: float, serve: bool, page_addr: tuple[str, int]) -> None:
+def demo(ctx: click.Context, duration: float, serve: bool, page_addr: tuple[str, int], replicas: int) -> None:
     """The embedded demonstration: moto Route 53, loopback mail servers, the real controller."""
     from .demo import DemoFailed, run
 
     try:
-        run(duration=duration, verbose=ctx.obj["verbose"], serve=serve, page_addr=page_addr)
+        if replicas > 1:
+            from .demo.cluster import run as run_cluster
+
+            run_cluster(replicas=replicas, verbose=ctx.obj["verbose"])
+        else:
+            run(duration=duration, verbose=ctx.obj["verbose"], serve=serve, page_addr=page_addr)
     except DemoFailed as e:
         raise Fail(f"demo failed: {e}") from None
 

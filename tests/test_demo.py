@@ -106,6 +106,29 @@ def test_demo_serve_keeps_the_status_page_up_until_ctrl_c(tmp_path: Path) -> Non
     assert not list(tmp_path.glob("r53lb-demo-*")) and not list(tmp_path.glob("r53lb-certs-*"))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_demo_with_three_replicas_survives_the_leaders_death(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path)
+    proc = subprocess.run([str(R53LB), "demo", "--replicas", "3"], capture_output=True, text=True, env=env,
+                          timeout=80, stdin=subprocess.DEVNULL)
+    out = proc.stdout
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{proc.stderr}"
+    first = re.search(r"== (ctl-\d) holds the lease \(epoch 1\)", out)
+    assert first, out
+    assert re.search(rf"== kill the leader {first.group(1)} \(SIGKILL\) mid-story", out)
+    new = re.search(r"(ctl-\d) holds the lease after ([\d.]+)s \(lease 3s\), epoch 2", out)
+    assert new and new.group(1) != first.group(1) and float(new.group(2)) <= 5.0, out
+    assert "hlb-3 weight 0 after" in out and "restored after" in out
+    batches = re.search(r"demo ok in [\d.]+s: hand-over [\d.]+s; (\d+) change batches.*: (.*)$", out, re.M)
+    assert batches, out
+    writers = batches.group(2).split(", ")
+    assert writers[0] == f"{first.group(1)} epoch 1" and set(writers[1:]) == {f"{new.group(1)} epoch 2"}
+    assert not list(tmp_path.glob("r53lb-demo-*"))
+
+
 @pytest.mark.timeout(60)
 def test_demo_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
