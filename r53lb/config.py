@@ -876,8 +876,6 @@ class ClusterConfig(_Model):
 
     @model_validator(mode="after")
     def _timing(self) -> "ClusterConfig":
-        if self.heartbeat <= 0:
-            raise ValueError(f"heartbeat: {self.heartbeat:g}s must be above 0")
         # The leader renews at each heartbeat: a lease of fewer than 3 heartbeats is lost to one slow write.
         if self.lease < 3 * self.heartbeat:
             raise ValueError(f"lease: {self.lease:g}s is shorter than 3 heartbeats ({3 * self.heartbeat:g}s)")

@@ -157,7 +157,7 @@ def test_cluster_config_defaults_and_validation():
     ("{table: r53lb, quorum: 0}", "cluster.quorum: 0 is not `majority` nor a number"),
     ("{table: r53lb, quorum: most}", "cluster.quorum: 'most' is not `majority`"),
     ("{table: r53lb, lease: 2s}", "cluster.lease: 2s is shorter than 3 heartbeats (3s)"),
-    ("{table: r53lb, heartbeat: 0s}", "cluster.heartbeat: 0s must be above 0"),
+    ("{table: r53lb, heartbeat: 0s}", "cluster.heartbeat: '0s' must be above 0s"),
     ("{table: r53lb, leader: me}", "cluster.leader: unknown key"),
     ("{lease: 15s}", "cluster.table: is required"),
 ])

@@ -1,7 +1,8 @@
 """The only module that talks to DynamoDB: one client, bounded retries on throttling, one-line errors.
 
-The cluster's table (state/dynamodb.py) and its lease go through `DynamoDB.call`. Retries
-follow route53.py: botocore's own, then tenacity with exponential backoff and jitter on
+The cluster's table (state/dynamodb.py) and its lease go through `DynamoDB.call`; the client
+and the reading of errors are aws/session.py's, as for Route 53 and SNS. Retries follow
+route53.py: botocore's own, then tenacity with exponential backoff and jitter on
 throttling, 5xx and connection errors, bounded in attempts and time (the heartbeat loop
 must not hang on a call longer than a lease).
 """
@@ -19,13 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConditionFailed", "DynamoDB", "DynamoDBError", "create_table"]
 
-_THROTTLE_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-    "Throttling", "TransactionInProgressException",
-})
-NO_CREDENTIALS = "no AWS credentials found (boto3's usual chain: env, ~/.aws, instance role)"
-
-
 class DynamoDBError(Exception):
     """DynamoDB could not be used (after retries); one line, never credentials. `code`: the error's class."""
 
@@ -42,11 +36,6 @@ class _Transient(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _one_line(text: object, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class DynamoDB:
@@ -80,21 +69,16 @@ class DynamoDB:
 
     @property
     def client(self) -> Any:
+        from .session import AwsError, client
+
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                config = Config(
-                    connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-                    # tenacity does the retrying (bounded in time); botocore's own would multiply it.
-                    retries={"mode": "standard", "total_max_attempts": 1},
-                )
                 try:
-                    session = boto3.session.Session(profile_name=self.aws.profile, region_name=self.region)
-                except Exception as e:  # ProfileNotFound and friends
-                    raise DynamoDBError(f"AWS profile {self.aws.profile!r}: {_one_line(e)}") from None
-                self._client = session.client("dynamodb", endpoint_url=self.aws.endpoint_url, config=config)
+                    # tenacity does the retrying (bounded in time); botocore's own would multiply it.
+                    self._client = client(self.aws, "dynamodb", region=self.region, attempts=1,
+                                          connect_timeout=self.connect_timeout, read_timeout=self.read_timeout)
+                except AwsError as e:
+                    raise DynamoDBError(str(e)) from None
             return self._client
 
     def _report(self, operation: str, outcome: str) -> None:
@@ -105,49 +89,28 @@ class DynamoDB:
                 pass
 
     def _attempt(self, operation: str, kwargs: dict[str, Any], started: list[float]) -> Any:
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionClosedError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ReadTimeoutError,
-        )
+        from .session import read_error
 
         method = getattr(self.client, _snake(operation))
         self.request_counts[operation] += 1
         started.append(time.monotonic())
         try:
             result = method(**kwargs)
-        except ClientError as e:
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", "Unknown"))
-            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            message = _one_line(err.get("Message") or e)
-            text = f"DynamoDB {operation}: {code}: {message}"
-            if code in _THROTTLE_CODES or status >= 500:
-                self._report(operation, "throttled" if code in _THROTTLE_CODES else "error")
-                raise _Transient(text, code) from None
-            if code == "ConditionalCheckFailedException" or (
-                    code == "TransactionCanceledException" and "ConditionalCheckFailed" in message):
+        except Exception as e:
+            f = read_error(e, f"DynamoDB {operation}")
+            if f is None:
+                raise
+            # A transaction refused for a condition says so only in its cancellation reasons.
+            if f.code == "ConditionalCheckFailedException" or (
+                    f.code == "TransactionCanceledException" and "ConditionalCheckFailed" in f.message):
                 self._report(operation, "condition_failed")
-                raise ConditionFailed(text, code) from None
-            if code == "TransactionCanceledException" and ("Throttling" in message or "TransactionConflict" in message):
-                self._report(operation, "throttled")
-                raise _Transient(text, code) from None
+                raise ConditionFailed(f.message, f.code) from None
+            if f.transient or (f.code == "TransactionCanceledException" and (
+                    "Throttling" in f.message or "TransactionConflict" in f.message)):
+                self._report(operation, "throttled" if f.throttled else "error")
+                raise _Transient(f.message, f.code) from None
             self._report(operation, "error")
-            raise DynamoDBError(text, code) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            self._report(operation, "error")
-            raise DynamoDBError(NO_CREDENTIALS, "NoCredentials") from None
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError) as e:
-            self._report(operation, "error")
-            raise _Transient(f"DynamoDB {operation}: {_one_line(e)}", type(e).__name__) from None
-        except BotoCoreError as e:
-            self._report(operation, "error")
-            raise DynamoDBError(f"DynamoDB {operation}: {_one_line(e)}", type(e).__name__) from None
+            raise DynamoDBError(f.message, f.code) from None
         self._report(operation, "ok")
         return result
 
