@@ -105,6 +105,7 @@ class Cluster:
         held = self.held
         sent: list[float] = []
         rev = uuid.uuid4().hex
+        counting = tuple(o.replica for o in self.opinions) or (self.replica,)  # as of the last beat, for `status`
         try:
             if held is not None and held.deadline <= self.monotonic():
                 lost = "the lease ran out before it could be renewed (paused, or DynamoDB too slow)"
@@ -115,14 +116,14 @@ class Cluster:
                 try:
                     # Retrying past the deadline is useless: the lease would be gone anyway.
                     self.store.heartbeat(op, now, renew=(held.epoch, held.rev), rev=rev, sent=sent,
-                                         deadline=max(0.1, held.deadline - self.monotonic()))
+                                         deadline=max(0.1, held.deadline - self.monotonic()), counting=counting)
                     self.held = held_from(held.epoch, rev, sent[-1], lease)
                 except ConditionFailed:
                     lost = f"another replica holds the lease (epoch {held.epoch} is old)"
                     self.held = None
-                    self.store.heartbeat(op, now, deadline=min(lease, 5.0))
+                    self.store.heartbeat(op, now, deadline=min(lease, 5.0), counting=counting)
             else:
-                self.store.heartbeat(op, now, deadline=min(lease, 5.0))
+                self.store.heartbeat(op, now, deadline=min(lease, 5.0), counting=counting)
             record, beats = self.store.read_live()
         except Exception as e:  # DynamoDBError, or anything else: the beat fails, the lease ticks down
             self.error = str(e)

@@ -183,8 +183,9 @@ def collect(ctl: Controller, history: int = HISTORY) -> dict[str, Any]:
 def cluster_view(cfg: Any, store: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Replicas (heartbeat age), the lease holder and epoch; each row gains its votes.
 
-    Ages come from the replicas' own wall clocks (an operator's view); the replicas themselves
-    decide freshness on their own monotonic clocks.
+    Which replicas count is the leader's word (it publishes whom it counted, judged on its own
+    monotonic clock); ages come from the replicas' wall clocks and are only shown. Without a
+    leader's heartbeat, an age under the staleness limit counts.
     """
     from datetime import datetime, timezone
 
@@ -193,11 +194,12 @@ def cluster_view(cfg: Any, store: Any, rows: list[dict[str, Any]]) -> dict[str, 
     lease, beats = store.read_live()
     now = datetime.now(timezone.utc)
     stale = stale_after(cfg.cluster.heartbeat)
+    judge = beats.get(lease.owner) if lease else None
     replicas = []
     counting = []
     for name, hb in sorted(beats.items()):
         age = None if hb.at is None else max(0.0, (now - hb.at).total_seconds())
-        is_fresh = age is not None and age < stale
+        is_fresh = name in judge.counting if judge is not None and judge.counting else (age is not None and age < stale)
         replicas.append({"replica": name, "heartbeat_age_s": None if age is None else round(age, 1),
                          "fresh": is_fresh, "voting": hb.opinion.voting, "seq": hb.opinion.seq,
                          "sees_down": sorted(f"{p}/{n}" for p, n in hb.opinion.down)})

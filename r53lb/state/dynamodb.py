@@ -58,9 +58,10 @@ def _key(*parts: str) -> str:
 class Heartbeat:
     """A replica's heartbeat item as read (for the daemon, `status` and the metrics)."""
 
-    def __init__(self, opinion: Opinion, at: datetime | None) -> None:
+    def __init__(self, opinion: Opinion, at: datetime | None, counting: tuple[str, ...] = ()) -> None:
         self.opinion = opinion
         self.at = at  # the writer's wall clock: shown as an age by `status`, never used to decide
+        self.counting = counting  # the replicas it counted as fresh at its last beat (itself included)
 
 
 class DynamoStore:
@@ -222,21 +223,24 @@ class DynamoStore:
             elif str(i["sk"]).startswith("replica#"):
                 down = {(p, n): r for p, n, r in json.loads(i.get("down") or "[]")}
                 beats[str(i["replica"])] = Heartbeat(
-                    Opinion(str(i["replica"]), int(i["seq"]), bool(i.get("voting")), down), _dt(i.get("at")))
+                    Opinion(str(i["replica"]), int(i["seq"]), bool(i.get("voting")), down), _dt(i.get("at")),
+                    tuple(json.loads(i.get("counting") or "[]")))
         return lease, beats
 
-    def _beat_item(self, op: Opinion, now: datetime) -> dict[str, Any]:
+    def _beat_item(self, op: Opinion, now: datetime, counting: tuple[str, ...]) -> dict[str, Any]:
         down = json.dumps([[p, n, r[:200]] for (p, n), r in sorted(op.down.items())], separators=(",", ":"))
         return self._item(pk=LIVE, sk=f"replica#{op.replica}", replica=op.replica, seq=op.seq, voting=op.voting,
-                          down=down, at=_ts(now), expires=int((now + HEARTBEAT_TTL).timestamp()))
+                          down=down, counting=json.dumps(sorted(counting)), at=_ts(now),
+                          expires=int((now + HEARTBEAT_TTL).timestamp()))
 
     def heartbeat(self, op: Opinion, now: datetime, *, renew: tuple[int, str] | None = None,
-                  rev: str = "", sent: list[float] | None = None, deadline: float | None = None) -> None:
+                  rev: str = "", sent: list[float] | None = None, deadline: float | None = None,
+                  counting: tuple[str, ...] = ()) -> None:
         """Publish this replica's heartbeat and opinion: one request. A holder (`renew`: its epoch
         and the revision it last wrote) renews the lease in the same request, on condition that
         it still holds it; ConditionFailed means it does not."""
         if renew is None:
-            self.db.call("PutItem", TableName=self.table, Item=self._beat_item(op, now), sent=sent, deadline=deadline)
+            self.db.call("PutItem", TableName=self.table, Item=self._beat_item(op, now, counting), sent=sent, deadline=deadline)
             return
         epoch, _ = renew
         self.db.call("TransactWriteItems", sent=sent, deadline=deadline, TransactItems=[
@@ -248,7 +252,7 @@ class DynamoStore:
                 "ExpressionAttributeValues": self._item(**{":rev": rev, ":at": _ts(now), ":me": self.replica,
                                                           ":epoch": epoch}),
             }},
-            {"Put": {"TableName": self.table, "Item": self._beat_item(op, now)}},
+            {"Put": {"TableName": self.table, "Item": self._beat_item(op, now, counting)}},
         ])
 
     def take_lease(self, seen: LeaseRecord | None, rev: str, now: datetime, *,
