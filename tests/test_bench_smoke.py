@@ -20,7 +20,7 @@ def test_bench_smoke_runs_every_section(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     text = out.read_text()
     for heading in ("## 1. Probe fan-out", "## 2. Route 53 calls", "## 4. Scale", "## 5. Start-up", "## 6. Daemon cost",
-                    "## Budgets"):
+                    "## 7. Several controllers", "## Budgets"):
         assert heading in text
     assert "| NO |" not in text  # every probe of the fan-out answered
     assert "Command: `python -m bench --smoke --out" in text
