@@ -13,6 +13,7 @@ wall clock.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -200,8 +201,6 @@ def test_one_leader_one_write_per_death_whatever_the_clocks(cluster: Cluster) ->
     st = subprocess.run([sys.executable, "-m", "r53lb", "-c", cfg, "status", "--json"],
                         capture_output=True, text=True, env=env, timeout=30)
     assert st.returncode == 0, st.stderr
-    import json
-
     data = json.loads(st.stdout)
     assert data["cluster"]["leader"] == leader.name and data["cluster"]["epoch"] >= 1
     assert sorted(r["replica"] for r in data["cluster"]["replicas"]) == ["ctl-a", "ctl-b", "ctl-c"]
@@ -217,6 +216,22 @@ def test_one_leader_one_write_per_death_whatever_the_clocks(cluster: Cluster) ->
         ("hlb-2", "0", leader.name, int(leader.epoch() or 0))]
     assert any(e["kind"] == "quorum" and e["node"] == "hlb-2" and re.match(r"[23] of 3 replicas see it down", e["reason"])
                and e["replica"] == leader.name for e in events)
+
+    # A drain made from any host with the config reaches the leader through the table.
+    def r53lb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "r53lb", "-c", cfg, *args], capture_output=True, text=True,
+                              env=env, timeout=30)
+
+    assert r53lb("drain", "mx/hlb-3", "--reason", "kernel upgrade").returncode == 0
+    wait_until("hlb-3 drained by hand", lambda: cluster.weights().get("hlb-3") == 0, timeout=10)
+    assert r53lb("enable", "mx/hlb-3").returncode == 0
+    wait_until("hlb-3 enabled", lambda: cluster.weights().get("hlb-3") == 50, timeout=10)
+    assert {w for w in cluster.writes()} == {(leader.name, int(leader.epoch() or 0))}
+    # Only the replicas write: `sync` refuses in one line; `plan` reads.
+    sync = r53lb("sync")
+    assert sync.returncode == 2 and sync.stderr.count("\n") == 1 and "the lease holder alone" in sync.stderr
+    plan = r53lb("plan", "--json")
+    assert plan.returncode == 0 and json.loads(plan.stdout)["changes"] == [], plan.stderr
     assert "Traceback" not in cluster.logs()
 
 
@@ -243,6 +258,16 @@ def test_leader_killed_another_takes_over_and_drains(cluster: Cluster) -> None:
     print(f"time to DNS after the hand-over: {time.monotonic() - started:.2f}s")
     assert time.monotonic() - started <= LEASE + BUDGET
     assert cluster.writes() == [(new.name, old_epoch + 1)]
+
+    # A leader stopped by SIGTERM frees the lease on its way out: the last replica takes it at once.
+    last = next(r for r in others if r is not new)
+    new.proc.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    wait_until("the last replica to lead", last.leader, timeout=LEASE + 5, every=0.05)
+    print(f"hand-over after SIGTERM: {time.monotonic() - stopped:.2f}s")
+    assert time.monotonic() - stopped < LEASE
+    assert new.proc.wait(15) == 0 and "released the lease" in new.daemon.log()
+    assert int(last.epoch() or 0) == old_epoch + 2
 
 
 def test_paused_leader_writes_nothing_and_steps_down(cluster: Cluster) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from r53lb.config import ConfigError, loads
 from r53lb.core.health import NodeHealth
-from r53lb.core.lease import LeaseRecord, held_from, may_take, may_write, observe, takeover_at, write_margin
+from r53lb.core.lease import RELEASED, LeaseRecord, held_from, may_take, may_write, observe, takeover_at, write_margin
 from r53lb.core.quorum import Opinion, fresh, needed, quorum_health, track
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -51,6 +51,8 @@ def test_renewals_restart_the_followers_clock_and_a_free_lease_is_free():
     b = observe(a, LeaseRecord("a", 1, "r2"), 12.0)
     assert b.since == 12.0 and not may_take(b, 14.9, 3.0) and may_take(b, 15.0, 3.0)
     assert may_take(observe(None, None, 0.0), 0.0, 3.0)
+    released = observe(b, LeaseRecord(RELEASED, 1, "r3"), 13.0)  # its holder stopped: free at once
+    assert may_take(released, 13.0, 3.0)
 
 
 def test_the_holder_writes_only_with_time_to_spare():

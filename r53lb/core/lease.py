@@ -19,6 +19,7 @@ __all__ = ["DRIFT", "Held", "LeaseRecord", "Observed", "held_from", "may_take", 
 # Monotonic clocks of two machines may run at slightly different rates (NTP slews by at most
 # 500 ppm); the holder gives up this share of the lease to cover that.
 DRIFT = 0.001
+RELEASED = ""  # the owner of a lease its holder gave up on the way out (SIGTERM): free at once
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def observe(prev: Observed | None, record: LeaseRecord | None, now: float) -> Ob
 
 
 def may_take(obs: Observed, now: float, lease: float) -> bool:
-    """The lease is free, or its holder has not renewed it for a whole lease on our own clock."""
-    return obs.record is None or now >= takeover_at(obs, lease)
+    """The lease is free (never taken, or released by a holder that stopped), or its holder has
+    not renewed it for a whole lease on our own clock."""
+    return obs.record is None or obs.record.owner == RELEASED or now >= takeover_at(obs, lease)
 
 
 def takeover_at(obs: Observed, lease: float) -> float:

@@ -224,6 +224,8 @@ class Daemon:
         if self._ctl is not None:
             with contextlib.suppress(Exception):
                 self._ctl.save_health()
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.release, self.clock())  # no write can follow now
         if self.notifier is not None:
             await self.notifier.close(timeout=5.0)
         for t in list(self._background):

@@ -255,6 +255,15 @@ class DynamoStore:
             {"Put": {"TableName": self.table, "Item": self._beat_item(op, now, counting)}},
         ])
 
+    def release_lease(self, epoch: int, rev: str, now: datetime) -> None:
+        """A holder on its way out frees the lease (same epoch: the next owner takes epoch + 1)."""
+        self.db.call("UpdateItem", deadline=2.0, TableName=self.table, Key=self._item(pk=LIVE, sk=LEASE),
+                     UpdateExpression="SET #owner = :free, rev = :rev, #at = :at",
+                     ConditionExpression="#owner = :me AND epoch = :epoch",
+                     ExpressionAttributeNames={"#owner": "owner", "#at": "at"},
+                     ExpressionAttributeValues=self._item(**{":free": "", ":rev": rev, ":at": _ts(now),
+                                                             ":me": self.replica, ":epoch": epoch}))
+
     def take_lease(self, seen: LeaseRecord | None, rev: str, now: datetime, *,
                    sent: list[float] | None = None, deadline: float | None = None) -> int:
         """Take the lease seen free or expired; the epoch won. ConditionFailed: someone was faster."""
