@@ -33,6 +33,7 @@ from moto_fixtures.pytest_plugin import FAKE_ENV
 from moto_fixtures.spec import build, weights
 from r53lb.demo.loopback import SmtpServer
 from test_daemon import BUDGET, FALL, FASTINTER, INTERVAL, RISE, TIMEOUT, Daemon, free_port, wait_until
+from test_notify import WebhookReceiver
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -312,6 +313,29 @@ def test_quorum_one_blind_replica_drains_nothing_two_do(cluster: Cluster) -> Non
     assert cluster.weights() == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 50}
     assert leader.daemon.sample("r53lb_node_votes_down", pool="mx", node="hlb-2") == 2
     assert cluster.server.counts["ChangeResourceRecordSets"] == 2
+
+
+def test_dynamodb_unreachable_stops_the_writes_and_alerts(cluster: Cluster) -> None:
+    hook = WebhookReceiver()
+    try:
+        cluster.doc["notify"] = {"webhooks": [{"url": hook.url}]}
+        for name in ("ctl-a", "ctl-b", "ctl-c"):
+            cluster.start(name)
+        cluster.settled()
+        ddb = cluster.server.dynamodb
+        for op in ("PutItem", "TransactWriteItems", "Query", "UpdateItem"):
+            ddb.fail(op, 100_000)  # every request answers 500: DynamoDB is away
+        wait_until("no leader", lambda: not cluster.leaders(), timeout=LEASE + 5)
+        cluster.smtp["hlb-1"].set_mode("refuse")
+        alerts = [b for b in hook.wait_for(3, timeout=LEASE + 10) if b["kind"] == "alert"]
+        assert len(alerts) == 3 and all("Route 53 writes stop and DNS keeps its weights" in a["text"] for a in alerts)
+        assert cluster.weights() == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 50}  # nobody may write
+        ddb.reset()
+        wait_until("hlb-1 drained once DynamoDB is back", lambda: cluster.weights().get("hlb-1") == 0, timeout=LEASE + 10)
+        assert len(cluster.leaders()) == 1
+        assert any(b["kind"] == "recovery" and "DynamoDB answers" in b["text"] for b in hook.wait_for(6))
+    finally:
+        hook.stop()
 
 
 def test_dynamodb_throttling_is_retried_and_never_leaves_two_writers(cluster: Cluster) -> None:

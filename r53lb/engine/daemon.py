@@ -132,6 +132,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self.cluster: Cluster | None = None  # with `cluster:`: the lease and the quorum view
         self._beat_now: asyncio.Event | None = None
+        self._table_failing: tuple[float, bool] | None = None  # (monotonic since, alert sent)
         self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
 
     @property
@@ -742,6 +743,7 @@ class Daemon:
         ctl = self.ctl
         local = dict(ctl.health)
         out = await asyncio.to_thread(cluster.beat, local, self._voting(), self.clock())
+        self._watch_table(cluster, out.error)
         if out.took:
             stored = await asyncio.to_thread(cluster.store.health)
             cluster.decide(local, self.clock())
@@ -764,6 +766,27 @@ class Daemon:
         zones = {p.zone for p in self.cfg.pools if any(k[0] == p.name for k, _ in transitions)}
         for zone in (self.zones if out.took else zones):
             self.request_reconcile(zone)
+
+    def _watch_table(self, cluster: "Cluster", error: str | None) -> None:
+        """DynamoDB failing for a whole lease: no replica can write (DNS keeps its weights); say so once."""
+        now = time.monotonic()
+        if error is None:
+            if self._table_failing is not None and self._table_failing[1]:
+                message = f"cluster: DynamoDB answers {cluster.replica} again after {now - self._table_failing[0]:.0f}s"
+                log.info("%s", message)
+                if self.notifier is not None:
+                    self.notifier("recovery", message, {"replica": cluster.replica})
+            self._table_failing = None
+            return
+        since, told = self._table_failing or (now, False)
+        if not told and now - since >= cluster.cfg.lease:
+            message = (f"cluster: {cluster.replica} cannot use DynamoDB for {now - since:.0f}s: it cannot hold the "
+                       f"lease, Route 53 writes stop and DNS keeps its weights ({error})")
+            log.error("%s", message)
+            if self.notifier is not None:
+                self.notifier("alert", message, {"replica": cluster.replica, "error": error})
+            told = True
+        self._table_failing = (since, told)
 
     # --- health of the controller itself ----------------------------------------------------
 
@@ -797,6 +820,8 @@ class Daemon:
         for z in list(self.zones.values()):
             if z.failing_since is not None and now - z.failing_since > max(ZONE_FAILING_UNHEALTHY, 3 * shortest):
                 return False, f"zone {z.name}: reconcile failing for {now - z.failing_since:.0f}s: {z.error_class}"
+        if self._table_failing is not None and now - self._table_failing[0] > ZONE_FAILING_UNHEALTHY:
+            return False, f"cluster: DynamoDB failing for {now - self._table_failing[0]:.0f}s"
         held = "; hold: " + "; ".join(h.reason for h in self.holds.values()) if self.holds else ""
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
