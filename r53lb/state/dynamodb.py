@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..core.health import NodeHealth
 from ..core.lease import LeaseRecord
 from ..core.quorum import Opinion
-from .sqlite import Event
+from .base import Event, StateError
 
 if TYPE_CHECKING:
     from ..aws.dynamodb import DynamoDB
@@ -90,14 +90,24 @@ class DynamoStore:
     def _plain(self, item: dict[str, Any]) -> dict[str, Any]:
         return {k: self._de.deserialize(v) for k, v in item.items()}
 
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """A store call: DynamoDB's failure becomes a StateError (the store interface's one error)."""
+        from ..aws.dynamodb import DynamoDBError
+
+        try:
+            return self.db.call(operation, **kwargs)
+        except DynamoDBError as e:
+            hint = " (create it: `r53lb cluster init`)" if e.code == "ResourceNotFoundException" else ""
+            raise StateError(f"state: DynamoDB table {self.table}: {e}{hint}") from None
+
     def _put(self, **attrs: Any) -> None:
         if not self.read_only:
-            self.db.call("PutItem", TableName=self.table, Item=self._item(**attrs))
+            self._call("PutItem", TableName=self.table, Item=self._item(**attrs))
 
     def _delete(self, pk: str, sk: str) -> bool:
         if self.read_only:
             return False
-        out = self.db.call("DeleteItem", TableName=self.table, Key=self._item(pk=pk, sk=sk), ReturnValues="ALL_OLD")
+        out = self._call("DeleteItem", TableName=self.table, Key=self._item(pk=pk, sk=sk), ReturnValues="ALL_OLD")
         return bool(out.get("Attributes"))
 
     def _query(self, pk: str, *, limit: int | None = None, newest_first: bool = False,
@@ -110,7 +120,7 @@ class DynamoStore:
         if limit:
             kwargs["Limit"] = limit
         while True:
-            page = self.db.call("Query", **kwargs)
+            page = self._call("Query", **kwargs)
             for item in page.get("Items", []):
                 yield self._plain(item)
             if not page.get("LastEvaluatedKey"):
@@ -145,11 +155,23 @@ class DynamoStore:
             self._meta.setdefault(str(item["sk"]), str(item["value"]))
         return self._meta.get(key)
 
-    def put_meta(self, key: str, value: str) -> None:
-        if self._meta.get(key) == value:
+    def put_meta(self, key: str, value: str | None) -> None:
+        if key in self._meta and self._meta.get(key) == value:
+            return
+        if value is None:
+            self._meta.pop(key, None)
+            self._delete(f"meta#{self.replica}", key)
             return
         self._meta[key] = value
         self._put(pk=f"meta#{self.replica}", sk=key, value=value)
+
+    def state_lost(self) -> str | None:
+        # A table is never rebuilt behind the operator's back (deletion protection, PITR): no
+        # "state was lost" marker. A table made anew is an empty cluster; first sight applies.
+        return None
+
+    def clear_state_lost(self) -> None:
+        pass
 
     def health(self) -> dict[tuple[str, str], NodeHealth]:
         """The cluster's quorum view, as the writer last stored it (a replica starts from it)."""
