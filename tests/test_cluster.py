@@ -223,8 +223,12 @@ def test_one_leader_one_write_per_death_whatever_the_clocks(cluster: Cluster) ->
         return subprocess.run([sys.executable, "-m", "r53lb", "-c", cfg, *args], capture_output=True, text=True,
                               env=env, timeout=30)
 
-    assert r53lb("drain", "mx/hlb-3", "--reason", "kernel upgrade").returncode == 0
-    wait_until("hlb-3 drained by hand", lambda: cluster.weights().get("hlb-3") == 0, timeout=10)
+    # --wait does not write itself (it would be a second writer): it waits for the leader's write.
+    drained = r53lb("drain", "mx/hlb-3", "--reason", "kernel upgrade", "--wait", "--timeout", "6s",
+                    "--nameserver", "127.0.0.1:1", "--samples", "1")
+    assert cluster.weights().get("hlb-3") == 0, drained.stdout + drained.stderr
+    assert "written by the r53lb process" in drained.stdout + drained.stderr, drained.stdout + drained.stderr
+    assert drained.returncode == 1 and "step dns did not finish" in drained.stderr  # no name server here
     assert r53lb("enable", "mx/hlb-3").returncode == 0
     wait_until("hlb-3 enabled", lambda: cluster.weights().get("hlb-3") == 50, timeout=10)
     assert {w for w in cluster.writes()} == {(leader.name, int(leader.epoch() or 0))}

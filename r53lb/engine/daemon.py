@@ -165,7 +165,9 @@ class Daemon:
             if self.store.rebuilt:
                 log.error("%s", self.store.rebuilt)
             # One reconciling process per state file: a `sync` from cron waits, then gives up.
-            stack.enter_context(self.store.exclusive(wait=30.0))
+            # (In a cluster the lease decides who writes, checked before every write.)
+            if self.cluster is None:
+                stack.enter_context(self.store.exclusive(wait=30.0))
             if self.metrics_addr is not None:
                 from .web import daemon_document
 

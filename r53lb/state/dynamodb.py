@@ -145,8 +145,11 @@ class DynamoStore:
 
     @contextmanager
     def exclusive(self, wait: float = 0.0) -> Iterator[None]:
-        # The lease decides who writes Route 53, not a lock on the store.
-        yield
+        """Never granted: in a cluster the lease holder alone writes Route 53. So `drain --wait`
+        (which writes itself when it gets the store) waits for the leader's write instead."""
+        raise StateError(f"state: DynamoDB table {self.table}: with a cluster only the lease holder "
+                         "(an `r53lb run` replica) writes Route 53")
+        yield  # pragma: no cover
 
     def get_meta(self, key: str) -> str | None:
         if key in self._meta:
