@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..core.health import NodeHealth, Transition
-from ..core.lease import Held, Observed, held_from, may_take, may_write, observe, takeover_at
+from ..core.lease import Held, LeaseRecord, Observed, held_from, may_take, may_write, observe, takeover_at
 from ..core.quorum import Beat, Opinion, Votes, fresh, quorum_health, track
 
 if TYPE_CHECKING:
@@ -150,13 +150,13 @@ class Cluster:
         self._lost_log(lost)
         return BeatOutcome(took=took, lost=lost)
 
-    def _take(self, seen: "object", now: datetime) -> bool:
+    def _take(self, seen: LeaseRecord | None, now: datetime) -> bool:
         from ..aws.dynamodb import ConditionFailed, DynamoDBError
 
         rev = uuid.uuid4().hex
         sent: list[float] = []
         try:
-            epoch = self.store.take_lease(seen, rev, now, sent=sent, deadline=min(self.cfg.lease, 5.0))  # type: ignore[arg-type]
+            epoch = self.store.take_lease(seen, rev, now, sent=sent, deadline=min(self.cfg.lease, 5.0))
         except ConditionFailed:
             return False  # another replica was faster; we read it next beat
         except DynamoDBError as e:
@@ -164,7 +164,7 @@ class Cluster:
             return False
         self.held = held_from(epoch, rev, sent[-1], self.cfg.lease)
         self.epoch_seen, self.owner_seen = epoch, self.replica
-        prev = getattr(seen, "owner", None)
+        prev = seen.owner if seen is not None else None
         log.info("cluster: %s holds the lease, epoch %d%s", self.replica, epoch,
                  f" (after {prev})" if prev else "")
         return True

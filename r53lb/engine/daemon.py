@@ -67,6 +67,7 @@ RETRY_FAILED_ZONE = 5.0  # a zone whose reconcile failed is tried again this soo
 # Test-only (never documented for production): this replica's probes of the listed node ids fail,
 # as if its network were cut from them. The cluster tests make one replica blind with it.
 TEST_BLIND_ENV = "R53LB_TEST_BLIND_NODES"
+TEST_SKEW_ENV = "R53LB_TEST_CLOCK_SKEW"  # test-only: seconds added to this process's wall clock
 
 
 @dataclass
@@ -828,17 +829,14 @@ class Daemon:
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
-TEST_SKEW_ENV = "R53LB_TEST_CLOCK_SKEW"  # test-only: seconds added to this process's wall clock
-
-
 def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:
     """Entry point for the CLI: build the daemon (a broken config raises ConfigError) and run it."""
-    clock = utcnow
-    skew = float(os.environ.get(TEST_SKEW_ENV) or 0.0)
-    if skew:
-        from datetime import timedelta
+    from datetime import timedelta
 
-        def clock() -> datetime:
-            return utcnow() + timedelta(seconds=skew)
-    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock)
+    skew = timedelta(seconds=float(os.environ.get(TEST_SKEW_ENV) or 0.0))
+
+    def clock() -> datetime:
+        return utcnow() + skew  # the wall clock only: the lease and the quorum run on monotonic time
+
+    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow)
     return asyncio.run(daemon.run())
