@@ -261,3 +261,47 @@ def test_throttling_is_retried_then_reported(table, monkeypatch):
         table.call("Query", TableName="r53lb", KeyConditionExpression="pk = :p",
                    ExpressionAttributeValues={":p": {"S": "live"}})
     dynamodb_controls.reset()
+
+
+# --- the window that remains: a stale leader's batch against the new leader's write ---------
+
+
+def test_a_stale_leaders_batch_fails_when_the_new_leader_changed_the_record(mock_route53, tmp_path):
+    """The old leader checked its lease (still valid), then stalled; meanwhile the new leader
+    wrote the same record set. Route 53 refuses the old batch (compare-and-swap); on the re-plan
+    the guard finds the lease gone and nothing more is written."""
+    import boto3
+
+    from moto_fixtures.spec import build, set_weight, weights
+    from r53lb.aws.route53 import Route53
+    from r53lb.engine.cycle import Controller
+    from r53lb.state.sqlite import StateStore
+
+    client = boto3.client("route53", region_name="us-east-1")
+    zid = build(client, {"example.com": {"mx.example.com": {"type": "A", "sets": {
+        "a": ("192.0.2.1", 50), "b": ("192.0.2.2", 50), "c": ("192.0.2.3", 50)}}}})["example.com"]
+    cfg = loads(textwrap.dedent("""
+        pools:
+          - name: mx
+            zone: example.com
+            record: mx.example.com
+            checks: [{tcp: {port: 25}}]
+            nodes:
+              - {id: a, address: 192.0.2.1, weight: 50}
+              - {id: b, address: 192.0.2.2, weight: 50}
+              - {id: c, address: 192.0.2.3, weight: 50}
+    """))
+    store = StateStore.open(tmp_path / "state.db")
+    old = Controller(cfg, store, Route53(cfg.aws, attempts=1))
+    view = {("mx", n): NodeHealth(n != "b", T0) for n in "abc"}  # the old leader's (stale) view: b is down
+    answers = iter([None, "lease ends in 0.0s, under the 1.0s a write needs"])
+    # The new leader's write lands between the old leader's check and its batch.
+    mock_route53.before_change(lambda: set_weight(client, zid, "mx.example.com", "A", "b", 20))
+    out = old.reconcile_zone("example.com", guard=lambda: next(answers), health=view,
+                             comment="r53lb replica=ctl-old epoch=3")
+    assert out.conflicts == 1 and out.applied == []
+    assert out.held == "lease ends in 0.0s, under the 1.0s a write needs"
+    assert weights(client, zid, "mx.example.com", "A") == {"a": 50, "b": 20, "c": 50}  # the new leader's
+    # The fixture's, the new leader's and the refused one: the old leader wrote nothing.
+    assert mock_route53.counts["ChangeResourceRecordSets"] == 3
+    store.close()
