@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 import yaml
 
@@ -217,6 +218,12 @@ def test_one_leader_one_write_per_death_whatever_the_clocks(cluster: Cluster) ->
         ("hlb-2", "0", leader.name, int(leader.epoch() or 0))]
     assert any(e["kind"] == "quorum" and e["node"] == "hlb-2" and re.match(r"[23] of 3 replicas see it down", e["reason"])
                and e["replica"] == leader.name for e in events)
+
+    # Each replica's status page says the same about the cluster.
+    page = httpx.get(f"{cluster.replicas[1].daemon.metrics_url}/api/status", timeout=10).json()
+    assert page["cluster"]["leader"] == leader.name
+    assert next(r for r in page["nodes"] if r["node"] == "hlb-2")["votes_down"] == 3
+    assert httpx.get(f"{cluster.replicas[1].daemon.metrics_url}/", timeout=10).status_code == 200
 
     # A drain made from any host with the config reaches the leader through the table.
     def r53lb(*args: str) -> subprocess.CompletedProcess[str]:

@@ -74,8 +74,26 @@ def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Map
 def daemon_document(daemon: "Daemon") -> dict[str, Any]:
     """`r53lb run`'s status document: its live health, records and latest probes."""
     assert daemon.store is not None
+    if daemon.cluster is not None:
+        return cluster_document(daemon)
     return live_document(cfg=daemon.cfg, ctl=daemon.ctl, records=daemon.records, probes=daemon.latest,
                          state_path=daemon.store.path, now=daemon.clock())
+
+
+def cluster_document(daemon: "Daemon") -> dict[str, Any]:
+    """A replica's status document: the quorum view it plans with, the table's drains and history,
+    and the cluster (replicas, leader, epoch, votes per node), read from the shared table."""
+    from .status import cluster_view
+
+    assert daemon.cluster is not None
+    ctl, now = daemon.ctl, daemon.clock()
+    health = daemon.cluster.planning_health(dict(ctl.health))
+    records, probes = dict(daemon.records), dict(daemon.latest)
+    facts = read_store(daemon.store)  # type: ignore[arg-type]
+    plan = plan_now(ctl, records, health, facts, now)
+    doc = document(daemon.cfg, records=records, health=health, plan=plan, store=facts, now=now, probes=probes)
+    doc["cluster"] = cluster_view(daemon.cfg, daemon.store, doc["nodes"])
+    return doc
 
 
 # --- rendering -------------------------------------------------------------------------------
