@@ -36,12 +36,19 @@ def observe(
     h: NodeHealth, ok: bool, reason: str, now: datetime, rise: int, fall: int
 ) -> tuple[NodeHealth, Transition | None]:
     """Fold one probe result into the state; return the transition when the state flips."""
+    # Counters only matter up to rise/fall: capped, a steady node's state stops changing, so
+    # nothing needs writing for it.
+    cap = max(rise, fall)
     if ok:
-        h = replace(h, successes=h.successes + 1, failures=0, reason=reason)
+        if h.up and h.failures == 0 and h.successes >= cap and h.reason == reason:
+            return h, None  # steady: the same state as before
+        h = replace(h, successes=min(h.successes + 1, cap), failures=0, reason=reason)
         if not h.up and h.successes >= rise:
             return replace(h, up=True, since=now, recovered_at=now), Transition(True, reason)
         return h, None
-    h = replace(h, failures=h.failures + 1, successes=0, reason=reason)
+    if not h.up and h.successes == 0 and h.failures >= cap and h.reason == reason:
+        return h, None  # steady down: the same state as before
+    h = replace(h, failures=min(h.failures + 1, cap), successes=0, reason=reason)
     if h.up and h.failures >= fall:
         return replace(h, up=False, since=now), Transition(False, reason)
     return h, None

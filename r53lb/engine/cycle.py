@@ -127,6 +127,7 @@ class Controller:
         self.notify = notify or (lambda kind, msg, details: None)
         self.helo = cfg.defaults.helo or default_helo()
         self.health: dict[NodeKey, NodeHealth] = store.health() if store is not None else {}
+        self._saved: dict[NodeKey, NodeHealth] = dict(self.health)  # as last written (the snapshot writes the rest)
         self.watch_state = self._load_watch_state()
         # Nodes drained for health, with when: in `run` a cycle is one interval of the pool.
         self.drain_log: dict[str, list[datetime]] = defaultdict(list)
@@ -212,14 +213,16 @@ class Controller:
             self.health[key] = h
             if t:
                 transitions.append((key, t))
-        if self.store is not None and (transitions or persist_all):
+        write = [k for k in (by_node if persist_all else [k for k, _ in transitions])
+                 if k in self.health and self._saved.get(k) is not self.health[k]]
+        if self.store is not None and (transitions or write):
             with self.store.transaction():
                 for key, t in transitions:
                     frm, to = ("down", "up") if t.up else ("up", "down")
                     self.store.add_event(now, key[0], key[1], "health", frm, to, t.reason)
-                for key in (by_node if persist_all else [k for k, _ in transitions]):
-                    if key in self.health:
-                        self.store.put_health(key[0], key[1], self.health[key])
+                for key in write:
+                    self.store.put_health(key[0], key[1], self.health[key])
+            self._saved.update((k, self.health[k]) for k in write)
         for key, t in transitions:
             frm, to = ("down", "up") if t.up else ("up", "down")
             log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
@@ -231,10 +234,13 @@ class Controller:
         """A snapshot of every node's counters (run mode writes this periodically, not per probe)."""
         if self.store is None:
             return
-        snapshot = dict(self.health)
+        changed = {k: h for k, h in list(self.health.items()) if self._saved.get(k) is not h}
+        if not changed:
+            return
         with self.store.transaction():
-            for key, h in snapshot.items():
+            for key, h in changed.items():
                 self.store.put_health(key[0], key[1], h)
+        self._saved.update(changed)
 
     def adopt(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime) -> None:
         """First sight: a node with no stored state starts from what Route 53 shows.
@@ -268,6 +274,7 @@ class Controller:
                     self.store.drain(key[0], key[1], STATE_LOST, now)
                 if lost and all((p.name, n.id) in self.health for p in self.cfg.pools for n in p.nodes):
                     self.store.clear_state_lost()  # every configured node has been seen once since
+            self._saved.update((k, self.health[k]) for k in fresh)
         for pool_name, node_id in kept:
             msg = (f"{pool_name}/{node_id}: found at weight 0 after the state file was lost; held at 0 "
                    f"({STATE_LOST}); run `r53lb enable {pool_name}/{node_id}` when it should carry traffic")

@@ -57,6 +57,7 @@ class Metrics:
         self.node_metric_value = Gauge("r53lb_node_metric_value",
                                        "The last value a prometheus check read for the node (its rule's input)",
                                        ["pool", "node", "check"], registry=r)
+        self._durations: dict[str, Any] = {}
         self.probe_duration = Histogram("r53lb_probe_duration_seconds", "Duration of one check, every phase",
                                         ["check"], buckets=PROBE_BUCKETS, registry=r)
         self.probe_failures = Counter("r53lb_probe_failures_total", "Failed checks by reason class",
@@ -92,7 +93,10 @@ class Metrics:
     # --- feeding -------------------------------------------------------------------------
 
     def observe_probe(self, r: ProbeResult) -> None:
-        self.probe_duration.labels(r.check).observe(max(r.latency_ms, 0.0) / 1000.0)
+        child = self._durations.get(r.check)
+        if child is None:  # a labels() lookup per probe costs more than the observation itself
+            child = self._durations[r.check] = self.probe_duration.labels(r.check)
+        child.observe(max(r.latency_ms, 0.0) / 1000.0)
         if r.status != "ok":
             self.probe_failures.labels(r.check, reason_class(r)).inc()
 
