@@ -54,30 +54,24 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .config import ConfigError
-        from .state.base import StateError
+        from .errors import R53lbError
 
         try:
             return fn(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except ConfigError as e:
-            raise Fail(str(e), EXIT_USAGE) from None
-        except StateError as e:
-            raise Fail(str(e)) from None
         except KeyboardInterrupt:
             raise Fail("interrupted", 130) from None
+        except R53lbError as e:
+            if click.get_current_context().obj.get("verbose") and not e.plain:
+                raise
+            hint = ""
+            if getattr(e, "code", None) == "ResourceNotFoundException":
+                hint = " (create it with `r53lb cluster init`)"
+            raise Fail(e.line() + hint, e.exit_code) from None
         except Exception as e:
-            from .aws.dynamodb import DynamoDBError
-            from .aws.route53 import Route53Error
-
             if click.get_current_context().obj.get("verbose"):
                 raise
-            if isinstance(e, Route53Error):
-                raise Fail(f"route53: {e}") from None
-            if isinstance(e, DynamoDBError):
-                hint = " (create it with `r53lb cluster init`)" if e.code == "ResourceNotFoundException" else ""
-                raise Fail(f"dynamodb: {e}{hint}") from None
             raise Fail(f"{type(e).__name__}: {e}") from None
 
     return wrapper

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import R53lbError
+
 import functools
 import ipaddress
 import math
@@ -43,8 +45,12 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
+class ConfigError(R53lbError):
     """A configuration that cannot be used; the message is one line naming the key path."""
+
+    plain = True
+
+    exit_code = 2  # a config that cannot be used: the usage error of every command
 
 
 # --- scalar types -------------------------------------------------------------------------

@@ -5,6 +5,8 @@ The judging is pure and lives in verify.py; this module only asks.
 
 from __future__ import annotations
 
+from .errors import R53lbError
+
 import asyncio
 import ipaddress
 import re
@@ -27,7 +29,7 @@ QUERY_TIMEOUT = 2.0
 TRIES = 3  # a UDP answer can be lost; ask again before calling it a timeout
 
 
-class NameServerError(Exception):
+class NameServerError(R53lbError):
     """A name server could not be named or found; the message is one line."""
 
 

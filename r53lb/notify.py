@@ -7,6 +7,8 @@ log line per message, nothing more; a full queue drops the oldest message, loudl
 
 from __future__ import annotations
 
+from .errors import R53lbError
+
 import asyncio
 import json
 import logging
@@ -28,7 +30,7 @@ log = logging.getLogger("r53lb.notify")
 # kinds: health (a node changed state), panic, hold, apply_failed, alert (fail open), recovery
 
 
-class NotifyError(Exception):
+class NotifyError(R53lbError):
     """A delivery that must not be retried (the receiver refused it for good)."""
 
 

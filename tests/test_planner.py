@@ -449,3 +449,14 @@ def test_share_applies_after_warmup_and_slow_start_lowest_wins():
     paused = WarmupClock(0.0, T0 - timedelta(days=2), "listed on bl.example")
     d = decide(None, paused)
     assert d.reason == "warm-up 16% (paused: listed on bl.example)" and d.weight == 16
+
+
+def test_every_node_quarantined_says_so_when_failing_open():
+    pool = make_pool(n=2)
+    rep = Reputation(("zen.example",), "listed on zen.example (127.0.0.2)")
+    plan = plan_pool(pool, "Z1", facts(pool, [True, True], n0={"reputation": rep}, n1={"reputation": rep}), T0)
+    assert plan.fail_open
+    assert plan.alerts == ["pool p: every node is quarantined; failing open to base weights"]
+    # A dead node among them: then it is not only reputation, and the alert says no healthy node.
+    plan = plan_pool(pool, "Z1", facts(pool, [True, False], n0={"reputation": rep}), T0)
+    assert plan.alerts == ["pool p: no healthy node; failing open to base weights"]

@@ -9,6 +9,8 @@ must not hang on a call longer than a lease).
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 import collections
 import threading
 import time
@@ -20,8 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ConditionFailed", "DynamoDB", "DynamoDBError", "create_table"]
 
-class DynamoDBError(Exception):
+class DynamoDBError(R53lbError):
     """DynamoDB could not be used (after retries); one line, never credentials. `code`: the error's class."""
+
+    prefix = "dynamodb: "
 
     def __init__(self, message: str, code: str = "Error") -> None:
         super().__init__(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 import collections
 import re
 import threading
@@ -25,12 +27,14 @@ MAX_PAGE = 300  # ListResourceRecordSets returns at most this many sets per page
 _ZONE_ID = re.compile(r"^(?:/hostedzone/)?(Z[A-Z0-9]{4,})$")
 
 
-class Route53Error(Exception):
+class Route53Error(R53lbError):
     """Route 53 could not be used (after retries); the message is one line, never credentials.
 
     `code` is the error's class alone (`AccessDenied`, `NoSuchHostedZone`, `Throttling`,
     `ConnectionError`): what /healthz may show without account ids or role ARNs.
     """
+
+    prefix = "route53: "
 
     def __init__(self, message: str, code: str = "Error") -> None:
         super().__init__(message)

@@ -6,6 +6,8 @@ boto3 is imported on first use, so `r53lb --help` does not pay for it.
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,7 @@ THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "PriorRequestNo
                             "TooManyRequestsException"})
 
 
-class AwsError(Exception):
+class AwsError(R53lbError):
     """An AWS client could not be made (a profile that does not exist, ...); one line."""
 
 

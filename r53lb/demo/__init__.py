@@ -17,6 +17,8 @@ the end (Ctrl-C included).
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 import asyncio
 import os
 import re
@@ -46,7 +48,7 @@ METRIC_POOL = "injection-api"  # each API node's MTA deferral rate is judged by 
 DEFERRAL_LIMIT = 0.05
 
 
-class DemoFailed(Exception):
+class DemoFailed(R53lbError):
     """A scripted step did not produce its expected outcome in time."""
 
 

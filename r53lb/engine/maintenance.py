@@ -13,6 +13,8 @@ operator may take the box down. Four steps, each timed, under one deadline:
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ class Step:
     detail: str
 
 
-class WaitFailed(Exception):
+class WaitFailed(R53lbError):
     """A step did not finish (deadline, or a state that cannot lead to the goal)."""
 
     def __init__(self, step: str, detail: str) -> None:

@@ -5,6 +5,8 @@ Every daemon owns a private CollectorRegistry, so tests (and embedders) may run 
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 import logging
 import socket
 import threading
@@ -162,7 +164,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 Health = Callable[[], tuple[bool, str]]
 
 
-class MetricsError(Exception):
+class MetricsError(R53lbError):
     """The metrics endpoint cannot listen (address in use, no such address)."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import R53lbError
+
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ContextManager, Protocol, runtime_checkable
@@ -15,11 +17,13 @@ NodeKey = tuple[str, str]  # (pool, node)
 STATE_LOST = "state was lost"
 
 
-class StateError(Exception):
+class StateError(R53lbError):
     """The state store cannot be used: locked, unwritable, full, failing I/O, or corrupt where it may not be rebuilt.
 
     The message is one line that names the file and what the operator does about it.
     """
+
+    plain = True
 
 
 @dataclass(frozen=True)
