@@ -366,18 +366,16 @@ class Daemon:
         """Probe one node for as long as it is configured: nothing but a reload or a stop ends this."""
         key = (pool.name, node.id)
         jobs = self.ctl.jobs(pool, node)
-        bound = pool.tuning.timeout * 2 + 5.0  # the probe keeps its own deadline; this is the backstop
+        # No deadline of its own here: every await below is a probe (or a vantage re-probe, a
+        # signal check) run by probes.runner.run_one under its check's deadline plus a backstop.
         while not self._stopping and generation == self.generation:
             await asyncio.sleep(delay)
             delay = pool.tuning.interval
             try:
-                async with asyncio.timeout(bound):
-                    await self._probe_node(pool, node, key, jobs, generation)
+                await self._probe_node(pool, node, key, jobs, generation)
                 delay = self._next_delay(pool, key)
             except asyncio.CancelledError:
                 raise
-            except TimeoutError:
-                log.error("%s/%s: probe did not finish within its deadline; probing again", *key)
             except StateError as e:  # one line: the state file's trouble (full, unwritable) is no code fault
                 log.error("%s/%s: %s", key[0], key[1], e)
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
