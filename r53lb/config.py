@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from .errors import R53lbError
-
 import functools
 import ipaddress
 import math
@@ -25,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .errors import R53lbError
 
 __all__ = [
     "ConfigError",

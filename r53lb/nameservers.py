@@ -5,8 +5,6 @@ The judging is pure and lives in verify.py; this module only asks.
 
 from __future__ import annotations
 
-from .errors import R53lbError
-
 import asyncio
 import ipaddress
 import re
@@ -14,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import R53lbError
 from .core.verify import Answer, Tolerance, Verdict, compare
 
 if TYPE_CHECKING:

@@ -7,8 +7,6 @@ log line per message, nothing more; a full queue drops the oldest message, loudl
 
 from __future__ import annotations
 
-from .errors import R53lbError
-
 import asyncio
 import json
 import logging
@@ -18,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from .errors import R53lbError
 
 if TYPE_CHECKING:
     from .config import AwsConfig, NotifyConfig, SnsConfig, WebhookConfig

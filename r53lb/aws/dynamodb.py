@@ -9,13 +9,14 @@ must not hang on a call longer than a lease).
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 import collections
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ..errors import R53lbError
+from .session import Transient, report, with_retries
 
 if TYPE_CHECKING:
     from r53lb.config import AwsConfig
@@ -34,12 +35,6 @@ class DynamoDBError(R53lbError):
 
 class ConditionFailed(DynamoDBError):
     """A conditional write was refused: someone else changed the item (the lease moved)."""
-
-
-class _Transient(Exception):
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class DynamoDB:
@@ -86,11 +81,7 @@ class DynamoDB:
             return self._client
 
     def _report(self, operation: str, outcome: str) -> None:
-        if self.on_request is not None:
-            try:
-                self.on_request(operation, outcome)
-            except Exception:  # metrics never break a call
-                pass
+        report(self.on_request, operation, outcome)
 
     def _attempt(self, operation: str, kwargs: dict[str, Any], started: list[float]) -> Any:
         from .session import read_error
@@ -112,7 +103,7 @@ class DynamoDB:
             if f.transient or (f.code == "TransactionCanceledException" and (
                     "Throttling" in f.message or "TransactionConflict" in f.message)):
                 self._report(operation, "throttled" if f.throttled else "error")
-                raise _Transient(f.message, f.code) from None
+                raise Transient(f.message, f.code) from None
             self._report(operation, "error")
             raise DynamoDBError(f.message, f.code) from None
         self._report(operation, "ok")
@@ -122,29 +113,10 @@ class DynamoDB:
              **kwargs: Any) -> Any:
         """One API call with bounded retries. `sent` receives the monotonic start of each attempt
         (the lease counts from the attempt that succeeded); `deadline` caps the retrying (seconds)."""
-        from tenacity import (
-            RetryError,
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            stop_after_delay,
-            wait_random_exponential,
-        )
-
         started = sent if sent is not None else []
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(deadline or self.retry_deadline),
-            wait=wait_random_exponential(multiplier=self.backoff, max=self.backoff_max),
-            reraise=False,
-        )
-        try:
-            return retrying(self._attempt, operation, kwargs, started)
-        except RetryError as e:
-            last = e.last_attempt.exception()
-            n = e.last_attempt.attempt_number
-            raise DynamoDBError(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})",
-                                getattr(last, "code", "Error")) from None
+        return with_retries(self._attempt, operation, kwargs, started, attempts=self.attempts,
+                            deadline=deadline or self.retry_deadline, backoff=self.backoff,
+                            backoff_max=self.backoff_max, give_up=DynamoDBError)
 
 
 def create_table(db: DynamoDB, table: str, wait: float = 60.0) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 import collections
 import re
 import threading
@@ -11,8 +9,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from r53lb.aws.session import NO_CREDENTIALS
+from r53lb.aws.session import NO_CREDENTIALS, Transient, report, with_retries
 from r53lb.core.records import RecordChange, RecordKey, RecordSet, normalize_name
+from r53lb.errors import R53lbError
 
 if TYPE_CHECKING:  # pydantic and boto3 stay out of `r53lb --help`
     from r53lb.config import AwsConfig
@@ -46,15 +45,6 @@ class ConflictError(Route53Error):
 
     def __init__(self, message: str, code: str = "InvalidChangeBatch") -> None:
         super().__init__(message, code)
-
-
-class _Transient(Exception):
-    """Internal: an attempt that may succeed if tried again (throttling, 5xx, connection)."""
-
-    def __init__(self, message: str, outcome: str, code: str = "Error") -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.code = code
 
 
 def batch_cost(change: dict[str, Any]) -> tuple[int, int]:
@@ -161,11 +151,7 @@ class Route53:
             raise Route53Error(str(e), "ProfileNotFound") from None
 
     def _report(self, operation: str, outcome: str) -> None:
-        if self.on_request is not None:
-            try:
-                self.on_request(operation, outcome)
-            except Exception:  # metrics must never break a write
-                pass
+        report(self.on_request, operation, outcome)
 
     def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
         from .session import read_error
@@ -181,7 +167,7 @@ class Route53:
                 raise
             if f.transient:
                 self._report(operation, "throttled" if f.throttled else "error")
-                raise _Transient(f.message, "throttled" if f.throttled else "error", f.code) from None
+                raise Transient(f.message, f.code) from None
             if f.code == "InvalidChangeBatch":
                 self._report(operation, "conflict")
                 raise ConflictError(f"Route 53 refused the change batch: {f.message.split(': ', 2)[-1]}") from None
@@ -195,28 +181,8 @@ class Route53:
 
     def _call(self, operation: str, **kwargs: Any) -> Any:
         """One API call: botocore's own retries, then tenacity's, bounded in attempts and time."""
-        from tenacity import (
-            RetryError,
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            stop_after_delay,
-            wait_random_exponential,
-        )
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_deadline),
-            wait=wait_random_exponential(multiplier=self.backoff, max=self.backoff_max),
-            reraise=False,
-        )
-        try:
-            return retrying(self._attempt, operation, kwargs)
-        except RetryError as e:
-            last = e.last_attempt.exception()
-            n = e.last_attempt.attempt_number
-            code = getattr(last, "code", "Error")
-            raise Route53Error(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})", code) from None
+        return with_retries(self._attempt, operation, kwargs, attempts=self.attempts, deadline=self.retry_deadline,
+                            backoff=self.backoff, backoff_max=self.backoff_max, give_up=Route53Error)
 
     # --- public API -----------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ boto3 is imported on first use, so `r53lb --help` does not pay for it.
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ..errors import R53lbError
 
 if TYPE_CHECKING:
     from ..config import AwsConfig
@@ -83,3 +84,50 @@ def read_error(e: BaseException, what: str) -> Failure | None:
     if isinstance(e, BotoCoreError):
         return Failure(type(e).__name__, f"{what}: {one_line(e)}")
     return None
+
+
+class Transient(Exception):
+    """One attempt that may succeed if tried again (throttling, a 5xx, a connection error)."""
+
+    def __init__(self, message: str, code: str = "Error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def report(on_request: Callable[[str, str], None] | None, operation: str, outcome: str) -> None:
+    """Count a request for the metrics; counting never breaks a call."""
+    if on_request is not None:
+        try:
+            on_request(operation, outcome)
+        except Exception:
+            pass
+
+
+def with_retries(attempt: Callable[..., Any], *args: Any, attempts: int, deadline: float, backoff: float,
+                 backoff_max: float, give_up: Callable[[str, str], Exception]) -> Any:
+    """`attempt(*args)` again on Transient, with exponential backoff and jitter, bounded in count and time.
+
+    When the tries run out, `give_up(message, code)` is raised (one line, the last error and the count).
+    """
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        stop_after_delay,
+        wait_random_exponential,
+    )
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(Transient),
+        stop=stop_after_attempt(max(1, attempts)) | stop_after_delay(deadline),
+        wait=wait_random_exponential(multiplier=backoff, max=backoff_max),
+        reraise=False,
+    )
+    try:
+        return retrying(attempt, *args)
+    except RetryError as e:
+        last = e.last_attempt.exception()
+        n = e.last_attempt.attempt_number
+        raise give_up(f"{last} (gave up after {n} attempt{'s' if n > 1 else ''})",
+                      getattr(last, "code", "Error")) from None

@@ -17,8 +17,6 @@ the end (Ctrl-C included).
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 import asyncio
 import os
 import re
@@ -30,6 +28,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import R53lbError
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -13,13 +13,12 @@ operator may take the box down. Four steps, each timed, under one deadline:
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import R53lbError
 from ..core.verify import Tolerance, Verdict
 
 if TYPE_CHECKING:

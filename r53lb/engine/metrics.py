@@ -5,8 +5,6 @@ Every daemon owns a private CollectorRegistry, so tests (and embedders) may run 
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 import logging
 import socket
 import threading
@@ -17,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ..errors import R53lbError
 from ..core.signals import NodeSignals
 from ..probes.base import ProbeResult
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import R53lbError
-
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ContextManager, Protocol, runtime_checkable
 
+from ..errors import R53lbError
 from ..core.health import NodeHealth
 
 NodeKey = tuple[str, str]  # (pool, node)
