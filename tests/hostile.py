@@ -24,8 +24,18 @@ from r53lb.demo.loopback import Certs, HttpServer, SmtpServer
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, list[bytes]], Awaitable[None]]
 
 
+def has_ipv6_loopback() -> bool:
+    """The kernel gives this machine ::1 (a container may run with IPv6 switched off)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_port(host: str) -> int:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
