@@ -93,7 +93,7 @@ def route53_section(r: Report) -> list[str]:
                f"for {res.cycles[0].pages_needed} names of {max(1, res.records // res.pools)} sets "
                f"({res.cycles[0].pages_min} pages when names sit side by side): "
                f"{r.verdict('route53 reads per cycle', reads_ok, f'most {max(c.reads for c in res.cycles)}, pages needed {res.cycles[0].pages_needed}')}.")
-    out.append(f"- Zone lookups (`ListHostedZonesByName`): one per zone per `r53lb sync` process when the config "
+    out.append("- Zone lookups (`ListHostedZonesByName`): one per zone per `r53lb sync` process when the config "
                "names zones; none when it gives zone ids (`zone: Z...`); `r53lb run` looks each up once.")
     return out + [""]
 

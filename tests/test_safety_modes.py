@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from moto_fixtures.pytest_plugin import FAKE_ENV
-from moto_fixtures.spec import build, record_sets, weights
+from moto_fixtures.spec import build, weights
 from r53lb.demo.loopback import SmtpServer
 from test_daemon import Daemon, free_port, wait_until
 

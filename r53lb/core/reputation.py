@@ -80,3 +80,13 @@ def combine(verdicts: Iterable[Verdict]) -> Reputation:
     if not listed:
         return CLEAN
     return Reputation(tuple(dict.fromkeys(listed)), "; ".join(details))
+
+
+def reputations(cached: Mapping[tuple[str, str, str], tuple[datetime | None, Mapping[str, Any]]]
+                ) -> dict[tuple[str, str], Reputation]:
+    """Every node's reputation from the cached check results (slots `dnsbl:N`), read once."""
+    per_node: dict[tuple[str, str], list[Verdict]] = {}
+    for (p, n, slot), (at, v) in cached.items():
+        if slot.startswith("dnsbl:"):
+            per_node.setdefault((p, n), []).append(Verdict.from_json(v, at))
+    return {k: combine(vs) for k, vs in per_node.items()}

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
 from ..core.health import NodeHealth, Transition, first_sight, observe
-from ..core.planner import Change, NodeFacts, Plan, PoolPlan, held_after_state_loss, plan_pool, vantage_hold
+from ..core.planner import Change, NodeFacts, Plan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet, normalize_value
-from ..core.reputation import CLEAN, Reputation, Verdict, combine
+from ..core.reputation import CLEAN, Reputation, reputations
 from ..core.signals import NodeSignals
 from ..core.weights import WarmupClock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
@@ -44,6 +44,15 @@ Guard = Callable[[], "str | None"]  # a reason not to write now (a hold, a lost 
 LIVENESS = ("smtp", "http", "tcp")
 MAX_CONFLICT_RETRIES = 3
 WATCH_KEY = "watcher"
+
+
+def load_watch_state(store: "Store") -> WatchState:
+    """What the alert watcher has already told, as the state store keeps it (sync, status)."""
+    raw = store.get_meta(WATCH_KEY)
+    try:
+        return WatchState.from_json(json.loads(raw) if raw else None)
+    except ValueError:
+        return WatchState()  # an unreadable watcher state only costs a repeated alert
 
 
 def utcnow() -> datetime:
@@ -164,11 +173,7 @@ class Controller:
     def verdicts(self, cached: Cached | None = None) -> dict[NodeKey, Reputation]:
         """Every node's reputation, read once (not once per node)."""
         assert self.store is not None
-        per_node: dict[NodeKey, list[Verdict]] = defaultdict(list)
-        for (p, n, slot), (at, v) in (self.store.check_results() if cached is None else cached).items():
-            if slot.startswith("dnsbl:"):
-                per_node[(p, n)].append(Verdict.from_json(v, at))
-        return {k: combine(vs) for k, vs in per_node.items()}
+        return reputations(self.store.check_results() if cached is None else cached)
 
     signal_checks = staticmethod(signals.signal_checks)
     node_signals = staticmethod(signals.node_signals)
@@ -183,11 +188,6 @@ class Controller:
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
         """Run the signal checks that are due; True when something that steers a weight changed."""
         return await signals.refresh(self, nodes, now, force)
-
-    # Kept for callers that ask about one node (status, tests).
-    def reputation(self, pool: Pool, node: Node) -> tuple[tuple[str, ...], str]:
-        rep = self.verdicts().get((pool.name, node.id), CLEAN)
-        return rep.listed_on, rep.detail
 
     # --- health ---------------------------------------------------------------------------
 
@@ -489,13 +489,7 @@ class Controller:
     # --- alerts ---------------------------------------------------------------------------
 
     def _load_watch_state(self) -> WatchState:
-        if self.store is None:
-            return WatchState()
-        raw = self.store.get_meta(WATCH_KEY)
-        try:
-            return WatchState.from_json(json.loads(raw) if raw else None)
-        except ValueError:
-            return WatchState()
+        return WatchState() if self.store is None else load_watch_state(self.store)
 
     def watch(self, now: datetime, *, plan: Plan | None = None, zone: str | None = None,
               error: str | None = None, hold: str | None | bool = False, cleared: str = "") -> list[Alert]:

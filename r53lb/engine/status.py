@@ -8,19 +8,17 @@ history come from the state store in both, so a drain made from another shell sh
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core.planner import Plan, plan_pool
-from ..core.reputation import Reputation, Verdict, combine
+from ..core.reputation import Reputation, reputations
 from ..core.watcher import WatchState
 from ..core.weights import slow_start_share, warmup_next_step, warmup_share
 from . import signals
-from .cycle import WATCH_KEY, Controller, NodeKey
+from .cycle import Controller, NodeKey, load_watch_state
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -47,20 +45,11 @@ class StoreFacts:
 
 def read_store(store: "StateStore", history: int = HISTORY) -> StoreFacts:
     """Drains, reputation verdicts, the watcher's state (hold, failing zones) and the latest events."""
-    per_node: dict[NodeKey, list[Verdict]] = defaultdict(list)
     cached = store.check_results()
-    for (p, n, slot), (at, v) in cached.items():
-        if slot.startswith("dnsbl:"):
-            per_node[(p, n)].append(Verdict.from_json(v, at))
-    raw = store.get_meta(WATCH_KEY)
-    try:
-        watch = WatchState.from_json(json.loads(raw) if raw else None)
-    except ValueError:
-        watch = WatchState()
     return StoreFacts(
         drains=store.drains(),
-        verdicts={k: combine(vs) for k, vs in per_node.items()},
-        watch=watch,
+        verdicts=reputations(cached),
+        watch=load_watch_state(store),
         events=store.events(limit=history),
         cached=cached,
     )

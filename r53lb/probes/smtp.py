@@ -19,12 +19,10 @@ keeps answering cannot cost more than that over the whole dialogue.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import ssl
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from aiosmtplib.errors import SMTPException, SMTPResponseException
 from aiosmtplib.esmtp import parse_esmtp_extensions
