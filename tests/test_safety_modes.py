@@ -309,11 +309,9 @@ def test_a_lost_answer_is_a_success(world: World, moto_server: Any) -> None:
     else:
         wait_until("b drained", lambda: world._alive() and world.weights("mx.example.com")["b"] == 0, timeout=20)
     assert world.weights("mx.example.com") == {"a": 50, "b": 0}
-    events = json.loads(world.cli("history", "--json", "--node", "mx/b").stdout)["events"]
     wait_until("the weight event", lambda: any(
         e["kind"] == "weight" and e["to"] == "0"
         for e in json.loads(world.cli("history", "--json", "--node", "mx/b").stdout)["events"]), timeout=10)
-    del events
     world.stop()
 
 
