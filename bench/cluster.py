@@ -11,7 +11,6 @@ measured (polled every 20 ms on the survivors' metrics).
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, aws_env, free_port, median, moto_server, smtp_farm, wait_until
+from r53lb.demo.process import stop_process
 
 RECORD = "mx.example.com"
 TABLE = "r53lb-bench"
@@ -96,13 +96,7 @@ class _Replica:
             _value(text, "r53lb_replicas_fresh") == replicas
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 20)
 
 
 def run(nodes: int, handovers: int, window: float, lease: float = 15.0, heartbeat: float = 1.0,

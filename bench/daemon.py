@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, aws_env, free_port, moto_server, raise_nofile, smtp_farm, wait_until
 from bench.fanout import bare_dialogue
+from r53lb.demo.process import stop_process
 
 R53LB = str(Path(PYTHON).parent / "r53lb")
 HELO = "probe.r53lb.test"
@@ -174,12 +174,7 @@ def measure(p: Profile, block: int = 120) -> Row:
             made1, cpu1 = _probes(url), cpu_seconds(proc.pid)
             rss = rss_mb(proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc, 30)
         floor = _floor_run(p, block, port)
     asked = int(p.nodes * p.window / p.interval)
     row = Row(p.label, p.nodes, p.interval, p.window, asked, made1 - made0, cpu1 - cpu0, rss,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from programs import require
+from r53lb.demo.process import stop_process
 
 T = TypeVar("T")
 
@@ -153,13 +154,7 @@ class Prometheus:
             raise RuntimeError(f"prometheus scraped nothing within {deadline:g}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, 10)
 
 
 def wait_for(fn: Callable[[], T], accept: Callable[[T], bool], deadline: float = 10.0,

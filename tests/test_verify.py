@@ -23,6 +23,7 @@ from authdns import AuthDNS
 from moto_fixtures.spec import build, change, record_sets, set_weight, weights
 from r53lb.core.records import RecordSet
 from r53lb.core.verify import Answer, Tolerance, compare, expected_shares
+from r53lb.demo.process import stop_process
 
 # --- the pure comparison ------------------------------------------------------------------
 
@@ -428,7 +429,6 @@ def test_drain_wait_with_r53lb_run_running(tmp_path, moto_server):
     """With `r53lb run` holding the state file, the daemon writes the drain at its next pass of
     the zone (every 30 s) and --wait follows it through to DNS."""
     import os
-    import signal
     import socket
 
     from moto_fixtures.pytest_plugin import FAKE_ENV
@@ -478,12 +478,7 @@ def test_drain_wait_with_r53lb_run_running(tmp_path, moto_server):
         assert weights(client, zid, "mx.example.net", "A") == {"n-1": 0, "n-2": 10}
         assert elapsed >= TTL
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(5)
+        stop_process(daemon, 20)
         ns.stop()
         for s in smtp:
             s.stop()

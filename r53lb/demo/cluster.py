@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import DemoFailed, _fake_aws_env, _free_port
+from .process import stop_process
 
 __all__ = ["run"]
 
@@ -65,13 +66,7 @@ class _Replica:
         return self.sample("r53lb_leader") == 1.0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
 
 
 def _until(what: str, ok: Callable[[], Any], deadline: float) -> tuple[Any, float]:

@@ -22,6 +22,7 @@ from moto_fixtures.pytest_plugin import FAKE_ENV
 from moto_fixtures.spec import build, weights
 
 from .servers import free_port, wait_for
+from r53lb.demo.process import stop_process
 
 HELO = "probe.interop.test"
 
@@ -134,13 +135,7 @@ class Zone:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, 15)
 
 
 @dataclass

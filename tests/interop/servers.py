@@ -27,6 +27,7 @@ from typing import Callable
 import pytest
 
 from programs import require
+from r53lb.demo.process import stop_process
 
 STOP_DEADLINE = 10.0
 
@@ -248,13 +249,7 @@ def _alive(pid: int) -> bool:
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_DEADLINE)
+    stop_process(proc, STOP_DEADLINE)
 
 
 # --- TCP resets on one port, seen on the wire -----------------------------------------------
