@@ -524,21 +524,35 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -
     return seconds
 
 
+def _allowed_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from .config import status_host
+
+    try:
+        return tuple(status_host(v) for v in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @main.command()
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
               metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
 @click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
 @click.option("--resync", default="30s", show_default=True, callback=_positive_duration, metavar="DURATION",
               help="Re-read and reconcile each zone this often even without a health change.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME", callback=_allowed_hosts,
+              help="Answer HTTP requests for this Host name too (repeatable; with the config's "
+                   "status_page.hosts). The bind address, localhost and IP literals always are.")
 @click.pass_context
 @errors
-def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float) -> None:
+def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float,
+        allowed_hosts: tuple[str, ...]) -> None:
     """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
     from .engine.daemon import run as run_daemon
     from .engine.metrics import MetricsError
 
     try:
-        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr, resync=resync)
+        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr, resync=resync,
+                          allowed_hosts=allowed_hosts)
     except MetricsError as e:
         raise Fail(str(e)) from None
     ctx.exit(code)

@@ -103,8 +103,10 @@ class Daemon:
         route53_factory: Callable[..., "Route53"] | None = None,
         resync: float = RESYNC_SECONDS,
         clock: Callable[[], datetime] = utcnow,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
+        self.allowed_hosts = tuple(allowed_hosts)  # besides the config's status_page.hosts
         self.cfg: Config = load(config_path)  # a broken config fails here, before anything starts
         self.metrics_addr = metrics_addr
         self.route53_factory = route53_factory
@@ -172,8 +174,9 @@ class Daemon:
             if self.metrics_addr is not None:
                 from .web import daemon_document
 
-                self.metrics_server = MetricsServer(self.metrics, self.healthz, *self.metrics_addr,
-                                                    status=lambda: daemon_document(self)).start()
+                self.metrics_server = MetricsServer(
+                    self.metrics, self.healthz, *self.metrics_addr, status=lambda: daemon_document(self),
+                    allowed_hosts=(*self.cfg.status_page.hosts, *self.allowed_hosts)).start()
                 stack.callback(self.metrics_server.stop)
             self.notifier = Notifier(self.cfg.notify, self.cfg.aws, self.metrics).start()
             self._ctl = self._controller(self.cfg, self._route53(self.cfg))
@@ -827,7 +830,8 @@ class Daemon:
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
-def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:
+def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS,
+        allowed_hosts: Sequence[str] = ()) -> int:
     """Entry point for the CLI: build the daemon (a broken config raises ConfigError) and run it."""
     from datetime import timedelta
 
@@ -836,5 +840,6 @@ def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, re
     def clock() -> datetime:
         return utcnow() + skew  # the wall clock only: the lease and the quorum run on monotonic time
 
-    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow)
+    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow,
+                    allowed_hosts=allowed_hosts)
     return asyncio.run(daemon.run())

@@ -6,18 +6,15 @@ Every daemon owns a private CollectorRegistry, so tests (and embedders) may run 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from ..errors import R53lbError
 from ..core.signals import NodeSignals
 from ..probes.base import ProbeResult
+from .httpserver import HttpServer
 
 __all__ = ["Metrics", "MetricsError", "MetricsServer", "reason_class", "parse_addr"]
 
@@ -150,16 +147,6 @@ def parse_addr(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes every 15 s would flood the log
-        pass
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 Health = Callable[[], tuple[bool, str]]
 
 
@@ -169,10 +156,12 @@ class MetricsError(R53lbError):
 
 class MetricsServer:
     """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port;
-    with `status`, the read-only status page at / and /api/status (engine/web.py)."""
+    with `status`, the read-only status page at / and /api/status (engine/web.py). Served by
+    engine/httpserver.py: bounded threads, connections, header size and time; only the Host
+    names in `allowed_hosts` (besides the bind address, localhost and IP literals)."""
 
     def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 9464,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, allowed_hosts: Iterable[str] = ()) -> None:
         metrics_app = make_wsgi_app(metrics.registry)
         page = None
         if status is not None:
@@ -208,25 +197,20 @@ class MetricsServer:
             start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
 
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         try:
-            self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_Quiet)
+            self._httpd = HttpServer(app, host, port, allowed_hosts)
         except OSError as e:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             reason = (e.strerror or str(e)).lower()
             raise MetricsError(f"metrics: cannot listen on {where}: {reason} (--metrics-addr, or --no-metrics)") from None
         self.host = host
-        self.port = self._httpd.server_port  # the real one when 0 was asked
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="r53lb-metrics", daemon=True)
+        self.port = self._httpd.port  # the real one when 0 was asked
 
     def start(self) -> "MetricsServer":
-        self._thread.start()
+        self._httpd.start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz",
                  f"[{self.host}]" if ":" in self.host else self.host, self.port)
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._httpd.stop()
