@@ -112,7 +112,7 @@ class Daemon:
         self.route53_factory = route53_factory
         self.resync = resync
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = Metrics(cluster=self.cfg.cluster is not None)  # a reload never changes `cluster`
         self.metrics_server: MetricsServer | None = None
         self.store: StateStore | None = None
         self.notifier: Notifier | None = None

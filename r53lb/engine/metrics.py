@@ -6,11 +6,13 @@ Every daemon owns a private CollectorRegistry, so tests (and embedders) may run 
 from __future__ import annotations
 
 import logging
+import platform
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from .. import __version__
 from ..errors import R53lbError
 from ..core.signals import NodeSignals
 from ..probes.base import ProbeResult
@@ -31,11 +33,18 @@ def reason_class(r: ProbeResult) -> str:
 
 
 class Metrics:
-    """The r53lb_* series. Label values are pool and node names from the config, never free text."""
+    """The r53lb_* series. Label values are pool and node names from the config, never free text.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    The cluster's series (lease, replicas, votes, DynamoDB) are exported only with `cluster`: a
+    single controller showing `r53lb_leader 0` would read as a replica that lost its lease.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, cluster: bool = False) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.build_info = Gauge("r53lb_build_info", "Always 1; the running version in the labels",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.node_up = Gauge("r53lb_node_up", "1 when the node is healthy (rise/fall state), else 0",
                              ["pool", "node"], registry=r)
         self.node_weight = Gauge("r53lb_node_weight", "The node's weight in Route 53, as last read or written",
@@ -75,7 +84,8 @@ class Metrics:
         self.last_round = Gauge("r53lb_last_probe_round_timestamp_seconds",
                                 "When the last full probe round (every node probed once) finished",
                                 registry=r)
-        # Cluster (several replicas on DynamoDB); absent values stay 0 on a single controller.
+        # Cluster (several replicas on DynamoDB): kept unregistered (never exported) without one.
+        r = self.registry if cluster else None
         self.leader = Gauge("r53lb_leader", "1 while this replica holds the lease (computed when scraped)",
                             registry=r)
         self.lease_epoch = Gauge("r53lb_lease_epoch", "The lease epoch this replica last saw or holds", registry=r)
@@ -85,6 +95,7 @@ class Metrics:
                                      ["pool", "node"], registry=r)
         self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
                                          ["operation", "outcome"], registry=r)
+        r = self.registry
         self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
                                       ["outcome"], registry=r)
 
