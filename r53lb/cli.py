@@ -501,6 +501,8 @@ def demo(ctx: click.Context, duration: float, serve: bool, page_addr: tuple[str,
     """The embedded demonstration: moto Route 53, loopback mail servers, the real controller."""
     from .demo import DemoFailed, run
 
+    if serve and replicas > 1:
+        raise Fail("demo: --serve shows one controller's status page; it works with --replicas 1 only", EXIT_USAGE)
     try:
         if replicas > 1:
             from .demo.cluster import run as run_cluster
