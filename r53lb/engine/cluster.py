@@ -68,6 +68,8 @@ class Cluster:
         self.local_out: dict[NodeKey, str] = {}  # this replica's own signals that take a node out
         self.mismatch: list[str] = []  # fresh replicas whose config digest is not the lease holder's
         self._mismatch_told: dict[str, str] = {}  # replica -> digest already alerted about
+        self._drains_known: tuple[str, str] | None = None
+        self._drains_news: set[str] = set()
         self.seq = 0
         self.epoch_seen = 0
         self.owner_seen: str | None = None
@@ -162,6 +164,11 @@ class Cluster:
         alive = fresh(self.beats, t, stale_after(self.cfg.heartbeat))
         self.opinions = [op] + [o for o in others if o.replica in alive]
         self._check_config(record, beats, alive)
+        seen = self.store.drains_seen
+        if seen != self._drains_known:
+            if self._drains_known is not None or self.seq > 1:
+                self._drains_news.add(seen[1] if seen is not None else "")
+            self._drains_known = seen
         self._lost_log(lost)
         return BeatOutcome(took=took, lost=lost)
 
@@ -210,6 +217,12 @@ class Cluster:
         for r in list(self._mismatch_told):
             if r not in self.mismatch:
                 del self._mismatch_told[r]
+
+    def drain_news(self) -> set[str]:
+        """The pools whose drains changed (`r53lb drain`/`enable` on any host) since the last call:
+        the writer applies them at once instead of at its next resync."""
+        news, self._drains_news = self._drains_news, set()
+        return news
 
     def new_mismatches(self) -> list[tuple[str, str]]:
         """For the lease holder's alert, once per replica and digest: (replica, its digest or '')."""

@@ -755,6 +755,10 @@ class Daemon:
         says_out = {k: ns.out for k, ns in ctl.last_signals.items() if ns.out is not None}
         out = await asyncio.to_thread(cluster.beat, local, self._voting(), self.clock(), says_out)
         self._watch_table(cluster, out.error)
+        for pool_name in cluster.drain_news():  # a drain or enable in the table: apply it now
+            for zone in {p.zone for p in self.cfg.pools if p.name == pool_name or not pool_name}:
+                if zone in self.zones:
+                    self.request_reconcile(zone)
         for name, digest in cluster.new_mismatches():
             what = f"runs another config (digest {digest})" if digest else "sends a heartbeat this version cannot read"
             message = (f"cluster: replica {name} {what} than the lease holder {cluster.replica} "

@@ -11,8 +11,13 @@ its opinion (the nodes it sees down), and the quorum view the writer plans with.
 |               |                        | down/out bitmaps, capped reason codes (≤ 64 KB)    |
 | view          | ["pool","node"]        | the quorum view (up, since, recovered_at), epoch   |
 | drain         | ["pool","node"]        | reason, at: `r53lb drain` on any replica           |
-| check#NAME    | ["pool","node","slot"] | a replica's own signal verdicts (dnsbl, agent, …)  |
+| live          | drains                 | rev, pool: the last `drain`/`enable` (the writer   |
+|               |                        | sees it at its next heartbeat read)                |
+| check         | ["replica","pool",     | a replica's own signal verdicts (dnsbl, agent, …): |
+|               |  "node","slot"]        | read by the prefix ["replica", (one Query)         |
 | event         | ISO-time#replica#n     | history, with replica and epoch; TTL 90 days       |
+| event         | pool#["p"]#time…,      | the same event again, keyed for `history --pool`   |
+|               | node#["p","n"]#time…   | and `--node` (a Query by prefix, not a scan)       |
 | meta#NAME     | key                    | a replica's small values (its alert watcher)       |
 
 `live` is one partition on purpose: one consistent Query reads the lease and every
@@ -26,8 +31,8 @@ exact at any fleet size; the reasons travel as short codes (`CODE_LEN`) for at m
 1.7 KB per bitmap. An item that cannot be read (another version, garbage) stands for its
 replica as a non-voting opinion (logged once): it never fails the whole read.
 
-Check state is per replica (`check#NAME`): each replica runs its own checks, so two never
-overwrite each other; the engine reads its own partition once and keeps it in memory.
+Check state is per replica (its name leads the sort key): each replica runs its own checks,
+so two never overwrite each other; the engine reads its own items once, keeps them in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import itertools
 import json
 import logging
 import threading
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator
@@ -58,6 +64,7 @@ EVENT_TTL = timedelta(days=90)
 HEARTBEAT_TTL = timedelta(days=1)  # a replica gone for good leaves the table by itself
 LIVE = "live"
 LEASE = "lease"
+DRAINS = "drains"
 BEAT_VERSION = 2  # the heartbeat item's format; another is read as an opinion that does not vote
 CODE_LEN = 40  # a reason travels cut to this many characters
 REASONS_BYTES = 24_000  # the reasons of one bitmap, at most (the item stays far below 64 KB)
@@ -162,6 +169,7 @@ class DynamoStore:
         self.digest = ""
         self.order: tuple[NodeKey, ...] = ()
         self._told_unreadable: set[str] = set()
+        self.drains_seen: tuple[str, str] | None = None  # (rev, pool) of the last drain/enable, as last read
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -192,12 +200,19 @@ class DynamoStore:
         return bool(out.get("Attributes"))
 
     def _query(self, pk: str, *, limit: int | None = None, newest_first: bool = False,
-               consistent: bool = False) -> Iterator[dict[str, Any]]:
+               consistent: bool = False, prefix: str | None = None, below: str | None = None) -> Iterator[dict[str, Any]]:
+        """The items of one partition; `prefix`: only sort keys that begin with it, `below`: below it."""
         kwargs: dict[str, Any] = {
             "TableName": self.table, "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": pk}}, "ScanIndexForward": not newest_first,
             "ConsistentRead": consistent,
         }
+        if prefix is not None:
+            kwargs["KeyConditionExpression"] += " AND begins_with(sk, :sk)"
+            kwargs["ExpressionAttributeValues"][":sk"] = {"S": prefix}
+        elif below is not None:
+            kwargs["KeyConditionExpression"] += " AND sk < :sk"
+            kwargs["ExpressionAttributeValues"][":sk"] = {"S": below}
         if limit:
             kwargs["Limit"] = limit
         while True:
@@ -283,33 +298,49 @@ class DynamoStore:
 
     def drain(self, pool: str, node: str, reason: str, now: datetime) -> None:
         self._put(pk="drain", sk=_key(pool, node), pool=pool, node=node, reason=reason, at=_ts(now))
+        self._drains_moved(pool, now)
         self.add_event(now, pool, node, "drain", None, "drained", reason)
 
     def enable(self, pool: str, node: str, now: datetime) -> bool:
         removed = self._delete("drain", _key(pool, node))
         if removed:
+            self._drains_moved(pool, now)
             self.add_event(now, pool, node, "enable", "drained", "enabled", "enabled by operator")
         return removed
 
+    def _drains_moved(self, pool: str, now: datetime) -> None:
+        """Tell the writer: the `live` partition it reads at every heartbeat holds the last change."""
+        self._put(pk=LIVE, sk=DRAINS, rev=uuid.uuid4().hex, pool=pool, at=_ts(now))
+
     def check_results(self) -> dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]:
+        """This replica's own check state (one Query of its items, not the other replicas')."""
+        prefix = _key(self.replica)[:-1] + ","
         return {(str(i["pool"]), str(i["node"]), str(i["slot"])): (_dt(i["at"]), json.loads(i["result"]))  # type: ignore[misc]
-                for i in self._query(f"check#{self.replica}")}
+                for i in self._query("check", prefix=prefix) if i.get("replica") == self.replica}
 
     def put_check_result(self, pool: str, node: str, slot: str, at: datetime, result: dict[str, Any]) -> None:
-        self._put(pk=f"check#{self.replica}", sk=_key(pool, node, slot), pool=pool, node=node, slot=slot, at=_ts(at),
-                  result=json.dumps(result, default=str))
+        self._put(pk="check", sk=_key(self.replica, pool, node, slot), replica=self.replica, pool=pool, node=node,
+                  slot=slot, at=_ts(at), result=json.dumps(result, default=str))
 
     def add_event(self, at: datetime, pool: str, node: str, kind: str,
                   from_state: str | None, to_state: str | None, reason: str) -> None:
         sk = f"{_ts(at)}#{self.replica}#{next(self._n):08d}"
         expires = int((at + EVENT_TTL).timestamp())
-        self._put(pk="event", sk=sk, at=_ts(at), pool=pool, node=node, kind=kind, from_state=from_state,
-                  to_state=to_state, reason=reason[:2000], replica=self.replica, epoch=self.epoch, expires=expires)
+        # Three items: the history, the pool's and the node's (events are changes: rare).
+        for key in (sk, f"pool#{_key(pool)}#{sk}", f"node#{_key(pool, node)}#{sk}"):
+            self._put(pk="event", sk=key, at=_ts(at), pool=pool, node=node, kind=kind, from_state=from_state,
+                      to_state=to_state, reason=reason[:2000], replica=self.replica, epoch=self.epoch, expires=expires)
 
     def events(self, limit: int = 50, pool: str | None = None, node: str | None = None) -> list[Event]:
+        """The newest `limit` events, of a pool or a node by key (its own sort-key prefix, not a scan)."""
         out = []
-        for i in self._query("event", newest_first=True, limit=None if pool or node else limit):
-            if (pool and i["pool"] != pool) or (node and i["node"] != node):
+        if pool is not None:
+            items = self._query("event", newest_first=True, limit=limit,
+                                prefix=f"node#{_key(pool, node)}#" if node is not None else f"pool#{_key(pool)}#")
+        else:  # the history itself: sort keys that begin with the time (digits sort below "node#", "pool#")
+            items = self._query("event", newest_first=True, limit=None if node else limit, below="A")
+        for i in items:
+            if node and i["node"] != node:
                 continue
             out.append(Event(_dt(i["at"]), str(i["pool"]), str(i["node"]), str(i["kind"]),  # type: ignore[arg-type]
                              i.get("from_state"), i.get("to_state"), str(i["reason"]),
@@ -328,6 +359,8 @@ class DynamoStore:
         for i in self._query(LIVE, consistent=True):
             if i["sk"] == LEASE:
                 lease = LeaseRecord(str(i["owner"]), int(i["epoch"]), str(i["rev"]))
+            elif i["sk"] == DRAINS:
+                self.drains_seen = (str(i.get("rev")), str(i.get("pool")))
             elif str(i["sk"]).startswith("replica#"):
                 name = str(i["sk"]).removeprefix("replica#")
                 try:

@@ -1,0 +1,134 @@
+"""The cluster's tooling: `cluster init` on an existing table, `history` by key, a drain applied
+by the lease holder within a heartbeat or two (not at its next resync).
+
+`cluster init` and `drain` run as the CLI in subprocesses against the strict moto server; the
+replicas are real `r53lb run` processes (tests/test_cluster.py's fixture, with a long resync).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+import pytest
+
+from moto_fixtures.pytest_plugin import FAKE_ENV
+from test_cluster import Cluster, Replica, cluster  # noqa: F401 - the fixture
+from test_daemon import Daemon, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+
+
+def cli(c: Cluster, *args: str, table: str | None = None) -> subprocess.CompletedProcess[str]:
+    config = c.config_for("ops")
+    if table is not None:
+        text = config.read_text().replace(f"table: {c.doc['cluster']['table']}", f"table: {table}")
+        config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_ENV)
+    return subprocess.run([sys.executable, "-m", "r53lb", "-c", str(config), *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_cluster_init_says_what_is_wrong_with_an_existing_table(cluster: Cluster) -> None:  # noqa: F811
+    ddb = boto3.client("dynamodb", endpoint_url=cluster.endpoint, region_name="us-east-1")
+    ddb.create_table(TableName="other-keys", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    p = cli(cluster, "cluster", "init", table="other-keys")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "other-keys" in p.stderr and "key schema is id HASH S, r53lb needs pk HASH S, sk RANGE S" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    ddb.create_table(TableName="no-ttl", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "sk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    p = cli(cluster, "cluster", "init", table="no-ttl")
+    assert p.returncode == 1 and "TTL is disabled" in p.stderr and "`expires`" in p.stderr, p.stderr
+    p = cli(cluster, "cluster", "init")  # the fixture's table: created with TTL on, so fine
+    assert p.returncode == 0 and "exists already" in p.stdout, p.stderr
+    ttl = ddb.describe_time_to_live(TableName=cluster.doc["cluster"]["table"])["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires")
+
+
+def start(c: Cluster, name: str, resync: str = "60s") -> Replica:
+    """A replica whose resync is far away: only the table watch can make it apply a drain soon."""
+    port = free_port()
+    log_path = c.tmp / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R53LB_TEST_"))}
+    env.update(FAKE_ENV, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "r53lb", "-c", str(c.config_for(name)), "run", "--resync",
+                                 resync, "--metrics-addr", f"127.0.0.1:{port}"],
+                                stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    r = Replica(name, Daemon(proc, f"http://127.0.0.1:{port}", log_path))
+    c.replicas.append(r)
+    return r
+
+
+def test_the_leader_applies_a_drain_from_any_host_within_seconds(cluster: Cluster) -> None:  # noqa: F811
+    for name in ("ctl-a", "ctl-b"):
+        start(cluster, name)
+    cluster.settled()
+    wait_until("the leader's first pass", lambda: cluster.weights() == {"a": 50, "b": 50, "c": 50}, timeout=20)
+    time.sleep(2)  # past the start-up reconciles
+    asked = time.monotonic()
+    p = cli(cluster, "drain", "mx/a", "--reason", "disk swap")
+    assert p.returncode == 0, p.stderr
+    wait_until("the drain in Route 53", lambda: cluster.weights().get("a") == 0, timeout=20, every=0.1)
+    took = time.monotonic() - asked
+    assert took < 10, f"{took:.1f}s: not the 60 s resync"  # a heartbeat or two (plus the CLI's own start)
+    p = cli(cluster, "history", "--node", "mx/a", "--json")
+    assert p.returncode == 0 and '"disk swap"' in p.stdout, p.stderr
+    p = cli(cluster, "history", "--pool", "nope")
+    assert p.returncode == 2 and "no pool 'nope'" in p.stderr
+
+
+# --- history by key: a Query of the node's own items, not the whole event partition ---------
+
+
+@pytest.fixture
+def table(aws_env: Any) -> Any:
+    from moto import mock_aws
+
+    from r53lb.aws.dynamodb import DynamoDB, create_table
+    from r53lb.config import AwsConfig
+
+    with mock_aws():
+        db = DynamoDB(AwsConfig(region="us-east-1"))
+        create_table(db, "r53lb")
+        yield db
+
+
+def test_history_of_a_node_or_a_pool_reads_by_key(table: Any) -> None:
+    from r53lb.state.dynamodb import DynamoStore
+
+    s = DynamoStore(table, "r53lb", "ctl-a")
+    for i in range(150):
+        s.add_event(T0 + timedelta(seconds=i), "mx" if i % 2 else "web", f"n{i % 10}", "health", "up", "down", f"e{i}")
+    scanned: list[int] = []
+    call = table.call
+
+    def counting(operation: str, **kw: Any) -> Any:
+        out = call(operation, **kw)
+        if operation == "Query":
+            scanned.append(out.get("ScannedCount", 0))
+        return out
+
+    table.call = counting
+    ev = s.events(limit=50, pool="mx", node="n1")
+    assert [e.reason for e in ev] == [f"e{i}" for i in range(1, 150, 10)]  # 15 events, oldest first
+    assert sum(scanned) == 15, scanned  # its own items only
+    scanned.clear()
+    ev = s.events(limit=5, pool="web")
+    assert [e.reason for e in ev] == ["e140", "e142", "e144", "e146", "e148"] and sum(scanned) <= 5, scanned
+    scanned.clear()
+    ev = s.events(limit=3)
+    assert [e.reason for e in ev] == ["e147", "e148", "e149"] and sum(scanned) <= 3, scanned
