@@ -132,3 +132,54 @@ def test_history_of_a_node_or_a_pool_reads_by_key(table: Any) -> None:
     scanned.clear()
     ev = s.events(limit=3)
     assert [e.reason for e in ev] == ["e147", "e148", "e149"] and sum(scanned) <= 3, scanned
+
+
+# --- drain --wait in a cluster: Route 53 looked at every few seconds, not every 0.5 s ---------
+
+
+def test_drain_wait_in_a_cluster_looks_at_route53_every_few_seconds(mock_route53: Any) -> None:
+    import textwrap
+
+    from moto_fixtures.spec import build
+    from r53lb.aws.dynamodb import DynamoDB, create_table
+    from r53lb.aws.route53 import Route53
+    from r53lb.config import loads
+    from r53lb.core.verify import Tolerance
+    from r53lb.engine.cycle import Controller
+    from r53lb.engine.maintenance import CLUSTER_POLL, WaitFailed, apply_and_wait
+    from r53lb.state.dynamodb import open_store
+
+    client = boto3.client("route53", region_name="us-east-1")
+    build(client, {"example.com": {"mx.example.com": {"type": "A", "sets": {
+        "a": ("192.0.2.1", 50), "b": ("192.0.2.2", 50)}}}})
+    cfg = loads(textwrap.dedent("""
+        cluster: {table: r53lb, replica: ops-host}
+        pools:
+          - name: mx
+            zone: example.com
+            record: mx.example.com
+            checks: [{tcp: {port: 25}}]
+            nodes:
+              - {id: a, address: 192.0.2.1, weight: 50}
+              - {id: b, address: 192.0.2.2, weight: 50}
+    """))
+    create_table(DynamoDB(cfg.aws, "us-east-1"), "r53lb")
+    store = open_store(cfg)
+    ctl = Controller(cfg, store, Route53(cfg.aws, attempts=1))
+    pool = cfg.pools[0]
+    store.drain("mx", "a", "disk swap", T0)
+    t = [0.0]
+    naps: list[float] = []
+
+    def sleep(s: float) -> None:
+        naps.append(s)
+        t[0] += s
+
+    reads = mock_route53.counts["ListResourceRecordSets"]
+    # No replica runs here: nobody writes, the wait gives up at its deadline, naming the step.
+    with pytest.raises(WaitFailed, match="lease holder has not written weight 0 for mx/a"):
+        apply_and_wait(ctl, pool, pool.node("a"), drained=True, servers=[], samples=1, tolerance=Tolerance(),
+                       timeout=30.0, now=lambda: t[0], sleep=sleep)
+    assert naps and all(n == CLUSTER_POLL for n in naps[:-1]) and CLUSTER_POLL >= 3, naps
+    looks = mock_route53.counts["ListResourceRecordSets"] - reads
+    assert looks <= 30 / CLUSTER_POLL + 2, looks

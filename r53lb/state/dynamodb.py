@@ -313,10 +313,15 @@ class DynamoStore:
         self._put(pk=LIVE, sk=DRAINS, rev=uuid.uuid4().hex, pool=pool, at=_ts(now))
 
     def check_results(self) -> dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]:
-        """This replica's own check state (one Query of its items, not the other replicas')."""
-        prefix = _key(self.replica)[:-1] + ","
+        """This replica's own check state (one Query of its items, not the other replicas'). A
+        read-only view (`status`, `plan`, from any host) shows the lease holder's: the writer's."""
+        who = self.replica
+        if self.read_only:
+            lease = next(self._query(LIVE, prefix=LEASE), None)
+            who = str(lease["owner"]) if lease is not None and lease.get("owner") else who
+        prefix = _key(who)[:-1] + ","
         return {(str(i["pool"]), str(i["node"]), str(i["slot"])): (_dt(i["at"]), json.loads(i["result"]))  # type: ignore[misc]
-                for i in self._query("check", prefix=prefix) if i.get("replica") == self.replica}
+                for i in self._query("check", prefix=prefix) if i.get("replica") == who}
 
     def put_check_result(self, pool: str, node: str, slot: str, at: datetime, result: dict[str, Any]) -> None:
         self._put(pk="check", sk=_key(self.replica, pool, node, slot), replica=self.replica, pool=pool, node=node,
