@@ -8,7 +8,6 @@ item, replicas with another config, a fleet of 10,000 nodes in an outage, agent 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import textwrap
 import time

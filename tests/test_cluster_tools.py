@@ -58,14 +58,22 @@ def test_cluster_init_says_what_is_wrong_with_an_existing_table(cluster: Cluster
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires")
 
 
-def start(c: Cluster, name: str, resync: str = "60s") -> Replica:
-    """A replica whose resync is far away: only the table watch can make it apply a drain soon."""
+def start(c: Cluster, name: str, resync: str = "60s", defaults: dict[str, Any] | None = None) -> Replica:
+    """A replica whose resync is far away: only the table watch can make it apply a drain soon.
+    `defaults`: changed in its config only (another config than the others')."""
     port = free_port()
     log_path = c.tmp / f"{name}.log"
+    if defaults:
+        doc, c.doc = c.doc, dict(c.doc, defaults=dict(c.doc["defaults"], **defaults))
+        c.config_for(name)
+        c.doc = doc
+        config = c.tmp / f"{name}.yaml"
+    else:
+        config = c.config_for(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R53LB_TEST_"))}
     env.update(FAKE_ENV, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "r53lb", "-c", str(c.config_for(name)), "run", "--resync",
+        proc = subprocess.Popen([sys.executable, "-m", "r53lb", "-c", str(config), "run", "--resync",
                                  resync, "--metrics-addr", f"127.0.0.1:{port}"],
                                 stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     r = Replica(name, Daemon(proc, f"http://127.0.0.1:{port}", log_path))
@@ -89,6 +97,23 @@ def test_the_leader_applies_a_drain_from_any_host_within_seconds(cluster: Cluste
     assert p.returncode == 0 and '"disk swap"' in p.stdout, p.stderr
     p = cli(cluster, "history", "--pool", "nope")
     assert p.returncode == 2 and "no pool 'nope'" in p.stderr
+
+
+def test_a_replica_with_another_config_is_counted_named_once_and_does_not_vote(cluster: Cluster) -> None:  # noqa: F811
+    for name in ("ctl-a", "ctl-b"):
+        start(cluster, name)
+    odd = start(cluster, "ctl-odd", defaults={"rise": 7})  # one setting differs
+    cluster.settled()
+    leader = cluster.leaders()[0]
+    if leader is odd:  # the odd one holds the lease: the other two are the odd ones to it
+        wait_until("the mismatch counted", lambda: odd.daemon.sample("r53lb_replicas_config_mismatch") == 2)
+        return
+    wait_until("the mismatch counted on every replica", lambda: all(
+        r.daemon.sample("r53lb_replicas_config_mismatch") == 1 for r in cluster.replicas), timeout=15)
+    wait_until("the alert", lambda: "replica ctl-odd runs another config" in leader.daemon.log(), timeout=10)
+    time.sleep(2)
+    assert leader.daemon.log().count("replica ctl-odd runs another config") == 1  # named once
+    assert "ctl-odd runs another config" in odd.daemon.log()  # it knows too
 
 
 # --- history by key: a Query of the node's own items, not the whole event partition ---------

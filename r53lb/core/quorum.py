@@ -22,8 +22,7 @@ from typing import Literal
 
 from .health import NodeHealth, Transition
 
-__all__ = ["Beat", "Opinion", "Votes", "fresh", "mismatched", "needed", "quorum_health", "quorum_out", "same_config",
-           "track"]
+__all__ = ["Beat", "Opinion", "Votes", "fresh", "mismatched", "needed", "quorum_health", "quorum_out", "track"]
 
 NodeKey = tuple[str, str]
 Rule = Literal["majority"] | int
@@ -68,12 +67,6 @@ def track(prev: Mapping[str, Beat], opinions: Iterable[Opinion], now: float) -> 
 
 def fresh(beats: Mapping[str, Beat], now: float, stale_after: float) -> set[str]:
     return {r for r, b in beats.items() if now - b.since < stale_after}
-
-
-def same_config(opinions: Iterable[Opinion], digest: str) -> list[Opinion]:
-    """The opinions as the quorum counts them: one whose config digest is not `digest` votes neither way."""
-    return [o if o.digest == digest or not o.voting else replace(o, voting=False, down={}, out={})
-            for o in opinions]
 
 
 def mismatched(opinions: Iterable[Opinion], digest: str) -> list[str]:

@@ -66,6 +66,7 @@ class Cluster:
         self.votes: dict[NodeKey, Votes] = {}
         self.out_view: dict[NodeKey, str | None] = {}  # the quorum's say on signals: reason out, or None
         self.local_out: dict[NodeKey, str] = {}  # this replica's own signals that take a node out
+        self.out_moved: set[NodeKey] = set()  # nodes the quorum took out or let in at the last decide
         self.mismatch: list[str] = []  # fresh replicas whose config digest is not the lease holder's
         self._mismatch_told: dict[str, str] = {}  # replica -> digest already alerted about
         self._drains_known: tuple[str, str] | None = None
@@ -247,6 +248,7 @@ class Cluster:
         self.view, self.votes, transitions = quorum_health(prev, self.opinions, self.cfg.quorum, now)
         was = {k: self.out_view[k] if k in self.out_view else self.local_out.get(k) for k in local}
         self.out_view = quorum_out(was, self.opinions, self.cfg.quorum)
+        self.out_moved = {k for k, v in self.out_view.items() if (v is None) != (was.get(k) is None)}
         return transitions
 
     def adopt_view(self, stored: Mapping[NodeKey, NodeHealth]) -> None:

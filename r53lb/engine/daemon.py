@@ -760,9 +760,12 @@ class Daemon:
                 if zone in self.zones:
                     self.request_reconcile(zone)
         for name, digest in cluster.new_mismatches():
-            what = f"runs another config (digest {digest})" if digest else "sends a heartbeat this version cannot read"
-            message = (f"cluster: replica {name} {what} than the lease holder {cluster.replica} "
-                       f"(digest {cluster.store.digest}): it does not vote")
+            if digest:
+                message = (f"cluster: replica {name} runs another config than the lease holder {cluster.replica} "
+                           f"(digest {digest}, not {cluster.store.digest}): its opinion does not count")
+            else:
+                message = (f"cluster: the lease holder {cluster.replica} cannot read the heartbeat of replica {name} "
+                           "(another version?): its opinion does not count")
             log.error("%s", message)
             if self.notifier is not None:
                 self.notifier("alert", message, {"replica": name, "digest": digest})
@@ -785,7 +788,8 @@ class Daemon:
             await asyncio.to_thread(persist)
             for key, t in transitions:
                 log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
-        zones = {p.zone for p in self.cfg.pools if any(k[0] == p.name for k, _ in transitions)}
+        moved = {k[0] for k, _ in transitions} | {k[0] for k in cluster.out_moved}  # health or signals by quorum
+        zones = {p.zone for p in self.cfg.pools if p.name in moved}
         for zone in (self.zones if out.took else zones):
             self.request_reconcile(zone)
 
