@@ -207,6 +207,11 @@ def test_a_heartbeat_stays_under_64kb_in_a_big_outage_and_every_vote_counts(tabl
     half = {k: NodeHealth(k not in down or k in order[1_000:2_000], T0, reason=down.get(k, "")) for k in order}
     size = item_size(a.store._beat_item(Opinion("ctl-a", 1, True, down, "cfg-1", dict(down)), T0, ("ctl-a",)))
     assert size < 64 * 1024, size
+    big = tuple(("mx", f"node-{i:06d}") for i in range(100_000))  # the bitmaps grow, the reasons make room
+    s = store(table, "ctl-a", big)
+    worst = {k: "x" * 200 for k in big[:30_000]}
+    size = item_size(s._beat_item(Opinion("ctl-a", 1, True, worst, "cfg-1", dict(worst)), T0, ("ctl-a", "ctl-b")))
+    assert size < 64 * 1024, size
     a.beat(every, True, T0)
     b.beat(every, True, T0)
     c.beat(half, True, T0)

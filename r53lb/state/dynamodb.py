@@ -27,8 +27,8 @@ A heartbeat is bounded whatever the outage: the nodes a replica sees down (and t
 signal checks take out) are bitmaps over the config's node order (`node_order`: the same on
 every replica whose config digest matches, and only those vote), so every node's vote is
 exact at any fleet size; the reasons travel as short codes (`CODE_LEN`) for at most
-`REASONS_BYTES` of them, the rest as a count ("down, reason not carried"). 10,000 nodes cost
-1.7 KB per bitmap. An item that cannot be read (another version, garbage) stands for its
+what the bitmaps leave of `BEAT_BYTES`, the rest as a count ("down, reason not carried").
+10,000 nodes cost 1.7 KB per bitmap. An item that cannot be read (another version, garbage) stands for its
 replica as a non-voting opinion (logged once): it never fails the whole read.
 
 Check state is per replica (its name leads the sort key): each replica runs its own checks,
@@ -67,7 +67,7 @@ LEASE = "lease"
 DRAINS = "drains"
 BEAT_VERSION = 2  # the heartbeat item's format; another is read as an opinion that does not vote
 CODE_LEN = 40  # a reason travels cut to this many characters
-REASONS_BYTES = 24_000  # the reasons of one bitmap, at most (the item stays far below 64 KB)
+BEAT_BYTES = 60_000  # a heartbeat item at most (under 64 KB): the bitmaps, then reasons in what is left
 
 NodeKey = tuple[str, str]
 
@@ -104,20 +104,20 @@ def _unbits(raw: str, order: tuple[NodeKey, ...]) -> list[int]:
     return [i for i in range(len(order)) if b[i >> 3] >> (i & 7) & 1]
 
 
-def _codes(reasons: Any, index: dict[NodeKey, int]) -> tuple[str, int]:
-    """The reasons in their given order (the writer puts news first), cut to CODE_LEN, until
-    REASONS_BYTES; and how many were left out."""
+def _codes(reasons: Any, index: dict[NodeKey, int], budget: int) -> tuple[str, int]:
+    """The reasons in their given order (the writer puts news first), cut to CODE_LEN, within
+    `budget` bytes; and how many were left out."""
     out, size, left = [], 2, 0
     for k, r in reasons.items():
         i = index.get(k)
         if i is None:
             continue
         entry = json.dumps([i, str(r)[:CODE_LEN]], separators=(",", ":"))
-        if size + len(entry) + 1 > REASONS_BYTES:
+        if size + len(entry.encode()) + 1 > budget:
             left += 1
             continue
         out.append(entry)
-        size += len(entry) + 1
+        size += len(entry.encode()) + 1
     return "[" + ",".join(out) + "]", left
 
 
@@ -401,11 +401,14 @@ class DynamoStore:
     def _beat_item(self, op: Opinion, now: datetime, counting: tuple[str, ...]) -> dict[str, Any]:
         order = self.order
         index = {k: i for i, k in enumerate(order)}
-        why, more = _codes(op.down, index)
-        whyout, _ = _codes(op.out, index)
+        down, out = _bits(op.down, index, len(order)), _bits(op.out, index, len(order))
+        # What the bitmaps leave (names, counters and the `counting` list take ~1 KB at most).
+        left = max(0, BEAT_BYTES - len(down) - len(out) - 1000 - 130 * len(counting))
+        why, more = _codes(op.down, index, left * 3 // 4)
+        whyout, _ = _codes(op.out, index, left - len(why.encode()))
         return self._item(pk=LIVE, sk=f"replica#{op.replica}", replica=op.replica, seq=op.seq, voting=op.voting,
-                          v=BEAT_VERSION, config=self.digest, n=len(order), down=_bits(op.down, index, len(order)),
-                          why=why, more=more, out=_bits(op.out, index, len(order)), whyout=whyout,
+                          v=BEAT_VERSION, config=self.digest, n=len(order), down=down,
+                          why=why, more=more, out=out, whyout=whyout,
                           counting=json.dumps(sorted(counting)), at=_ts(now),
                           expires=int((now + HEARTBEAT_TTL).timestamp()))
 
