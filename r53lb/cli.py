@@ -451,12 +451,19 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--node", "ref", default=None, metavar="POOL/NODE", help="Only this node.")
+@click.option("--pool", "pool_name", default=None, metavar="POOL", help="Only this pool.")
 @click.pass_context
 @errors
-def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> None:
+def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None, pool_name: str | None) -> None:
     """State changes with reasons and times."""
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
+    if pool_name is not None:
+        if cfg.pool(pool_name) is None:
+            raise Fail(f"history: no pool {pool_name!r} in the config", EXIT_USAGE)
+        if pool is not None and pool != pool_name:
+            raise Fail(f"history: --node {ref} is not in --pool {pool_name}", EXIT_USAGE)
+        pool = pool_name
     events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
     if as_json:
         emit_json({"events": [e.to_json() for e in events]})
@@ -569,12 +576,15 @@ def cluster() -> None:
 @click.pass_context
 @errors
 def cluster_init(ctx: click.Context) -> None:
-    """Create the cluster's DynamoDB table when it does not exist (idempotent)."""
-    from .aws.dynamodb import DynamoDB, create_table
+    """Create the cluster's DynamoDB table when it does not exist (idempotent); check an existing one."""
+    from .aws.dynamodb import DynamoDB, check_table, create_table
 
     cfg = load_config(ctx)
     if cfg.cluster is None:
         raise Fail("cluster init: the config has no `cluster` section", EXIT_USAGE)
     db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
     created = create_table(db, cfg.cluster.table)
+    problems = [] if created else check_table(db, cfg.cluster.table)
+    if problems:
+        raise Fail(f"cluster init: table {cfg.cluster.table} exists but cannot serve r53lb: " + "; ".join(problems))
     click.echo(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}")

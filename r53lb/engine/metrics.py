@@ -91,6 +91,9 @@ class Metrics:
         self.lease_epoch = Gauge("r53lb_lease_epoch", "The lease epoch this replica last saw or holds", registry=r)
         self.replicas_fresh = Gauge("r53lb_replicas_fresh",
                                     "Replicas whose heartbeat is fresh, this one included", registry=r)
+        self.replicas_config_mismatch = Gauge(
+            "r53lb_replicas_config_mismatch",
+            "Fresh replicas whose config digest is not the lease holder's (they do not vote)", registry=r)
         self.node_votes_down = Gauge("r53lb_node_votes_down", "Fresh replicas that see the node down",
                                      ["pool", "node"], registry=r)
         self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
