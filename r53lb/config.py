@@ -291,6 +291,21 @@ class SmtpEnvelope(_Model):
         return v
 
 
+class DaneOptions(_Model):
+    """`dane: true` on an smtp check, or these options: RFC 7672 against the pool record's TLSA set."""
+
+    refresh: Duration = 60.0  # how long the TLSA set read from Route 53 is used before it is read again
+    on_mismatch: Literal["out", "warn"] = "out"  # warn: the node stays in, the mismatch is logged and shown
+
+
+def _dane(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 class SmtpCheck(_Model):
     port: int = Field(25, ge=1, le=65535)
     tls: bool = False  # implicit TLS (port 465)
@@ -301,12 +316,15 @@ class SmtpCheck(_Model):
     server_name: str | None = None
     cert_min_days: int | None = Field(None, ge=0)
     envelope: SmtpEnvelope | None = None
+    dane: Annotated[DaneOptions | None, BeforeValidator(_dane)] = None
     timeout: Duration | None = None
 
     @model_validator(mode="after")
     def _tls_modes(self) -> "SmtpCheck":
         if self.tls and self.starttls:
             raise ValueError("tls (implicit TLS) and starttls cannot both be true")
+        if self.dane is not None and not (self.tls or self.starttls):
+            raise ValueError("dane needs a TLS session: set starttls: true (or tls: true)")
         return self
 
 

@@ -70,6 +70,8 @@ def status_table(rows: list[dict[str, Any]]) -> None:
         for sig in r.get("signals", []):
             if sig["out"] or sig["drain"] or sig["share"] < 1:
                 notes.append(sig["out"] or sig["reason"])
+        if r.get("dane"):
+            notes.append(f"DANE {r['dane']['state']}")
         if r["panic"]:
             notes.append("pool in panic")
         if r["active"] == r["node"]:

@@ -28,6 +28,7 @@ from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
 from . import signals
+from .dane import Dane
 from .signals import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ class Controller:
         self._zone_ids: dict[str, str] = {}
         # Each node's signals as the last refresh left them (run mode's metrics read these).
         self.last_signals: dict[NodeKey, NodeSignals] = {}
+        self.dane = Dane()  # TLSA sets read from the zones, each node's DANE verdict
 
     # --- probing --------------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class Controller:
         Transitions are persisted (with a history event) at once. `persist_all` also writes
         every folded node's counters: `sync` does, `run` leaves that to a periodic snapshot.
         """
+        results = self.dane.judge(self, results, now)  # a DANE mismatch is a failed smtp result
         by_node: dict[NodeKey, list[ProbeResult]] = defaultdict(list)
         for r in results:
             if r.check in LIVENESS and r.pool:
@@ -544,6 +547,7 @@ class Controller:
         if not dry_run and self.watch_state.hold:
             self.watch(now, hold=None, cleared="every node and canary answers again")
 
+        await self.dane.refresh(self, self.cfg.pools)
         all_results = list(results)
         transitions = self.fold(results, now)
         if confirm:

@@ -399,6 +399,7 @@ class Daemon:
         if generation != self.generation or self._stopping:
             return  # a reload replaced this node's loop while it was being probed
         if self.zones[pool.zone].ready:
+            await self.ctl.dane.refresh(self.ctl, [pool])  # at most one small read per `refresh`
             await self._decide(pool, key, results)
         await self._signals(pool, node, key)
         self._progress(key, pool)
