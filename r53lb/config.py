@@ -720,6 +720,27 @@ class Tuning(_Model):
     concurrency: int = Field(512, ge=1, le=100_000)
 
 
+class MtaSts(_Model):
+    """`mta_sts` on a pool: the domain's MTA-STS policy (RFC 8461) against the pool's record and nodes."""
+
+    domain: str = Field(min_length=1)
+    nameservers: list[str] = Field(default_factory=list)  # for the `_mta-sts` TXT; default: the system resolver
+    # Where to fetch the policy instead of mta-sts.<domain>:443 (host:port; the TLS name stays mta-sts.<domain>).
+    policy_address: str | None = None
+    ca_file: Path | None = None  # trust for the policy server and the nodes' certificates; default: system CAs
+    port: int = Field(25, ge=1, le=65535)  # the nodes' SMTP port whose certificate a sender sees
+    interval: Duration = 3600.0  # how often the TXT id and each node's certificate are checked
+    timeout: Duration | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
 class Pool(_Model):
     name: Annotated[str, _name("pool name")] = Field(min_length=1, max_length=128)
     zone: str = Field(min_length=1)
@@ -733,6 +754,7 @@ class Pool(_Model):
     preempt: bool = True
     preempt_delay: DurationOrZero = 0.0  # 0s: fail back at once
     quarantine: Annotated[Quarantine, BeforeValidator(_quarantine)] = Quarantine()
+    mta_sts: MtaSts | None = None
     checks: tuple[Check, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     # Per-pool overrides of `defaults` (None: inherit).

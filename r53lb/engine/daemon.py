@@ -487,6 +487,8 @@ class Daemon:
     async def _signals(self, pool: Pool, node: Node, key: NodeKey) -> None:
         """Signal checks (dnsbl, agent, prometheus) run at their own intervals; a change asks for a reconcile."""
         checks = self.ctl.signal_checks(pool, node)
+        if pool.mta_sts is not None:  # the pool's MTA-STS policy and this node's certificate, at its interval
+            checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
         if not checks:
             return
         now = time.monotonic()

@@ -20,6 +20,7 @@ from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, 
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_all
+from . import mtasts
 
 if TYPE_CHECKING:
     from .cycle import Controller
@@ -64,6 +65,9 @@ def node_signals(pool: Pool, node: Node, cached: Cached) -> NodeSignals:
         elif check.kind == "prometheus":
             verdict = MetricVerdict.from_json(raw[1] if raw else None)
             out.append(metric_signal(check.prometheus.name or slot, verdict))
+    sts = mtasts.node_signal(pool, node, cached)  # pool `mta_sts`: the node's certificate as senders see it
+    if sts is not None:
+        out.append(sts)
     return NodeSignals(tuple(out)) if out else NO_SIGNALS
 
 
