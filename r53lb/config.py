@@ -591,6 +591,26 @@ WARMUP_PRESETS: dict[str, dict[str, str]] = {
 }
 
 
+class SendingGates(_Model):
+    """`warmup.require`: a new sending IP's credentials, checked before warm-up gives it any weight."""
+
+    fcrdns: bool = True  # the address's PTR name resolves back to it
+    spf: str | None = None  # a sender domain whose SPF policy must authorise the address
+    nameservers: list[str] = Field(default_factory=list)  # default: the system resolver
+    interval: Duration = 3600.0  # DNS facts, not health: re-checked slowly
+    timeout: Duration | None = None
+
+    @field_validator("spf")
+    @classmethod
+    def _spf(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
 class Warmup(_Model):
     start: datetime
     schedule: tuple[tuple[float, float], ...] = ()
@@ -598,6 +618,7 @@ class Warmup(_Model):
     # Gates: while one is closed the schedule stands still. `reputation` (listed on a
     # blocklist) or the `name` of one of the node's agent/prometheus checks (failing).
     hold_when: tuple[str, ...] = ()
+    require: SendingGates | None = None  # FCrDNS and SPF: until they hold, the node is held at 0
 
     @field_validator("start", mode="before")
     @classmethod

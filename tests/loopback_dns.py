@@ -47,6 +47,7 @@ class Entry:
     rcode: int | None = None  # answer with this rcode (dns.rcode.SERVFAIL, REFUSED ...)
     drop: bool | tuple[str, ...] = False  # never answer (True, or only these types: ("TXT",))
     truncate: bool = False  # over UDP, answer with TC set and nothing else (forces TCP)
+    ptr: tuple[str, ...] = ()  # PTR targets (a reverse zone: FCrDNS tests)
 
 
 @dataclass
@@ -181,11 +182,11 @@ class LoopbackDNS:
 
     def set(self, name: str, *, a: Iterable[str] = (), txt: Iterable[str] = (),
             rcode: int | None = None, drop: bool | Iterable[str] = False,
-            truncate: bool = False) -> None:
+            truncate: bool = False, ptr: Iterable[str] = ()) -> None:
         """Set how one fully qualified name (inside a served zone) is answered."""
         qname = dns.name.from_text(name)
         dropped = drop if isinstance(drop, bool) else tuple(t.upper() for t in drop)
-        entry = Entry(tuple(a), tuple(txt), rcode, dropped, truncate)
+        entry = Entry(tuple(a), tuple(txt), rcode, dropped, truncate, tuple(ptr))
         with self._lock:
             self._zone_of(qname).names[qname] = entry
 
@@ -246,6 +247,9 @@ class LoopbackDNS:
         elif q.rdtype == dns.rdatatype.A and entry.a:
             response.answer.append(dns.rrset.from_text_list(
                 q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.A, list(entry.a)))
+        elif q.rdtype == dns.rdatatype.PTR and entry.ptr:
+            response.answer.append(dns.rrset.from_text_list(
+                q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.PTR, [p.rstrip(".") + "." for p in entry.ptr]))
         elif q.rdtype == dns.rdatatype.TXT and entry.txt:
             response.answer.append(dns.rrset.from_text_list(
                 q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.TXT,

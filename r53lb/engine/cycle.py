@@ -27,7 +27,7 @@ from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
-from . import mtasts, signals
+from . import mtasts, sending, signals
 from .dane import Dane
 from .signals import DUE_SLACK, Cached
 
@@ -190,7 +190,8 @@ class Controller:
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
         """Run the signal checks that are due; True when something that steers a weight changed."""
         changed = await signals.refresh(self, nodes, now, force)
-        return await mtasts.refresh(self, nodes, now, force) or changed
+        changed = await mtasts.refresh(self, nodes, now, force) or changed
+        return await sending.refresh(self, nodes, now, force) or changed
 
     # --- health ---------------------------------------------------------------------------
 

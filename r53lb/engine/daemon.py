@@ -489,6 +489,8 @@ class Daemon:
         checks = self.ctl.signal_checks(pool, node)
         if pool.mta_sts is not None:  # the pool's MTA-STS policy and this node's certificate, at its interval
             checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
+        if node.warmup is not None and node.warmup.require is not None:  # FCrDNS and SPF, slowly
+            checks = [*checks, ("sending", None, node.warmup.require.interval)]
         if not checks:
             return
         now = time.monotonic()

@@ -20,7 +20,7 @@ from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, 
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_all
-from . import mtasts
+from . import mtasts, sending
 
 if TYPE_CHECKING:
     from .cycle import Controller
@@ -68,6 +68,9 @@ def node_signals(pool: Pool, node: Node, cached: Cached) -> NodeSignals:
     sts = mtasts.node_signal(pool, node, cached)  # pool `mta_sts`: the node's certificate as senders see it
     if sts is not None:
         out.append(sts)
+    gates = sending.node_signal(pool, node, cached)  # warm-up's `require`: FCrDNS and SPF
+    if gates is not None:
+        out.append(gates)
     return NodeSignals(tuple(out)) if out else NO_SIGNALS
 
 
