@@ -762,6 +762,28 @@ class MtaSts(_Model):
         return v
 
 
+class TlsRpt(_Model):
+    """`tlsrpt` on a pool: senders' TLS-RPT reports (RFC 8460) in a directory, failures judged per node."""
+
+    directory: Path
+    domain: str | None = None  # the policy-domain the reports are about; default: every policy in them
+    window: Duration = 7 * 86400.0  # reports whose date range ends within this long ago
+    threshold: Annotated[float, BeforeValidator(_percent)] = 0.05  # a node's failure share above this ...
+    min_count: int = Field(10, ge=1)  # ... with at least this many failed sessions
+    action: Literal["out", "alert"] = "out"  # alert: the node stays in, an alert says why
+    interval: Duration = 300.0  # how often the directory is read
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
 class Pool(_Model):
     name: Annotated[str, _name("pool name")] = Field(min_length=1, max_length=128)
     zone: str = Field(min_length=1)
@@ -776,6 +798,7 @@ class Pool(_Model):
     preempt_delay: DurationOrZero = 0.0  # 0s: fail back at once
     quarantine: Annotated[Quarantine, BeforeValidator(_quarantine)] = Quarantine()
     mta_sts: MtaSts | None = None
+    tlsrpt: TlsRpt | None = None
     checks: tuple[Check, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     # Per-pool overrides of `defaults` (None: inherit).

@@ -27,7 +27,7 @@ from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
-from . import mtasts, sending, signals
+from . import mtasts, sending, signals, tlsrpt
 from .dane import Dane
 from .signals import DUE_SLACK, Cached
 
@@ -191,7 +191,8 @@ class Controller:
         """Run the signal checks that are due; True when something that steers a weight changed."""
         changed = await signals.refresh(self, nodes, now, force)
         changed = await mtasts.refresh(self, nodes, now, force) or changed
-        return await sending.refresh(self, nodes, now, force) or changed
+        changed = await sending.refresh(self, nodes, now, force) or changed
+        return await tlsrpt.refresh(self, nodes, now, force) or changed
 
     # --- health ---------------------------------------------------------------------------
 

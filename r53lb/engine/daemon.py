@@ -491,6 +491,8 @@ class Daemon:
             checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
         if node.warmup is not None and node.warmup.require is not None:  # FCrDNS and SPF, slowly
             checks = [*checks, ("sending", None, node.warmup.require.interval)]
+        if pool.tlsrpt is not None:  # the reports' directory, at its interval
+            checks = [*checks, ("tlsrpt", None, pool.tlsrpt.interval)]
         if not checks:
             return
         now = time.monotonic()

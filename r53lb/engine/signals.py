@@ -20,7 +20,7 @@ from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, 
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_all
-from . import mtasts, sending
+from . import mtasts, sending, tlsrpt
 
 if TYPE_CHECKING:
     from .cycle import Controller
@@ -71,6 +71,9 @@ def node_signals(pool: Pool, node: Node, cached: Cached) -> NodeSignals:
     gates = sending.node_signal(pool, node, cached)  # warm-up's `require`: FCrDNS and SPF
     if gates is not None:
         out.append(gates)
+    rpt = tlsrpt.node_signal(pool, node, cached)  # pool `tlsrpt`: what senders report
+    if rpt is not None:
+        out.append(rpt)
     return NodeSignals(tuple(out)) if out else NO_SIGNALS
 
 
