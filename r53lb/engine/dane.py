@@ -58,9 +58,18 @@ class Dane:
     def __init__(self) -> None:
         self.sets: dict[str, _Set] = {}  # TLSA owner name -> its set
         self.verdicts: dict[tuple[str, str], DaneVerdict] = {}
+        # Per pool object: its shortest `refresh`, or None without `dane` (run asks on every probe).
+        self._refresh: dict[int, tuple[Pool, float | None]] = {}
+
+    def refresh_of(self, pool: Pool) -> float | None:
+        got = self._refresh.get(id(pool))
+        if got is None or got[0] is not pool:
+            opts = [o.refresh for n in pool.nodes if (o := dane_options(pool, n)) is not None]
+            got = self._refresh[id(pool)] = (pool, min(opts) if opts else None)
+        return got[1]
 
     def pools(self, pools: Iterable[Pool]) -> list[Pool]:
-        return [p for p in pools if any(dane_options(p, n) is not None for n in p.nodes)]
+        return [p for p in pools if self.refresh_of(p) is not None]
 
     async def refresh(self, ctl: "Controller", pools: Iterable[Pool], force: bool = False) -> None:
         """Read the TLSA sets of these pools that are due, each in one small Route 53 read."""
@@ -69,9 +78,11 @@ class Dane:
         if ctl.route53 is None:
             return
         due: list[tuple[Pool, str]] = []
-        for pool in self.pools(pools):
+        for pool in pools:
+            refresh = self.refresh_of(pool)
+            if refresh is None:
+                continue
             name = tlsa_name(pool.record)
-            refresh = min(o.refresh for n in pool.nodes if (o := dane_options(pool, n)) is not None)
             s = self.sets.setdefault(name, _Set())
             if force or time.monotonic() - s.read_at >= refresh:
                 due.append((pool, name))
