@@ -15,6 +15,7 @@ import pytest
 
 from r53lb.core.tlsrpt import parse_report, tally
 from r53lb.demo.loopback import SmtpServer
+from r53lb.engine.web import render
 from r53lb.probes.tlsrpt import read_reports
 
 from interop.fleet import Zone
@@ -129,9 +130,12 @@ def test_a_node_that_senders_fail_on_is_taken_out_by_sync_and_by_run(moto_server
         assert change["reason"] == ("TLS-RPT: 30 of 60 sessions failed (50%): certificate-host-mismatch 30 over 7d "
                                     "(> 20%, 30 >= 10)"), change["reason"]
         assert "bomb.json.gz: inflates past" in err
-        rows = {r["node"]: r for r in json.loads(zone.r53lb("status", "--json").stdout)["nodes"]}
+        doc = json.loads(zone.r53lb("status", "--json").stdout)
+        rows = {r["node"]: r for r in doc["nodes"]}
         a = [s for s in rows["a"]["signals"] if s["kind"] == "tlsrpt"][0]
         assert a["reason"].startswith("TLS-RPT: 2 of 32 sessions failed (6%)") and not a["out"]  # 2 < min_count
+        page = render(doc)  # the status page shows each node's counts
+        assert "TLS-RPT: 2 of 32 sessions failed (6%)" in page and "TLS-RPT: 30 of 60 sessions failed (50%)" in page
 
         daemon = zone.run()
         try:

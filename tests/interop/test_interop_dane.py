@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from r53lb.config import SmtpCheck
 from r53lb.core.dane import evaluate
+from r53lb.engine.web import render
 from r53lb.probes.base import Target
 from r53lb.probes.smtp import probe
 
@@ -183,8 +184,11 @@ def test_a_mismatching_node_is_taken_out_by_sync_and_by_run(
         assert change["reason"].startswith(f"down: smtp: dane: no TLSA record of {RRSET} matches: "
                                            f"the server's SPKI sha256 is {rogue.spki_sha256}"), change["reason"]
         status = zone.r53lb("status", "--json")
-        states = {r["node"]: r["dane"]["state"] for r in json.loads(status.stdout)["nodes"]}
+        doc = json.loads(status.stdout)
+        states = {r["node"]: r["dane"]["state"] for r in doc["nodes"]}
         assert states == {"ee": "match", "ta": "match", "rogue": "mismatch"}
+        page = render(doc)  # the status page shows each node's DANE state
+        assert page.count("DANE ok") == 2 and f"DANE mismatch: dane: no TLSA record of {RRSET} matches" in page
 
         # run: the rogue key gets published (it comes back), then a rollover that matches no node.
         daemon = zone.run()
