@@ -296,6 +296,9 @@ class DaneOptions(_Model):
 
     refresh: Duration = 60.0  # how long the TLSA set read from Route 53 is used before it is read again
     on_mismatch: Literal["out", "warn"] = "out"  # warn: the node stays in, the mismatch is logged and shown
+    # A validating resolver (host[:port]) to read the TLSA set through instead of Route 53; its
+    # answers count only with the AD bit (DNSSEC-validated), as a DANE sender requires.
+    resolver: list[str] = Field(default_factory=list)
 
 
 def _dane(value: Any) -> Any:

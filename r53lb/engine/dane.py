@@ -8,6 +8,9 @@ takes a node out through rise/fall, never-all-zero, the floor and the blast radi
 `sync` and `run` alike (Controller.fold is their one door), and in a cluster through the
 replicas' health opinions and the writer's quorum.
 
+With `dane.resolver`, the set is read through that validating resolver instead and counts
+only with the AD bit (probes/tlsa.py): an unvalidated set is unusable, as for a sender.
+
 A TLSA set that cannot be read keeps the last one read (a read error is unknown, and
 unknown never changes a weight); before the first good read the node is judged on
 liveness alone. Each node's DANE state goes into the state store (slot `dane`), for
@@ -50,6 +53,7 @@ class _Set:
     values: tuple[str, ...] | None = None  # None: never read
     read_at: float = float("-inf")  # monotonic
     error: str = ""
+    validated: bool = True  # read from the zone itself, or a resolver's answer with the AD bit
 
 
 class Dane:
@@ -72,11 +76,10 @@ class Dane:
         return [p for p in pools if self.refresh_of(p) is not None]
 
     async def refresh(self, ctl: "Controller", pools: Iterable[Pool], force: bool = False) -> None:
-        """Read the TLSA sets of these pools that are due, each in one small Route 53 read."""
+        """Read the TLSA sets of these pools that are due, each in one small Route 53 read (or one DNS query)."""
         from ..aws.route53 import Route53Error
+        from ..probes.tlsa import TlsaError, read_tlsa
 
-        if ctl.route53 is None:
-            return
         due: list[tuple[Pool, str]] = []
         for pool in pools:
             refresh = self.refresh_of(pool)
@@ -88,17 +91,23 @@ class Dane:
                 due.append((pool, name))
         for pool, name in due:
             s = self.sets[name]
+            resolver = next((o.resolver for n in pool.nodes if (o := dane_options(pool, n)) is not None and o.resolver), [])
             try:
-                zone_id = ctl.zone_id(pool)
-                values = await asyncio.to_thread(ctl.route53.read_values, zone_id, name, "TLSA")
-            except Route53Error as e:
+                if resolver:
+                    values, validated = await read_tlsa(name, resolver, pool.tuning.timeout)
+                elif ctl.route53 is not None:
+                    zone_id = ctl.zone_id(pool)
+                    values, validated = await asyncio.to_thread(ctl.route53.read_values, zone_id, name, "TLSA"), True
+                else:
+                    continue
+            except (Route53Error, TlsaError) as e:
                 if s.error != str(e):
                     log.warning("%s: cannot read TLSA %s, the last set read stays in use: %s", pool.name, name, e)
                 s.error, s.read_at = str(e), time.monotonic()
                 continue
             if s.values is not None and set(values) != set(s.values):
                 log.info("%s: TLSA %s changed: %s", pool.name, name, ", ".join(values) or "none")
-            s.values, s.read_at, s.error = values, time.monotonic(), ""
+            s.values, s.read_at, s.error, s.validated = values, time.monotonic(), "", validated
 
     def judge(self, ctl: "Controller", results: list[ProbeResult], now: datetime) -> list[ProbeResult]:
         """The smtp results with a chain, judged against their pool's TLSA set: a mismatch fails the result."""
@@ -118,6 +127,9 @@ class Dane:
             s = self.sets.get(name)
             if s is None or s.values is None:
                 verdict = DaneVerdict("unknown", f"TLSA {name} not read yet" + (f": {s.error}" if s and s.error else ""))
+            elif s.values and not s.validated:
+                verdict = DaneVerdict("unusable", f"TLSA {name} is not DNSSEC-validated (the resolver set no AD bit): "
+                                                  "DANE senders ignore it")
             else:
                 verdict = evaluate(r.tls_chain, s.values, (pool.record,), name, now)
             key = (r.pool, r.node)
