@@ -291,6 +291,24 @@ class SmtpEnvelope(_Model):
         return v
 
 
+class DaneOptions(_Model):
+    """`dane: true` on an smtp check, or these options: RFC 7672 against the pool record's TLSA set."""
+
+    refresh: Duration = 60.0  # how long the TLSA set read from Route 53 is used before it is read again
+    on_mismatch: Literal["out", "warn"] = "out"  # warn: the node stays in, the mismatch is logged and shown
+    # A validating resolver (host[:port]) to read the TLSA set through instead of Route 53; its
+    # answers count only with the AD bit (DNSSEC-validated), as a DANE sender requires.
+    resolver: list[str] = Field(default_factory=list)
+
+
+def _dane(value: Any) -> Any:
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 class SmtpCheck(_Model):
     port: int = Field(25, ge=1, le=65535)
     tls: bool = False  # implicit TLS (port 465)
@@ -301,12 +319,15 @@ class SmtpCheck(_Model):
     server_name: str | None = None
     cert_min_days: int | None = Field(None, ge=0)
     envelope: SmtpEnvelope | None = None
+    dane: Annotated[DaneOptions | None, BeforeValidator(_dane)] = None
     timeout: Duration | None = None
 
     @model_validator(mode="after")
     def _tls_modes(self) -> "SmtpCheck":
         if self.tls and self.starttls:
             raise ValueError("tls (implicit TLS) and starttls cannot both be true")
+        if self.dane is not None and not (self.tls or self.starttls):
+            raise ValueError("dane needs a TLS session: set starttls: true (or tls: true)")
         return self
 
 
@@ -573,6 +594,26 @@ WARMUP_PRESETS: dict[str, dict[str, str]] = {
 }
 
 
+class SendingGates(_Model):
+    """`warmup.require`: a new sending IP's credentials, checked before warm-up gives it any weight."""
+
+    fcrdns: bool = True  # the address's PTR name resolves back to it
+    spf: str | None = None  # a sender domain whose SPF policy must authorise the address
+    nameservers: list[str] = Field(default_factory=list)  # default: the system resolver
+    interval: Duration = 3600.0  # DNS facts, not health: re-checked slowly
+    timeout: Duration | None = None
+
+    @field_validator("spf")
+    @classmethod
+    def _spf(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
 class Warmup(_Model):
     start: datetime
     schedule: tuple[tuple[float, float], ...] = ()
@@ -580,6 +621,7 @@ class Warmup(_Model):
     # Gates: while one is closed the schedule stands still. `reputation` (listed on a
     # blocklist) or the `name` of one of the node's agent/prometheus checks (failing).
     hold_when: tuple[str, ...] = ()
+    require: SendingGates | None = None  # FCrDNS and SPF: until they hold, the node is held at 0
 
     @field_validator("start", mode="before")
     @classmethod
@@ -702,6 +744,49 @@ class Tuning(_Model):
     concurrency: int = Field(512, ge=1, le=100_000)
 
 
+class MtaSts(_Model):
+    """`mta_sts` on a pool: the domain's MTA-STS policy (RFC 8461) against the pool's record and nodes."""
+
+    domain: str = Field(min_length=1)
+    nameservers: list[str] = Field(default_factory=list)  # for the `_mta-sts` TXT; default: the system resolver
+    # Where to fetch the policy instead of mta-sts.<domain>:443 (host:port; the TLS name stays mta-sts.<domain>).
+    policy_address: str | None = None
+    ca_file: Path | None = None  # trust for the policy server and the nodes' certificates; default: system CAs
+    port: int = Field(25, ge=1, le=65535)  # the nodes' SMTP port whose certificate a sender sees
+    interval: Duration = 3600.0  # how often the TXT id and each node's certificate are checked
+    timeout: Duration | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
+class TlsRpt(_Model):
+    """`tlsrpt` on a pool: senders' TLS-RPT reports (RFC 8460) in a directory, failures judged per node."""
+
+    directory: Path
+    domain: str | None = None  # the policy-domain the reports are about; default: every policy in them
+    window: Duration = 7 * 86400.0  # reports whose date range ends within this long ago
+    threshold: Annotated[float, BeforeValidator(_percent)] = 0.05  # a node's failure share above this ...
+    min_count: int = Field(10, ge=1)  # ... with at least this many failed sessions
+    action: Literal["out", "alert"] = "out"  # alert: the node stays in, an alert says why
+    interval: Duration = 300.0  # how often the directory is read
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.rstrip(".").lower()
+        if not _HOSTNAME.match(v):
+            raise ValueError(f"{show(v)} is not a DNS name")
+        return v
+
+
 class Pool(_Model):
     name: Annotated[str, _name("pool name")] = Field(min_length=1, max_length=128)
     zone: str = Field(min_length=1)
@@ -715,6 +800,8 @@ class Pool(_Model):
     preempt: bool = True
     preempt_delay: DurationOrZero = 0.0  # 0s: fail back at once
     quarantine: Annotated[Quarantine, BeforeValidator(_quarantine)] = Quarantine()
+    mta_sts: MtaSts | None = None
+    tlsrpt: TlsRpt | None = None
     checks: tuple[Check, ...] = ()
     nodes: tuple[Node, ...] = Field(min_length=1)
     # Per-pool overrides of `defaults` (None: inherit).

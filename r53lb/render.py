@@ -70,6 +70,8 @@ def status_table(rows: list[dict[str, Any]]) -> None:
         for sig in r.get("signals", []):
             if sig["out"] or sig["drain"] or sig["share"] < 1:
                 notes.append(sig["out"] or sig["reason"])
+        if r.get("dane") and r["dane"]["state"] not in ("match", "none"):
+            notes.append(f"DANE {r['dane']['state']}: {r['dane']['detail']}")
         if r["panic"]:
             notes.append("pool in panic")
         if r["active"] == r["node"]:

@@ -47,6 +47,8 @@ class Entry:
     rcode: int | None = None  # answer with this rcode (dns.rcode.SERVFAIL, REFUSED ...)
     drop: bool | tuple[str, ...] = False  # never answer (True, or only these types: ("TXT",))
     truncate: bool = False  # over UDP, answer with TC set and nothing else (forces TCP)
+    ptr: tuple[str, ...] = ()  # PTR targets (a reverse zone: FCrDNS tests)
+    tlsa: tuple[str, ...] = ()  # TLSA rdata, "3 1 1 <hex>" (DANE tests)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class LoopbackDNS:
             raise ValueError(f"{host} is not a loopback address")
         self.host = host
         self.ttl = ttl
+        self.ad = False  # set the AD bit on TLSA answers (a validating resolver's "validated")
         self._requested_port = port
         self._zones: dict[dns.name.Name, _Zone] = {}
         self._lock = threading.Lock()
@@ -181,11 +184,11 @@ class LoopbackDNS:
 
     def set(self, name: str, *, a: Iterable[str] = (), txt: Iterable[str] = (),
             rcode: int | None = None, drop: bool | Iterable[str] = False,
-            truncate: bool = False) -> None:
+            truncate: bool = False, ptr: Iterable[str] = (), tlsa: Iterable[str] = ()) -> None:
         """Set how one fully qualified name (inside a served zone) is answered."""
         qname = dns.name.from_text(name)
         dropped = drop if isinstance(drop, bool) else tuple(t.upper() for t in drop)
-        entry = Entry(tuple(a), tuple(txt), rcode, dropped, truncate)
+        entry = Entry(tuple(a), tuple(txt), rcode, dropped, truncate, tuple(ptr), tuple(tlsa))
         with self._lock:
             self._zone_of(qname).names[qname] = entry
 
@@ -246,6 +249,14 @@ class LoopbackDNS:
         elif q.rdtype == dns.rdatatype.A and entry.a:
             response.answer.append(dns.rrset.from_text_list(
                 q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.A, list(entry.a)))
+        elif q.rdtype == dns.rdatatype.TLSA and entry.tlsa:
+            response.answer.append(dns.rrset.from_text_list(
+                q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.TLSA, list(entry.tlsa)))
+            if self.ad:  # as a validating resolver says it: the answer is DNSSEC-validated
+                response.flags |= dns.flags.AD
+        elif q.rdtype == dns.rdatatype.PTR and entry.ptr:
+            response.answer.append(dns.rrset.from_text_list(
+                q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.PTR, [p.rstrip(".") + "." for p in entry.ptr]))
         elif q.rdtype == dns.rdatatype.TXT and entry.txt:
             response.answer.append(dns.rrset.from_text_list(
                 q.name, self.ttl, dns.rdataclass.IN, dns.rdatatype.TXT,

@@ -51,6 +51,10 @@ def test_demo_tells_its_story_and_exits_0(tmp_path: Path) -> None:
     assert "injection-api/api-2 weight 50 -> 0: quarantined by metric: deferral 0.08 > 0.05" in out
     assert "smtp-inbound/hlb-3 weight 0 -> 50: healthy" in out and "injection-api/api-2 weight 0 -> 50: healthy" in out
     assert "stand-in for Prometheus's query API" in out
+    # A key rolled before its TLSA record was published takes the node out; publishing it brings it back.
+    assert re.search(r"smtp-inbound/hlb-1 weight 100 -> 0: down: smtp: dane: no TLSA record of "
+                     r"_25\._tcp\.mx\.example\.com matches: the server's SPKI sha256 is [0-9a-f]{64}", out)
+    assert re.search(r"smtp-inbound/hlb-1 weight \d+ -> 100: healthy", out)
     # The summary, and no write once nothing changes.
     assert re.search(r"demo ok in [\d.]+s: \d+ cycles, \d+ writes", out)
     assert re.search(r"steady\s+-> 0 writes", out)

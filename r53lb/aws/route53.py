@@ -218,6 +218,20 @@ class Route53:
         names = (resp.get("DelegationSet") or {}).get("NameServers") or ()
         return tuple(normalize_name(n) for n in names)
 
+    def read_values(self, zone_id: str, name: str, rtype: str) -> tuple[str, ...]:
+        """The values of one plain (not weighted) record set, e.g. a TLSA set; () when there is none.
+
+        One ListResourceRecordSets call of one page starting at (name, type): a DANE check
+        costs one small read per pool record per refresh, never a zone scan.
+        """
+        name, rtype = normalize_name(name), rtype.upper()
+        resp = self._call("ListResourceRecordSets", HostedZoneId=zone_id, StartRecordName=name + ".",
+                          StartRecordType=rtype, MaxItems="1")
+        for raw in resp.get("ResourceRecordSets", [])[:1]:
+            if normalize_name(raw["Name"]) == name and raw["Type"] == rtype and "SetIdentifier" not in raw:
+                return tuple(rr["Value"] for rr in raw.get("ResourceRecords") or ())
+        return ()
+
     def read(self, zone_id: str, wanted: Iterable[tuple[str, str]]) -> dict[RecordKey, RecordSet]:
         """The weighted record sets of the wanted (name, type) pairs, reading only their pages.
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from ..config import Node, Pool
+from .dane import DANE_MISMATCH, tlsa_name
 from .health import NodeHealth
 from .records import RecordChange, RecordSet, normalize_value
 from .reputation import CLEAN, Reputation
@@ -233,6 +234,10 @@ def plan_pool(
             out.alerts.append(f"pool {pool.name}: every node is quarantined; failing open to base weights")
         elif len(down) < len(candidates) and any(f.signals.drain for f in candidates):
             out.alerts.append(f"pool {pool.name}: no node left to carry weight (drained by their agents or out); "
+                              "failing open to base weights")
+        elif down and all(DANE_MISMATCH in f.health.reason for f in down):
+            out.alerts.append(f"pool {pool.name}: no node matches the TLSA records of {tlsa_name(pool.record)} "
+                              "(a TLSA rollover gone wrong?): DANE senders will defer everything; "
                               "failing open to base weights")
         else:
             out.alerts.append(f"pool {pool.name}: no healthy node; failing open to base weights")

@@ -198,7 +198,7 @@ class Signal:
     """One signal check's say on one node, as the planner needs it."""
 
     name: str  # the check's `name` (how gates refer to it), else its slot: agent:2, prom:3
-    kind: Literal["agent", "prometheus"]
+    kind: Literal["agent", "prometheus", "mta_sts", "sending", "tlsrpt"]
     share: float = 1.0  # of the node's weight while it serves
     drain: bool = False  # healthy, weight 0 (the agent said drain or 0%)
     out: str | None = None  # taken out, with this reason (maint/down, a metric out of bounds)

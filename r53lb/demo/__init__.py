@@ -45,6 +45,7 @@ __all__ = ["DemoFailed", "run", "FLEET", "Timeline"]
 ZONE = "example.com"
 AGENT_POOL = "smtp-inbound"  # each balancer runs an HAProxy agent (deploy/agent/ has one for Postfix)
 METRIC_POOL = "injection-api"  # each API node's MTA deferral rate is judged by a prometheus rule
+DANE_POOL = "smtp-inbound"  # its nodes' keys are published as TLSA `3 1 1` at _25._tcp.mx.example.com
 DEFERRAL_LIMIT = 0.05
 
 
@@ -173,6 +174,8 @@ def _config_yaml(t: Timeline, smtp_port: int, http_port: int, ca_file: Path, end
     for p in FLEET:
         if p.kind == "smtp":
             check: dict[str, Any] = {"smtp": {"port": smtp_port, "starttls": True, "ca_file": str(ca_file)}}
+            if p.name == DANE_POOL:
+                check["smtp"]["dane"] = {"refresh": f"{t.interval}s"}
         else:
             check = {"http": {"url": f"https://{{address}}:{http_port}/health", "host": p.record,
                               "ca_file": str(ca_file), "expect_status": [200]}}
@@ -220,6 +223,7 @@ class World:
         self.server_up: dict[tuple[str, str], bool] = {}
         self.agents: dict[str, "AgentServer"] = {}  # AGENT_POOL's node -> its agent
         self.prom: "PromApiServer | None" = None
+        self.route53: Any = None  # a boto3 Route 53 client on the moto server
 
     def close(self) -> None:
         self.stack.close()
@@ -282,7 +286,22 @@ class World:
         for p in FLEET:
             spec[p.record] = {"type": "A", "ttl": 60, "sets": {n.node: (n.address, w) for n, w in at_rest(p)}}
         build(client, {ZONE: spec})
+        self.route53 = client
+        self.publish_tlsa()
         return cfg
+
+    def publish_tlsa(self, leave_out: tuple[str, ...] = ()) -> None:
+        """The DANE pool's TLSA set: `3 1 1` of each node's current key, but those of `leave_out`."""
+        from ..core.dane import spki_sha256, tlsa_name
+
+        p = next(p for p in FLEET if p.name == DANE_POOL)
+        values = [f"3 1 1 {spki_sha256(self.servers[(p.name, n.node)].cert_der)}"  # type: ignore[union-attr]
+                  for n in p.nodes if n.node not in leave_out]
+        zone_id = next(z["Id"] for z in self.route53.list_hosted_zones()["HostedZones"] if z["Name"] == ZONE + ".")
+        rrset = {"Name": tlsa_name(p.record), "Type": "TLSA", "TTL": 300,
+                 "ResourceRecords": [{"Value": v} for v in values]}
+        self.route53.change_resource_record_sets(
+            HostedZoneId=zone_id, ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": rrset}]})
 
     def set_server(self, pool: str, node: str, mode: str) -> None:
         """'ok', 'refuse' (nothing listening), or a status code the server answers with."""
@@ -398,6 +417,7 @@ class Stats:
     failback_seconds: float | None = None
     signals_seconds: float | None = None
     steady_cycles: int = 0
+    dane_seconds: float = 0.0
     steady_writes: int = 0
 
 
@@ -617,7 +637,21 @@ class Demo:
                          lambda: self.weight(mx, "hlb-3") == base[(mx, "hlb-3")]
                          and self.weight(api, "api-2") == base[(api, "api-2")], t.detect)
 
-        # 6. Steady again until the time is up: no change of health, no write.
+        # 6. DANE: a key rolled on one node before its TLSA record was published.
+        out.step("hlb-1 rolls its key before its TLSA record is published: DANE senders would defer its mail")
+        srv = self.world.servers[(mx, "hlb-1")]
+        srv.rekey()  # type: ignore[union-attr]
+        s.dane_seconds = await self.until("smtp-inbound/hlb-1 weight 0", lambda: self.weight(mx, "hlb-1") == 0, t.detect)
+        why = self.reason(mx, "hlb-1")
+        if not why.startswith("down: smtp: dane: no TLSA record of _25._tcp.mx.example.com matches"):
+            raise DemoFailed(f"{mx}/hlb-1 went to 0 for an unexpected reason: {why!r}")
+        out.line(f"hlb-1 out after {s.dane_seconds:.1f}s; reason: {why}", "bold")
+        out.step("the new key's TLSA record is published: hlb-1 comes back (slow start)")
+        self.world.publish_tlsa()
+        await self.until("smtp-inbound/hlb-1 back", lambda: self.weight(mx, "hlb-1") == base[(mx, "hlb-1")],
+                         t.detect + t.slow_start)
+
+        # 7. Steady again until the time is up: no change of health, no write.
         out.step("steady: every node healthy again; no write while nothing changes")
         cycles = s.cycles
         s.steady_writes = await self.watch(max(t.interval, deadline_total - out.elapsed()))
@@ -713,6 +747,7 @@ def run(duration: float = 35.0, live: bool | None = None, verbose: int = 0, serv
             f"  kill primary            -> standby active after {stats.failover_seconds:.1f}s",
             f"  primary back            -> fail-back after {stats.failback_seconds:.1f}s (preempt_delay {t.preempt_delay:g}s)",
             f"  agent drain, metric rule -> hlb-3 and api-2 weight 0 after {stats.signals_seconds:.1f}s",
+            f"  DANE key not published  -> hlb-1 weight 0 after {stats.dane_seconds:.1f}s",
             f"  steady                  -> {stats.steady_writes} writes in {stats.steady_cycles} cycles while nothing changed",
             f"  alerts raised           -> {len(alerts)}",
         ]

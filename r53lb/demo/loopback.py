@@ -184,13 +184,23 @@ class SmtpServer:
         self.mode = _check_mode(mode)
         self.accepted = 0
         self.certs = certs if certs is not None or tls is None else Certs()
-        self._ctx = (
-            self.certs.server_context(*self.certs.names, host, not_after=cert_not_after)
-            if self.certs and tls else None
-        )
+        self._cert_not_after = cert_not_after
+        self._ctx: ssl.SSLContext | None = None
+        self.cert_der = b""  # the certificate served (DER), for a DANE record of it
+        if self.certs and tls:
+            self.rekey()
         self._loop: _LoopThread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.BaseTransport] = set()
+
+    def rekey(self) -> None:
+        """A new key and certificate for connections from now on (a key rollover)."""
+        assert self.certs is not None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        leaf = self.certs.ca.issue_cert(*self.certs.names, self.host, not_after=self._cert_not_after)
+        leaf.configure_cert(ctx)
+        self.cert_der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+        self._ctx = ctx
 
     # -- lifecycle
 

@@ -27,7 +27,8 @@ from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST
-from . import signals
+from . import mtasts, sending, signals, tlsrpt
+from .dane import Dane
 from .signals import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Controller:
         # out_view), and whether this engine records signal changes (the lease holder only).
         self.signal_quorum: dict[NodeKey, str | None] | None = None
         self.records: Callable[[], bool] | None = None
+        self.dane = Dane()  # TLSA sets read from the zones, each node's DANE verdict
 
     # --- probing --------------------------------------------------------------------------
 
@@ -193,9 +195,16 @@ class Controller:
         """The signal checks' state, read from the store once and kept in memory (engine/signals.py)."""
         return signals.cached(self)
 
+    def keep_check(self, pool: str, node: str, slot: str, now: datetime, result: dict[str, Any]) -> None:
+        """One check's new state: into memory, and into the store when it changed (engine/signals.py)."""
+        signals.keep(self, (pool, node, slot), now, result)
+
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
         """Run the signal checks that are due; True when something that steers a weight changed."""
-        return await signals.refresh(self, nodes, now, force)
+        changed = await signals.refresh(self, nodes, now, force)
+        changed = await mtasts.refresh(self, nodes, now, force) or changed
+        changed = await sending.refresh(self, nodes, now, force) or changed
+        return await tlsrpt.refresh(self, nodes, now, force) or changed
 
     # --- health ---------------------------------------------------------------------------
 
@@ -205,6 +214,7 @@ class Controller:
         Transitions are persisted (with a history event) at once. `persist_all` also writes
         every folded node's counters: `sync` does, `run` leaves that to a periodic snapshot.
         """
+        results = self.dane.judge(self, results, now)  # a DANE mismatch is a failed smtp result
         by_node: dict[NodeKey, list[ProbeResult]] = defaultdict(list)
         for r in results:
             if r.check in LIVENESS and r.pool:
@@ -553,6 +563,7 @@ class Controller:
         if not dry_run and self.watch_state.hold:
             self.watch(now, hold=None, cleared="every node and canary answers again")
 
+        await self.dane.refresh(self, self.cfg.pools)
         all_results = list(results)
         transitions = self.fold(results, now)
         if confirm:

@@ -405,6 +405,7 @@ class Daemon:
         if generation != self.generation or self._stopping:
             return  # a reload replaced this node's loop while it was being probed
         if self.zones[pool.zone].ready:
+            await self.ctl.dane.refresh(self.ctl, [pool])  # at most one small read per `refresh`
             await self._decide(pool, key, results)
         await self._signals(pool, node, key)
         self._progress(key, pool)
@@ -492,6 +493,12 @@ class Daemon:
     async def _signals(self, pool: Pool, node: Node, key: NodeKey) -> None:
         """Signal checks (dnsbl, agent, prometheus) run at their own intervals; a change asks for a reconcile."""
         checks = self.ctl.signal_checks(pool, node)
+        if pool.mta_sts is not None:  # the pool's MTA-STS policy and this node's certificate, at its interval
+            checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
+        if node.warmup is not None and node.warmup.require is not None:  # FCrDNS and SPF, slowly
+            checks = [*checks, ("sending", None, node.warmup.require.interval)]
+        if pool.tlsrpt is not None:  # the reports' directory, at its interval
+            checks = [*checks, ("tlsrpt", None, pool.tlsrpt.interval)]
         if not checks:
             return
         now = time.monotonic()

@@ -27,6 +27,7 @@ from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, 
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_all
+from . import mtasts, sending, tlsrpt
 
 if TYPE_CHECKING:
     from .cycle import Controller
@@ -68,7 +69,7 @@ def cached(ctl: "Controller") -> Cached:
     return dict(_memory(ctl).cached)
 
 
-def _keep(ctl: "Controller", key: tuple[str, str, str], now: datetime, result: dict[str, Any]) -> None:
+def keep(ctl: "Controller", key: tuple[str, str, str], now: datetime, result: dict[str, Any]) -> None:
     """Into memory; into the store when it changed or its stored time is RESTAMP old."""
     assert ctl.store is not None
     mem = _memory(ctl)
@@ -119,6 +120,15 @@ def node_signals(pool: Pool, node: Node, cached: Cached) -> NodeSignals:
         elif check.kind == "prometheus":
             verdict = MetricVerdict.from_json(raw[1] if raw else None)
             out.append(metric_signal(check.prometheus.name or slot, verdict))
+    sts = mtasts.node_signal(pool, node, cached)  # pool `mta_sts`: the node's certificate as senders see it
+    if sts is not None:
+        out.append(sts)
+    gates = sending.node_signal(pool, node, cached)  # warm-up's `require`: FCrDNS and SPF
+    if gates is not None:
+        out.append(gates)
+    rpt = tlsrpt.node_signal(pool, node, cached)  # pool `tlsrpt`: what senders report
+    if rpt is not None:
+        out.append(rpt)
     return NodeSignals(tuple(out)) if out else NO_SIGNALS
 
 
@@ -164,7 +174,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
                 result, moved = _fold_metric(ctl, r, cached.get(key), now)
             changed |= moved
             cached[key] = (now, result)
-            _keep(ctl, key, now, result)
+            keep(ctl, key, now, result)
         changed |= _step_gates(ctl, nodes, cached, now)
     for pool, node in nodes:
         ctl.last_signals[(pool.name, node.id)] = node_signals(pool, node, cached)
@@ -273,5 +283,5 @@ def _step_gates(ctl: "Controller", nodes: list[tuple[Pool, Node]], cached: Cache
                 ctl.store.add_event(now, pool.name, node.id, "warm-up", frm, to, reason)
             log.info("%s/%s: warm-up %s: %s", pool.name, node.id, to, reason)
         cached[key] = (now, after.to_json())
-        _keep(ctl, key, now, after.to_json())
+        keep(ctl, key, now, after.to_json())
     return moved

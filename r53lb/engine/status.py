@@ -143,6 +143,9 @@ def document(
                                  "out": sig.out, "reason": sig.reason, "value": sig.value}
                                 for sig in node_signals.signals],
                     "probes": latest,
+                    # smtp `dane`: match | mismatch | none | unusable, its reason and the node's SPKI digest
+                    "dane": (store.cached[(pool.name, node.id, "dane")][1]
+                             if (pool.name, node.id, "dane") in store.cached else None),
                     "panic": bool(pplan and pplan.panic),
                     "fail_open": bool(pplan and pplan.fail_open),
                     "active": pplan.active if pplan else None,

@@ -246,6 +246,11 @@ def _node_row(r: Mapping[str, Any]) -> str:
         # Agent and metric signals: a share below 100%, a drain, or out with the signal's own reason.
         if sig.get("out") or sig.get("drain") or (sig.get("share") is not None and sig["share"] < 1):
             shares.append(sig.get("out") or sig.get("reason") or f"{sig.get('check')} {_pct(sig.get('share') or 0)}")
+        elif sig.get("kind") in ("mta_sts", "tlsrpt", "sending") and sig.get("reason"):
+            shares.append(sig["reason"])  # mail security: TLS-RPT counts, an MTA-STS testing warning
+    if r.get("dane"):  # smtp `dane`: the node's state against the pool record's TLSA set
+        shares.append("DANE " + {"match": "ok", "none": "no TLSA published", "unusable": "no usable TLSA"}
+                      .get(r["dane"]["state"], f"{r['dane']['state']}: {r['dane']['detail']}"))
     rep = ('<span class="down">\u2716 listed</span> on ' + _e(r["listed_detail"] or ", ".join(r["listed_on"]))
            + (" (quarantined)" if r["quarantined"] else "")) if r["listed_on"] else "clean"
     return (f'<tr class="row-{row_cls}">'

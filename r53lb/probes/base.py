@@ -108,6 +108,7 @@ class ProbeResult:
     agent_state: AgentWord | None = None  # the agent's word this time (drain, maint, down, ...), None if it gave none
     agent: "AgentReply | None" = None  # agent: the whole parsed line, for merge_agent()
     value: float | None = None  # prometheus: the query's value
+    tls_chain: tuple[bytes, ...] = ()  # smtp with `dane`: the certificates the server presented (DER, leaf first)
 
     def __post_init__(self) -> None:
         # Every result that did not pass carries a class; a probe that knows better sets it.
@@ -122,6 +123,7 @@ class ProbeResult:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["tls_chain"]  # DER bytes: the DANE verdict is what gets shown
         d["ok"] = self.ok if self.status != "unknown" else None
         d["latency_ms"] = round(self.latency_ms, 3)
         d["phases"] = {k: round(v, 3) for k, v in self.phases.items()}

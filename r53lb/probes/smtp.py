@@ -153,6 +153,21 @@ def _not_after(transport: asyncio.BaseTransport) -> datetime | None:
     return x509.load_der_x509_certificate(der).not_valid_after_utc
 
 
+def _chain(transport: asyncio.BaseTransport) -> tuple[bytes, ...]:
+    """The certificates the server sent, leaf first, as DER (unverified: DANE judges them)."""
+    sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return ()
+    get = getattr(sslobj, "get_unverified_chain", None)  # public from CPython 3.13
+    if get is None:
+        inner = getattr(sslobj, "_sslobj", None)
+        get = getattr(inner, "get_unverified_chain", None)
+    if get is None:  # pragma: no cover - every supported CPython has one of the two
+        der = sslobj.getpeercert(binary_form=True)
+        return (der,) if der else ()
+    return tuple(c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in get() or ())  # type: ignore[attr-defined]
+
+
 class _Dialogue(PhaseClock):
     """One probe's state: phases reached, their latencies, the replies seen."""
 
@@ -165,13 +180,16 @@ class _Dialogue(PhaseClock):
         self.greeting: SMTPResponse | None = None
         self.last: SMTPResponse | None = None  # the last reply seen before QUIT
         self.not_after: datetime | None = None
+        self.chain: tuple[bytes, ...] = ()  # with `dane`: what the server presented, for core/dane.py
         self.extras: list[str] = []
 
     def server_name(self) -> str:
         return self.spec.server_name or self.target.address
 
     async def tls(self, transport: asyncio.BaseTransport) -> asyncio.BaseTransport:
-        ctx = tls_context(self.spec.verify, str(self.spec.ca_file) if self.spec.ca_file else None)
+        # A DANE sender does not apply PKIX when TLSA is usable (RFC 7672): the TLSA match is the check.
+        verify = self.spec.verify and self.spec.dane is None
+        ctx = tls_context(verify, str(self.spec.ca_file) if self.spec.ca_file else None)
         loop = asyncio.get_running_loop()
         try:
             tls_transport = await loop.start_tls(
@@ -183,6 +201,8 @@ class _Dialogue(PhaseClock):
         assert self.proto is not None
         self.proto.transport = tls_transport
         self.not_after = _not_after(tls_transport)
+        if self.spec.dane is not None:
+            self.chain = _chain(tls_transport)
         return tls_transport
 
     async def command(self, *args: bytes) -> SMTPResponse:
@@ -385,4 +405,5 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
         phases=d.phases,
         cert_not_after=d.not_after,
         failure=failure,
+        tls_chain=d.chain,
     )
