@@ -74,7 +74,7 @@ class Cluster:
         self.epoch_seen = 0
         self.owner_seen: str | None = None
         self.error: str | None = None
-        self.closed = False  # released on the way out: never taken again by this process
+        self.closed = False  # on its way out: this process renews a lease it holds, never takes one
 
     # --- asked by the engine --------------------------------------------------------------
 
@@ -85,6 +85,11 @@ class Cluster:
     def guard(self) -> str | None:
         """A reason not to write Route 53 now, or None (the lease is ours with time for the write)."""
         return may_write(self.held, self.monotonic(), self.cfg.lease)
+
+    def time_left(self) -> float:
+        """Seconds the lease has left on our clock (0 when not held): a Route 53 retry must end before."""
+        held = self.held
+        return max(0.0, held.deadline - self.monotonic()) if held is not None else 0.0
 
     def comment(self) -> str:
         held = self.held

@@ -213,6 +213,12 @@ class Controller:
             self.health[key] = h
             if t:
                 transitions.append((key, t))
+        # Told before they are stored: a state store that fails must not silence a change of health.
+        for key, t in transitions:
+            frm, to = ("down", "up") if t.up else ("up", "down")
+            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
+            self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
+                        {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
         write = [k for k in (by_node if persist_all else [k for k, _ in transitions])
                  if k in self.health and self._saved.get(k) is not self.health[k]]
         if self.store is not None and (transitions or write):
@@ -223,11 +229,6 @@ class Controller:
                 for key in write:
                     self.store.put_health(key[0], key[1], self.health[key])
             self._saved.update((k, self.health[k]) for k in write)
-        for key, t in transitions:
-            frm, to = ("down", "up") if t.up else ("up", "down")
-            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
-            self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
-                        {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
         return transitions
 
     def save_health(self) -> None:
