@@ -386,3 +386,15 @@ def test_the_lease_runs_on_a_clock_that_counts_suspend(table):
     assert a.monotonic is boottime
     if hasattr(time, "CLOCK_BOOTTIME"):
         assert abs(boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
+
+
+def test_a_replica_on_its_way_out_never_takes_the_lease_back(table, ddb):
+    """SIGTERM: the release frees the lease; a beat after it (one that was in flight) finds the
+    lease free and must not take it: another replica does."""
+    a, b = _replica(table, "ctl-a"), _replica(table, "ctl-b")
+    assert a.beat({}, True, T0).took
+    b.beat({}, True, T0)
+    a.release(T0)
+    out = a.beat({}, True, T0)
+    assert not out.took and not a.is_leader()
+    assert b.beat({}, True, T0).took and b.epoch == 2
