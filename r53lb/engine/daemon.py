@@ -17,7 +17,12 @@ engine's (health, plan, write) or the watcher's (alerts).
   `interval` of the pool.
 
 Signals: SIGTERM/SIGINT finish the write in flight and exit 0; SIGHUP reloads the config (an
-invalid one is refused with a log line and the running config stays).
+invalid one is refused with a log line and the running config stays; one that arrives during
+start-up is held until the daemon runs).
+
+Cluster: the heartbeat and the lease run on a thread of their own (never behind Route 53
+retries or probes in asyncio's default pool); on the way out the heartbeat ends, and a beat in
+flight is waited for, before the lease is released.
 """
 
 from __future__ import annotations
