@@ -75,6 +75,7 @@ class DynamoControls:
 dynamodb_controls = DynamoControls()
 _orig: dict[str, Callable[..., Any]] = {}
 _lock = threading.Lock()
+_apply = threading.Lock()
 
 
 def _counted(self: Any) -> Any:
@@ -85,7 +86,8 @@ def _counted(self: Any) -> Any:
     fault = dynamodb_controls._on_request(action)
     if fault is not None:
         return _error(*fault)
-    result = _orig["call_action"](self)
+    with _apply:  # DynamoDB applies a conditional write atomically; moto's threaded server does not
+        result = _orig["call_action"](self)
     lost = dynamodb_controls._take_lost(action)
     if lost is not None:
         time.sleep(lost)

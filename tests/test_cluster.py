@@ -495,7 +495,7 @@ def test_a_rolling_stop_never_takes_the_released_lease_back(cluster: Cluster) ->
         others = [r for r in cluster.replicas if r is not leader and r.proc.poll() is None]
         # SIGTERM while a renewal is in flight (its answer slow, then lost: it is retried).
         renewals = ddb.counts["TransactWriteItems"]
-        ddb.lose_answer("TransactWriteItems", 1, delay=0.4)
+        ddb.lose_answer("TransactWriteItems", 1, delay=0.25)
         wait_until("a renewal in flight", lambda: ddb.counts["TransactWriteItems"] > renewals, timeout=5, every=0.002)
         leader.proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
@@ -507,7 +507,7 @@ def test_a_rolling_stop_never_takes_the_released_lease_back(cluster: Cluster) ->
         log = leader.daemon.log()
         released = log.index("released the lease")
         assert "holds the lease" not in log[released:], log  # it never took its own lease back
-        assert took < LEASE / 2
+        assert took < LEASE * 0.75  # the renewal in flight, then the others' next beat: well under a lease
         assert int(new.epoch() or 0) == epoch + 1
         cluster.replicas.append(cluster.replicas.pop(cluster.replicas.index(leader)))  # keep it for the logs
         cluster.start(leader.name + f"-{n}")  # the deploy brings a new one up
