@@ -9,7 +9,7 @@ SCAN_VENV       ?= .venv-scan
 CHECKOV_VERSION := 3.3.30
 SCAN_STAMP      := $(SCAN_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: demo test bench bench-smoke clean venv scan-venv system-packages
+.PHONY: demo test bench bench-smoke clean venv scan-venv system-packages wheel
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ $(SCAN_STAMP):
 demo: $(STAMP)
 	$(BIN)/r53lb demo
 
+# The wheel to install on a controller host (README: "Install on the controller host").
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/r53lb-*.whl
+
 # Real programs the tests run (Postfix, HAProxy, nginx, ...): installed from Debian when missing.
 system-packages:
 	scripts/install-system-packages
@@ -44,4 +49,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) $(SCAN_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(SCAN_VENV) .pytest_cache build dist *.egg-info

@@ -1,7 +1,8 @@
 """Several controllers: the hand-over time after the leader's death, and DynamoDB requests per hour.
 
 Three `r53lb run` replicas (subprocesses) share one DynamoDB table on the strict moto server
-(its own process) and probe an SMTP farm of N loopback nodes. In steady state each replica's
+(its own process) and probe an SMTP farm of N loopback nodes, each with an HAProxy agent check
+(signal checks on: every node's agent asked every `interval`). In steady state each replica's
 `r53lb_dynamodb_requests_total` is read over a window (requests per hour = the difference x
 3600 / window); then the leader is SIGKILLed, again and again (the killed replica restarted
 and settled in between), and the time until another replica reports `r53lb_leader 1` is
@@ -37,6 +38,7 @@ class Result:
     writes_per_hour: float = 0.0
     reads_per_hour: float = 0.0
     handovers: list[float] = field(default_factory=list)
+    agent_interval: float = 0.0  # every node's agent check (0: none)
 
     @property
     def handover_median(self) -> float:
@@ -100,13 +102,14 @@ class _Replica:
 
 
 def run(nodes: int, handovers: int, window: float, lease: float = 15.0, heartbeat: float = 1.0,
-        interval: float = 10.0) -> Result:
+        interval: float = 10.0, agents: bool = True) -> Result:
     import yaml
 
     from moto_fixtures.spec import build
 
-    out = Result(nodes, lease, heartbeat, window)
-    with moto_server() as moto, smtp_farm(nodes, 91, 0.0) as (addrs, port), \
+    out = Result(nodes, lease, heartbeat, window, agent_interval=interval if agents else 0.0)
+    agent_port = free_port() if agents else 0
+    with moto_server() as moto, smtp_farm(nodes, 91, 0.0, agent_port=agent_port) as (addrs, port), \
             tempfile.TemporaryDirectory(prefix="r53lb-bench-cluster-") as tmpdir:
         tmp = Path(tmpdir)
         ids = [f"n{i}" for i in range(nodes)]
@@ -116,7 +119,9 @@ def run(nodes: int, handovers: int, window: float, lease: float = 15.0, heartbea
             "cluster": {"table": TABLE, "region": "us-east-1", "lease": f"{lease:g}s",
                         "heartbeat": f"{heartbeat * 1000:.0f}ms"},
             "defaults": {"interval": f"{interval:g}s", "fastinter": "1s", "timeout": "2s", "helo": "probe.r53lb.test"},
-            "pools": [{"name": "mx", "zone": "example.com", "record": RECORD, "checks": [{"smtp": {"port": port}}],
+            "pools": [{"name": "mx", "zone": "example.com", "record": RECORD,
+                       "checks": [{"smtp": {"port": port}}] + (
+                           [{"agent": {"port": agent_port, "interval": f"{interval:g}s"}}] if agents else []),
                        "max_drain_per_cycle": 1,
                        "nodes": [{"id": k, "address": a, "weight": 50} for k, a in zip(ids, addrs)]}],
         }
@@ -150,7 +155,8 @@ def run(nodes: int, handovers: int, window: float, lease: float = 15.0, heartbea
                     out.requests_per_hour[op] = out.requests_per_hour.get(op, 0.0) + (n - b.get(op, 0.0)) * 3600 / window
             out.writes_per_hour = sum(v for op, v in out.requests_per_hour.items() if op in WRITES)
             out.reads_per_hour = sum(v for op, v in out.requests_per_hour.items() if op not in WRITES)
-            print(f"  cluster: {nodes} nodes, DynamoDB requests/hour {out.requests_per_hour}", flush=True)
+            print(f"  cluster: {nodes} nodes{' with agent checks' if agents else ''}, DynamoDB requests/hour "
+                  f"{out.requests_per_hour}", flush=True)
 
             for i in range(handovers):
                 leader = next(r for r in replicas if r.leader())

@@ -106,10 +106,12 @@ class Proc:
 
 
 @contextmanager
-def smtp_farm(n: int, block: int, delay: float, lifetime: float = 900.0) -> Iterator[tuple[list[str], int]]:
-    """A separate process answering minimal SMTP on n loopback addresses; yields (addresses, port)."""
+def smtp_farm(n: int, block: int, delay: float, lifetime: float = 900.0,
+              agent_port: int = 0) -> Iterator[tuple[list[str], int]]:
+    """A separate process answering minimal SMTP on n loopback addresses (and HAProxy's agent
+    check on `agent_port` when given); yields (addresses, port)."""
     port = free_port()
-    with Proc(["-m", "bench.smtp_farm", str(n), str(block), str(port), str(delay), str(lifetime)],
+    with Proc(["-m", "bench.smtp_farm", str(n), str(block), str(port), str(delay), str(lifetime), str(agent_port)],
               f"SMTP farm ({n} addresses)") as p:
         assert p.info["ready"] == n
         yield addresses(n, block), port

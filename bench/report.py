@@ -205,9 +205,19 @@ def cluster_section(r: Report) -> list[str]:
     v2 = r.verdict("cluster writes", per <= 1.05, f"{per:.2f} per replica per heartbeat")
     month = 30 * 24
     rows = [f"| `{op}` | {v:,.0f} | {v * month / 1e6:.2f} M |" for op, v in sorted(c.requests_per_hour.items())]
+    from r53lb.engine.signals import RESTAMP
+
+    checks = (f"every node's HAProxy agent check every {c.agent_interval:g} s (signal checks on: each replica "
+              f"keeps its check state in memory, read once at start, written when it changes)"
+              if c.agent_interval else "no signal checks")
+    # Not in a short window: an unchanged check result's stored time is refreshed every RESTAMP.
+    restamp = c.nodes * 3600 / RESTAMP.total_seconds() if c.agent_interval else 0.0
     return [f"## 7. Several controllers ({n} replicas, {c.nodes:,} nodes)", "",
-            f"Lease {c.lease:g} s, heartbeat {c.heartbeat:g} s; requests counted by the replicas over "
-            f"{c.window_s:g} s of steady state (no node changing).", "",
+            f"Lease {c.lease:g} s, heartbeat {c.heartbeat:g} s, {checks}; requests counted by the replicas "
+            f"over {c.window_s:g} s of steady state (no node changing)."
+            + (f" Outside such a window each replica also refreshes the stored time of its unchanged "
+               f"check results every {RESTAMP.total_seconds() / 60:g} min: {restamp:,.0f} `PutItem` per "
+               f"replica per hour, not counted below." if restamp else ""), "",
             "| DynamoDB operation (all replicas) | per hour | per 30-day month |", "|---|---:|---:|", *rows,
             f"| writes | {c.writes_per_hour:,.0f} | {c.writes_per_hour * month / 1e6:.2f} M |",
             f"| reads | {c.reads_per_hour:,.0f} | {c.reads_per_hour * month / 1e6:.2f} M |", "",

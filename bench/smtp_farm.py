@@ -1,11 +1,12 @@
 """A separate process answering a minimal SMTP dialogue on many loopback addresses.
 
-    python -m bench.smtp_farm N BLOCK PORT DELAY [LIFETIME]
+    python -m bench.smtp_farm N BLOCK PORT DELAY [LIFETIME [AGENT_PORT]]
 
 Listens on 127.BLOCK.x.y:PORT for N addresses, waits DELAY seconds before each reply
 (greeting included: loopback has no round-trip time, real mail servers are tens of
 milliseconds away), prints one JSON line when ready and exits after LIFETIME seconds or
 on SIGTERM. Greeting 220, EHLO answered with a short multi-line 250, QUIT with 221.
+With AGENT_PORT each address also answers HAProxy's agent check there: `ready up 100%`.
 """
 
 from __future__ import annotations
@@ -57,11 +58,19 @@ class _Smtp(asyncio.Protocol):
         self.transport = None
 
 
-async def main(n: int, block: int, port: int, delay: float, lifetime: float) -> None:
-    raise_nofile(n + 4096)
+class _Agent(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"ready up 100%\n")  # type: ignore[attr-defined]
+        transport.close()
+
+
+async def main(n: int, block: int, port: int, delay: float, lifetime: float, agent_port: int = 0) -> None:
+    raise_nofile(2 * n + 4096)
     loop = asyncio.get_running_loop()
     for addr in addresses(n, block):
         await loop.create_server(lambda: _Smtp(delay), addr, port, backlog=4096, reuse_address=True)
+        if agent_port:
+            await loop.create_server(_Agent, addr, agent_port, backlog=4096, reuse_address=True)
     print(json.dumps({"ready": n, "port": port}), flush=True)
     await asyncio.sleep(lifetime)
 
@@ -69,4 +78,5 @@ async def main(n: int, block: int, port: int, delay: float, lifetime: float) -> 
 if __name__ == "__main__":
     n, block, port, delay = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     lifetime = float(sys.argv[5]) if len(sys.argv) > 5 else 900.0
-    asyncio.run(main(n, block, port, delay, lifetime))
+    agent_port = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+    asyncio.run(main(n, block, port, delay, lifetime, agent_port))

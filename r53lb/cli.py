@@ -456,12 +456,19 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--node", "ref", default=None, metavar="POOL/NODE", help="Only this node.")
+@click.option("--pool", "pool_name", default=None, metavar="POOL", help="Only this pool.")
 @click.pass_context
 @errors
-def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> None:
+def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None, pool_name: str | None) -> None:
     """State changes with reasons and times."""
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
+    if pool_name is not None:
+        if cfg.pool(pool_name) is None:
+            raise Fail(f"history: no pool {pool_name!r} in the config", EXIT_USAGE)
+        if pool is not None and pool != pool_name:
+            raise Fail(f"history: --node {ref} is not in --pool {pool_name}", EXIT_USAGE)
+        pool = pool_name
     events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
     if as_json:
         emit_json({"events": [e.to_json() for e in events]})
@@ -506,6 +513,8 @@ def demo(ctx: click.Context, duration: float, serve: bool, page_addr: tuple[str,
     """The embedded demonstration: moto Route 53, loopback mail servers, the real controller."""
     from .demo import DemoFailed, run
 
+    if serve and replicas > 1:
+        raise Fail("demo: --serve shows one controller's status page; it works with --replicas 1 only", EXIT_USAGE)
     try:
         if replicas > 1:
             from .demo.cluster import run as run_cluster
@@ -529,21 +538,35 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -
     return seconds
 
 
+def _allowed_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from .config import status_host
+
+    try:
+        return tuple(status_host(v) for v in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @main.command()
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
               metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
 @click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
 @click.option("--resync", default="30s", show_default=True, callback=_positive_duration, metavar="DURATION",
               help="Re-read and reconcile each zone this often even without a health change.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME", callback=_allowed_hosts,
+              help="Answer HTTP requests for this Host name too (repeatable; with the config's "
+                   "status_page.hosts). The bind address, localhost and IP literals always are.")
 @click.pass_context
 @errors
-def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float) -> None:
+def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float,
+        allowed_hosts: tuple[str, ...]) -> None:
     """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
     from .engine.daemon import run as run_daemon
     from .engine.metrics import MetricsError
 
     try:
-        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr, resync=resync)
+        code = run_daemon(ctx.obj["config_path"], None if no_metrics else metrics_addr, resync=resync,
+                          allowed_hosts=allowed_hosts)
     except MetricsError as e:
         raise Fail(str(e)) from None
     ctx.exit(code)
@@ -558,12 +581,15 @@ def cluster() -> None:
 @click.pass_context
 @errors
 def cluster_init(ctx: click.Context) -> None:
-    """Create the cluster's DynamoDB table when it does not exist (idempotent)."""
-    from .aws.dynamodb import DynamoDB, create_table
+    """Create the cluster's DynamoDB table when it does not exist (idempotent); check an existing one."""
+    from .aws.dynamodb import DynamoDB, check_table, create_table
 
     cfg = load_config(ctx)
     if cfg.cluster is None:
         raise Fail("cluster init: the config has no `cluster` section", EXIT_USAGE)
     db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
     created = create_table(db, cfg.cluster.table)
+    problems = [] if created else check_table(db, cfg.cluster.table)
+    if problems:
+        raise Fail(f"cluster init: table {cfg.cluster.table} exists but cannot serve r53lb: " + "; ".join(problems))
     click.echo(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}")

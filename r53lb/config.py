@@ -914,6 +914,20 @@ class NotifyConfig(_Model):
     sns: SnsConfig | None = None
 
 
+def status_host(v: str) -> str:
+    """A name the status server answers for (its Host header): a DNS name, lower case, no port."""
+    if not isinstance(v, str) or not _HOSTNAME.match(v) or re.fullmatch(r"[\d.]+", v):
+        raise ValueError(f"{show(v)} is not a host name (IP addresses are always answered; give names only)")
+    return v.rstrip(".").lower()
+
+
+class StatusPageConfig(_Model):
+    """The status server (`r53lb run`'s HTTP port): the Host names it answers besides the bind
+    address, localhost and IP literals (a DNS-rebinding page names a host of its own)."""
+
+    hosts: tuple[Annotated[str, BeforeValidator(status_host)], ...] = ()
+
+
 class Config(_Model):
     aws: AwsConfig = AwsConfig()
     state: StateConfig = StateConfig()
@@ -921,6 +935,7 @@ class Config(_Model):
     vantage: VantageConfig = VantageConfig()
     notify: NotifyConfig = NotifyConfig()
     cluster: ClusterConfig | None = None
+    status_page: StatusPageConfig = StatusPageConfig()
     pools: tuple[Pool, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -222,7 +222,11 @@ def test_meta_is_per_replica_and_snapshots_write_nothing(table):
     snap.put_check_result("mx", "n1", "dnsbl:0", T0, {"listed_on": []})
     assert a.drains() == {} and a.check_results() == {}
     a.put_check_result("mx", "n1", "dnsbl:0", T0, {"listed_on": ["zen"]})
-    assert b.check_results() == {("mx", "n1", "dnsbl:0"): (T0, {"listed_on": ["zen"]})}
+    # Check state is per replica: each runs its own checks, none overwrites another's.
+    assert DynamoStore(table, "r53lb", "ctl-a").check_results() == {("mx", "n1", "dnsbl:0"): (T0, {"listed_on": ["zen"]})}
+    b.put_check_result("mx", "n1", "dnsbl:0", T0, {"listed_on": []})
+    assert b.check_results() == {("mx", "n1", "dnsbl:0"): (T0, {"listed_on": []})}
+    assert a.check_results() == {("mx", "n1", "dnsbl:0"): (T0, {"listed_on": ["zen"]})}
 
 
 def test_lease_and_heartbeats_through_the_table(table):
@@ -230,11 +234,13 @@ def test_lease_and_heartbeats_through_the_table(table):
     from r53lb.state.dynamodb import DynamoStore
 
     a, b = DynamoStore(table, "r53lb", "ctl-a"), DynamoStore(table, "r53lb", "ctl-b")
+    for s in (a, b):
+        s.digest, s.order = "d1", tuple(KEYS)
     assert a.take_lease(None, "r1", T0) == 1
     with pytest.raises(ConditionFailed):
         b.take_lease(None, "x", T0)  # taken meanwhile
-    a.heartbeat(Opinion("ctl-a", 1, True, {("mx", "n1"): "refused"}), T0, renew=(1, "r1"), rev="r2")
-    b.heartbeat(Opinion("ctl-b", 1, False, {}), T0)
+    a.heartbeat(Opinion("ctl-a", 1, True, {("mx", "n1"): "refused"}, "d1"), T0, renew=(1, "r1"), rev="r2")
+    b.heartbeat(Opinion("ctl-b", 1, False, {}, "d1"), T0)
     lease, beats = b.read_live()
     assert lease == LeaseRecord("ctl-a", 1, "r2")
     assert beats["ctl-a"].opinion.down == {("mx", "n1"): "refused"} and not beats["ctl-b"].opinion.voting

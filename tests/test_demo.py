@@ -96,6 +96,16 @@ def test_demo_serve_keeps_the_status_page_up_until_ctrl_c(tmp_path: Path) -> Non
         assert doc["history"] == sorted(doc["history"], key=lambda e: e["at"], reverse=True)
         page = httpx.get(url, timeout=10)
         assert page.status_code == 200 and "smtp-inbound" in page.text and "mta-ha" in page.text
+        # The page's /metrics link shows this fleet, not an empty registry.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {(s.name, s.labels.get("pool"), s.labels.get("node")): s.value
+                   for fam in text_string_to_metric_families(httpx.get(f"{url}metrics", timeout=10).text)
+                   for s in fam.samples}
+        assert {(p.name, n.node): samples.get(("r53lb_node_weight", p.name, n.node)) for p in FLEET
+                for n, _ in at_rest(p)} == {(p.name, n.node): w for p in FLEET for n, w in at_rest(p)}
+        assert all(samples.get(("r53lb_node_up", p.name, n.node)) == 1 for p in FLEET for n, _ in at_rest(p))
+        assert samples.get(("r53lb_build_info", None, None)) == 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -175,6 +185,13 @@ def test_demo_fails_loudly_when_a_step_does_not_happen(tmp_path: Path) -> None:
                      r"Route 53 shows smtp-inbound/hlb-2=100 \(healthy\)", proc.stderr), proc.stderr
     assert "demo ok" not in proc.stdout
     assert not list(tmp_path.glob("r53lb-demo-*"))
+
+
+def test_demo_refuses_serve_with_replicas() -> None:
+    p = subprocess.run([str(R53LB), "demo", "--replicas", "3", "--serve"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "r53lb: demo: --serve shows one controller's status page; it works with --replicas 1 only"]
 
 
 def test_demo_refuses_a_duration_too_short() -> None:

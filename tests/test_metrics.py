@@ -105,7 +105,7 @@ def test_grafana_dashboard_uses_only_exported_series():
     from pathlib import Path
 
     dash = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
-    exported = {m.name for m in Metrics().registry.collect()}
+    exported = {m.name for m in Metrics(cluster=True).registry.collect()}
     exported |= {n + "_total" for n in exported}  # counters are collected without the suffix
     used = set()
     for panel in dash["panels"]:
@@ -128,3 +128,21 @@ def test_a_busy_port_is_one_clear_error():
             MetricsServer(Metrics(), lambda: (True, "ok"), "127.0.0.1", srv.port)
     finally:
         srv.stop()
+
+
+def test_build_info_and_cluster_series_only_with_a_cluster():
+    import platform
+
+    from r53lb import __version__
+
+    def exported(m: Metrics) -> dict[str, list]:
+        return {f.name: f.samples for f in m.registry.collect()}
+
+    single, replica = exported(Metrics()), exported(Metrics(cluster=True))
+    [info] = single["r53lb_build_info"]
+    assert info.labels == {"version": __version__, "python": platform.python_version()} and info.value == 1
+    cluster = {"r53lb_leader", "r53lb_lease_epoch", "r53lb_replicas_fresh", "r53lb_node_votes_down",
+               "r53lb_dynamodb_requests"}
+    assert not cluster & set(single), cluster & set(single)
+    assert cluster <= set(replica)
+    assert "r53lb_build_info" in replica and "r53lb_node_up" in single

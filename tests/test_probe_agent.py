@@ -290,3 +290,13 @@ def test_state_from_a_damaged_store_is_the_default() -> None:
     assert AgentState.from_json(None) == AgentState()
     assert AgentState.from_json({"share": 7, "admin": "sleep", "health": True}) == AgentState()
     assert AgentState.from_json({"share": 0.5, "admin": "drain"}) == AgentState(share=0.5, admin="drain")
+
+
+def test_a_huge_description_with_newlines_and_escape_codes_is_one_short_line() -> None:
+    """The description goes into reasons, the log, alerts and the page: bounded, printable, one line."""
+    text = "disk full\n\x1b[31mROOT\x1b[0m\r" + "x" * 600_000
+    reply = parse_line("down # " + text)
+    assert len(reply.description) <= 120 and reply.description.startswith("disk full ?[31mROOT?[0m x")
+    state = merge_agent(None, reply)
+    assert state.reason == f"agent: down ({reply.description})"
+    assert all(ch.isprintable() for ch in state.reason) and len(state.reason) < 200

@@ -328,3 +328,12 @@ def test_postfix_recipe(prometheus: Prometheus, exporter: Exporter) -> None:
     assert (scaled.status, scaled.share, scaled.detail) == ("ok", 0.55, "queue-depth 10500 -> 55%")
     # A node Prometheus knows nothing of: unknown.
     assert run(depth, "mx2").status == "unknown"
+
+
+def test_an_error_type_from_a_proxy_is_trimmed_to_one_short_line() -> None:
+    body = {"status": "error", "errorType": "bad_data\n\x1b[2J" + "E" * 600_000, "error": "x\ny" * 1000}
+    reading = parse_response(body)
+    assert reading.value is None
+    kind, _, text = reading.error.partition(": ")
+    assert len(kind) <= 40 and kind.startswith("bad_data ?[2J")
+    assert "\n" not in reading.error and "\x1b" not in reading.error and len(reading.error) <= 40 + 2 + 160

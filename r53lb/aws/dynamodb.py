@@ -21,7 +21,10 @@ from .session import Transient, report, with_retries
 if TYPE_CHECKING:
     from r53lb.config import AwsConfig
 
-__all__ = ["ConditionFailed", "DynamoDB", "DynamoDBError", "create_table"]
+__all__ = ["ConditionFailed", "DynamoDB", "DynamoDBError", "check_table", "create_table"]
+
+KEY_SCHEMA = {"pk": ("HASH", "S"), "sk": ("RANGE", "S")}
+TTL_ATTRIBUTE = "expires"
 
 class DynamoDBError(R53lbError):
     """DynamoDB could not be used (after retries); one line, never credentials. `code`: the error's class."""
@@ -119,6 +122,29 @@ class DynamoDB:
                             backoff_max=self.backoff_max, give_up=DynamoDBError)
 
 
+def check_table(db: DynamoDB, table: str) -> list[str]:
+    """What is wrong with an existing table for r53lb (its key schema, its TTL); empty when nothing."""
+    desc = db.call("DescribeTable", TableName=table)["Table"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
+    keys = {k["AttributeName"]: (k["KeyType"], types.get(k["AttributeName"], "?")) for k in desc.get("KeySchema", [])}
+    problems = []
+    if keys != KEY_SCHEMA:
+        def show(ks: dict[str, tuple[str, str]]) -> str:
+            return ", ".join(f"{name} {kind} {t}" for name, (kind, t) in sorted(ks.items(), key=lambda kv: kv[1][0]))
+
+        problems.append(f"its key schema is {show(keys) or 'unknown'}, r53lb needs {show(KEY_SCHEMA)} "
+                        "(create another table, or delete this one and run `r53lb cluster init` again)")
+    ttl = db.call("DescribeTimeToLive", TableName=table).get("TimeToLiveDescription", {})
+    status, attr = ttl.get("TimeToLiveStatus", "DISABLED"), ttl.get("AttributeName")
+    if status not in ("ENABLED", "ENABLING"):
+        problems.append(f"its TTL is {status.lower()}, r53lb needs it on attribute `{TTL_ATTRIBUTE}` (history and "
+                        f"heartbeats of replicas gone for good expire by it): aws dynamodb update-time-to-live "
+                        f"--table-name {table} --time-to-live-specification Enabled=true,AttributeName={TTL_ATTRIBUTE}")
+    elif attr != TTL_ATTRIBUTE:
+        problems.append(f"its TTL is on attribute `{attr}`, r53lb writes `{TTL_ATTRIBUTE}`")
+    return problems
+
+
 def create_table(db: DynamoDB, table: str, wait: float = 60.0) -> bool:
     """Create the cluster's table (on demand, TTL on `expires`) when it does not exist; True if created."""
     try:
@@ -144,7 +170,7 @@ def create_table(db: DynamoDB, table: str, wait: float = 60.0) -> bool:
             raise DynamoDBError(f"DynamoDB table {table} still {status} after {wait:g}s", "Timeout")
         time.sleep(0.5)
     db.call("UpdateTimeToLive", TableName=table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"})
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
     return True
 
 

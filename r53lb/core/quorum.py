@@ -5,18 +5,24 @@ sequence number. A replica counts while its heartbeat is fresh: its sequence mov
 `stale_after` on *our* monotonic clock (no other machine's clock is trusted). A node goes
 down when a quorum of the counting replicas sees it down, up when a quorum sees it up;
 otherwise it keeps its previous state, so one replica cut off from the fleet drains nothing.
+
+Only replicas running the same config vote (`digest`, the loaded model's): a replica whose
+config lacks node `x` would otherwise be an "up" vote for `x`. One whose config differs, or
+whose heartbeat could not be read (another version), still counts towards the majority while
+its heartbeat moves, but votes neither way. Signal verdicts that take a node out (an agent's
+`down`/`maint`, a metric out of bounds) are quorum decisions too (`quorum_out`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from .health import NodeHealth, Transition
 
-__all__ = ["Beat", "Opinion", "Votes", "fresh", "needed", "quorum_health", "track"]
+__all__ = ["Beat", "Opinion", "Votes", "fresh", "mismatched", "needed", "quorum_health", "quorum_out", "track"]
 
 NodeKey = tuple[str, str]
 Rule = Literal["majority"] | int
@@ -30,6 +36,8 @@ class Opinion:
     seq: int
     voting: bool  # it has probed every node once: before that it has no opinion to count
     down: Mapping[NodeKey, str]
+    digest: str = ""  # of the config it runs ("" when its heartbeat could not be read)
+    out: Mapping[NodeKey, str] = field(default_factory=dict)  # nodes its signal checks take out
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,11 @@ def track(prev: Mapping[str, Beat], opinions: Iterable[Opinion], now: float) -> 
 
 def fresh(beats: Mapping[str, Beat], now: float, stale_after: float) -> set[str]:
     return {r for r, b in beats.items() if now - b.since < stale_after}
+
+
+def mismatched(opinions: Iterable[Opinion], digest: str) -> list[str]:
+    """The replicas whose config digest is not `digest` (an unreadable heartbeat has none)."""
+    return sorted(o.replica for o in opinions if o.digest != digest)
 
 
 def needed(rule: Rule, voters: int) -> int:
@@ -100,3 +113,27 @@ def quorum_health(
         else:
             view[key] = h
     return view, votes, transitions
+
+
+def quorum_out(
+    prev: Mapping[NodeKey, str | None],
+    opinions: Sequence[Opinion],
+    rule: Rule,
+) -> dict[NodeKey, str | None]:
+    """The quorum's say on the signal checks of every node in `prev`: the reason a quorum of
+    replicas sees it taken out (agent `down`/`maint`, a metric out of bounds), or None when a
+    quorum sees it in. Without a quorum either way a node keeps its previous say, as for health."""
+    voters = [o for o in opinions if o.voting]
+    need = needed(rule, len(opinions))
+    view: dict[NodeKey, str | None] = {}
+    for key, was in prev.items():
+        saw = [o for o in voters if key in o.out]
+        out, inn = len(saw), len(voters) - len(saw)
+        if voters and out >= need:
+            why = "; ".join(f"{o.replica}: {o.out[key]}" for o in saw)
+            view[key] = was if was is not None else f"{out} of {len(opinions)} replicas: {why}"
+        elif voters and inn >= need:
+            view[key] = None
+        else:
+            view[key] = was
+    return view

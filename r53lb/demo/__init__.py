@@ -410,6 +410,9 @@ class Demo:
         self.records: dict[str, Any] = {}
         self.latest: dict[tuple[str, str], list[Any]] = {}
         self._next_cycle = time.monotonic()
+        from ..engine.metrics import Metrics
+
+        self.metrics = Metrics()  # what the page's /metrics link shows: this fleet's series
 
     @property
     def writes(self) -> int:
@@ -459,7 +462,26 @@ class Demo:
                 self.weights[(pool.name, node.id)] = (None if rec is None else rec.weight,
                                                       reasons.get((pool.name, node.id), ""))
         self.out.update(self.weights, {k: h.up for k, h in self.ctl.health.items()})
+        self._observe(result)
         return result
+
+    def _observe(self, result: "CycleResult") -> None:
+        """The daemon's main series, fed from one cycle of the demo's controller."""
+        m = self.metrics
+        for r in result.results:
+            if r.pool:
+                m.observe_probe(r)
+        for (pool, node), h in self.ctl.health.items():
+            m.node_up.labels(pool, node).set(1 if h.up else 0)
+        for (pool, node), (w, _) in self.weights.items():
+            if w is not None:
+                m.node_weight.labels(pool, node).set(w)
+        for pp in result.plan.pools:
+            m.pool_panic.labels(pp.pool).set(1 if pp.panic else 0)
+            for node, d in pp.decisions.items():
+                m.node_desired_weight.labels(pp.pool, node).set(d.weight)
+        m.hold.set(1 if result.plan.hold else 0)
+        m.last_round.set(time.time())
 
     def weight(self, pool: str, node: str) -> int | None:
         return self.weights.get((pool, node), (None, ""))[0]
@@ -610,7 +632,7 @@ class Demo:
 
 def _serve_page(world: World, demo: "Demo", host: str, port: int) -> str:
     """The status page of `r53lb run`, showing the demo's fleet; returns its URL."""
-    from ..engine.metrics import Metrics, MetricsError, MetricsServer
+    from ..engine.metrics import MetricsError, MetricsServer
     from ..engine.web import live_document
 
     def status() -> dict[str, Any]:
@@ -618,7 +640,7 @@ def _serve_page(world: World, demo: "Demo", host: str, port: int) -> str:
                              state_path=demo.cfg.state.resolved_path(), now=demo.ctl.clock())
 
     try:
-        server = MetricsServer(Metrics(), lambda: (True, "demo"), host, port, status=status).start()
+        server = MetricsServer(demo.metrics, lambda: (True, "demo"), host, port, status=status).start()
     except MetricsError as e:
         raise DemoFailed(f"status page: {str(e).split(': ', 1)[1].split(' (')[0]} (--page-addr)") from None
     world.stack.callback(server.stop)

@@ -6,7 +6,11 @@ the same TransactWriteItems) and one consistent read of the `live` partition (th
 and every heartbeat). Takeovers (rare) cost one more conditional write.
 
 The engine asks `guard()` right before each Route 53 write and plans with `view`, the
-quorum view: the writer never plans with its own probes alone.
+quorum view: the writer never plans with its own probes alone; and with `out_view`, the
+quorum's say on the signal checks that take a node out (agent down/maint, metric out).
+
+A heartbeat carries the config's digest: only replicas whose digest is the writer's vote;
+`mismatch` names the fresh replicas whose digest differs from the lease holder's.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..core.health import NodeHealth, Transition
 from ..core.lease import Held, LeaseRecord, Observed, held_from, may_take, may_write, observe, takeover_at
-from ..core.quorum import Beat, Opinion, Votes, fresh, quorum_health, track
+from ..core.quorum import Beat, Opinion, Votes, fresh, mismatched, quorum_health, quorum_out, track
 
 if TYPE_CHECKING:
     from ..config import ClusterConfig
@@ -70,6 +74,13 @@ class Cluster:
         self.opinions: list[Opinion] = []
         self.view: dict[NodeKey, NodeHealth] = {}
         self.votes: dict[NodeKey, Votes] = {}
+        self.out_view: dict[NodeKey, str | None] = {}  # the quorum's say on signals: reason out, or None
+        self.local_out: dict[NodeKey, str] = {}  # this replica's own signals that take a node out
+        self.out_moved: set[NodeKey] = set()  # nodes the quorum took out or let in at the last decide
+        self.mismatch: list[str] = []  # fresh replicas whose config digest is not the lease holder's
+        self._mismatch_told: dict[str, str] = {}  # replica -> digest already alerted about
+        self._drains_known: tuple[str, str] | None = None
+        self._drains_news: set[str] = set()
         self.seq = 0
         self.epoch_seen = 0
         self.owner_seen: str | None = None
@@ -113,11 +124,17 @@ class Cluster:
 
     # --- one beat (blocking) ---------------------------------------------------------------
 
-    def beat(self, local: Mapping[NodeKey, NodeHealth], voting: bool, now: datetime) -> BeatOutcome:
+    def beat(self, local: Mapping[NodeKey, NodeHealth], voting: bool, now: datetime,
+             out: Mapping[NodeKey, str] | None = None) -> BeatOutcome:
         from ..aws.dynamodb import ConditionFailed, DynamoDBError
 
         self.seq += 1
-        op = Opinion(self.replica, self.seq, voting, {k: h.reason for k, h in local.items() if not h.up})
+        # News first: the reasons of nodes the view still has up travel before the rest (a
+        # heartbeat carries a bounded number of reasons; every node's vote travels whatever).
+        down = sorted(((k, h.reason) for k, h in local.items() if not h.up),
+                      key=lambda kv: (not (self.view.get(kv[0]) or local[kv[0]]).up, kv[0]))
+        self.local_out = dict(out or {})
+        op = Opinion(self.replica, self.seq, voting, dict(down), self.store.digest, self.local_out)
         lease = self.cfg.lease
         lost: str | None = None
         held = self.held
@@ -169,6 +186,12 @@ class Cluster:
         self.beats = track(self.beats, others, t)
         alive = fresh(self.beats, t, stale_after(self.cfg.heartbeat))
         self.opinions = [op] + [o for o in others if o.replica in alive]
+        self._check_config(record, beats, alive)
+        seen = self.store.drains_seen
+        if seen != self._drains_known:
+            if self._drains_known is not None or self.seq > 1:
+                self._drains_news.add(seen[1] if seen is not None else "")
+            self._drains_known = seen
         self._lost_log(lost)
         return BeatOutcome(took=took, lost=lost)
 
@@ -227,6 +250,38 @@ class Cluster:
         except Exception as e:  # ConditionFailed (already lost) or DynamoDB away: it expires by itself
             log.warning("cluster: could not release the lease (it expires by itself): %s", e)
 
+    def _check_config(self, record: LeaseRecord | None, beats: Mapping[str, "Heartbeat"], alive: set[str]) -> None:
+        """Which fresh replicas run another config than the lease holder's (they do not vote)."""
+        mine = self.store.digest
+        leader = beats.get(record.owner) if record is not None and record.owner != self.replica else None
+        reference = leader.opinion.digest if leader is not None and leader.opinion.digest else mine
+        others = [o for o in self.opinions if o.replica in alive or o.replica == self.replica]
+        self.mismatch = mismatched(others, reference)
+        if self.replica in self.mismatch and self._mismatch_told.get(self.replica) != mine:
+            self._mismatch_told[self.replica] = mine
+            log.warning("cluster: %s runs another config (digest %s) than the lease holder %s (%s): "
+                        "its opinion does not count", self.replica, mine, record.owner if record else "?", reference)
+        for r in list(self._mismatch_told):
+            if r not in self.mismatch:
+                del self._mismatch_told[r]
+
+    def drain_news(self) -> set[str]:
+        """The pools whose drains changed (`r53lb drain`/`enable` on any host) since the last call:
+        the writer applies them at once instead of at its next resync."""
+        news, self._drains_news = self._drains_news, set()
+        return news
+
+    def new_mismatches(self) -> list[tuple[str, str]]:
+        """For the lease holder's alert, once per replica and digest: (replica, its digest or '')."""
+        if not self.is_leader():
+            return []
+        out = []
+        for o in self.opinions:
+            if o.replica in self.mismatch and self._mismatch_told.get(o.replica) != o.digest:
+                self._mismatch_told[o.replica] = o.digest
+                out.append((o.replica, o.digest))
+        return out
+
     def _lost_log(self, lost: str | None) -> None:
         if lost:
             log.warning("cluster: %s steps down, writes nothing more: %s", self.replica, lost)
@@ -237,6 +292,9 @@ class Cluster:
         """Fold the fresh opinions into the view; a node first seen here starts from local health."""
         prev = {k: self.view.get(k) or local[k] for k in local}
         self.view, self.votes, transitions = quorum_health(prev, self.opinions, self.cfg.quorum, now)
+        was = {k: self.out_view[k] if k in self.out_view else self.local_out.get(k) for k in local}
+        self.out_view = quorum_out(was, self.opinions, self.cfg.quorum)
+        self.out_moved = {k for k, v in self.out_view.items() if (v is None) != (was.get(k) is None)}
         return transitions
 
     def adopt_view(self, stored: Mapping[NodeKey, NodeHealth]) -> None:

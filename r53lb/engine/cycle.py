@@ -143,6 +143,10 @@ class Controller:
         self._zone_ids: dict[str, str] = {}
         # Each node's signals as the last refresh left them (run mode's metrics read these).
         self.last_signals: dict[NodeKey, NodeSignals] = {}
+        # A cluster: the writer's quorum say on signals that take a node out (engine/cluster.py's
+        # out_view), and whether this engine records signal changes (the lease holder only).
+        self.signal_quorum: dict[NodeKey, str | None] | None = None
+        self.records: Callable[[], bool] | None = None
 
     # --- probing --------------------------------------------------------------------------
 
@@ -173,7 +177,7 @@ class Controller:
     def verdicts(self, cached: Cached | None = None) -> dict[NodeKey, Reputation]:
         """Every node's reputation, read once (not once per node)."""
         assert self.store is not None
-        return reputations(self.store.check_results() if cached is None else cached)
+        return reputations(signals.cached(self) if cached is None else cached)
 
     signal_checks = staticmethod(signals.signal_checks)
     node_signals = staticmethod(signals.node_signals)
@@ -181,9 +185,13 @@ class Controller:
 
     def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
         assert self.store is not None
-        cached = self.store.check_results() if cached is None else cached
+        cached = signals.cached(self) if cached is None else cached
         clocks = ((p.name, n.id, signals.warmup_clock(p, n, cached)) for p in self.cfg.pools for n in p.nodes)
         return {(p, n): c for p, n, c in clocks if c is not None}
+
+    def checks_cached(self) -> Cached:
+        """The signal checks' state, read from the store once and kept in memory (engine/signals.py)."""
+        return signals.cached(self)
 
     async def refresh_verdicts(self, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
         """Run the signal checks that are due; True when something that steers a weight changed."""
@@ -355,7 +363,8 @@ class Controller:
                 drained=drains[key][0] if key in drains else None,
                 reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
-                signals=self.node_signals(pool, node, cached),
+                signals=signals.quorum_signals(self.node_signals(pool, node, cached), False if self.signal_quorum is None
+                                               else self.signal_quorum.get(key, False)),
                 warmup_clock=self.warmup_clock(pool, node, cached),
             ))
         return out
@@ -378,7 +387,7 @@ class Controller:
              interval_cycles: bool = False, health: dict[NodeKey, NodeHealth] | None = None) -> Plan:
         assert self.store is not None
         drains = self.store.drains()
-        cached = self.store.check_results()
+        cached = signals.cached(self)
         verdicts = self.verdicts(cached)
         health = self.health if health is None else health
         plan = Plan()

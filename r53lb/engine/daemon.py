@@ -110,14 +110,16 @@ class Daemon:
         route53_factory: Callable[..., "Route53"] | None = None,
         resync: float = RESYNC_SECONDS,
         clock: Callable[[], datetime] = utcnow,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
+        self.allowed_hosts = tuple(allowed_hosts)  # besides the config's status_page.hosts
         self.cfg: Config = load(config_path)  # a broken config fails here, before anything starts
         self.metrics_addr = metrics_addr
         self.route53_factory = route53_factory
         self.resync = resync
         self.clock = clock
-        self.metrics = Metrics()
+        self.metrics = Metrics(cluster=self.cfg.cluster is not None)  # a reload never changes `cluster`
         self.metrics_server: MetricsServer | None = None
         self.store: StateStore | None = None
         self.notifier: Notifier | None = None
@@ -189,8 +191,9 @@ class Daemon:
             if self.metrics_addr is not None:
                 from .web import daemon_document
 
-                self.metrics_server = MetricsServer(self.metrics, self.healthz, *self.metrics_addr,
-                                                    status=lambda: daemon_document(self)).start()
+                self.metrics_server = MetricsServer(
+                    self.metrics, self.healthz, *self.metrics_addr, status=lambda: daemon_document(self),
+                    allowed_hosts=(*self.cfg.status_page.hosts, *self.allowed_hosts)).start()
                 stack.callback(self.metrics_server.stop)
             self.notifier = Notifier(self.cfg.notify, self.cfg.aws, self.metrics).start()
             self._ctl = self._controller(self.cfg, self._route53(self.cfg))
@@ -281,7 +284,10 @@ class Daemon:
             if self.notifier is not None:
                 self.notifier(kind, message, details)
 
-        return Controller(cfg, self.store, r53, clock=self.clock, notify=notify)
+        ctl = Controller(cfg, self.store, r53, clock=self.clock, notify=notify)
+        if self.cluster is not None:  # the writer records signal changes and plans with the quorum's say
+            ctl.records, ctl.signal_quorum = self.cluster.is_leader, self.cluster.out_view
+        return ctl
 
     def _reset_progress(self, cfg: Config) -> None:
         now = time.monotonic()
@@ -605,6 +611,7 @@ class Daemon:
                 await self._follow(z, ctl)  # followers probe, publish and read; only the lease holder writes
                 return
             health, comment = self.cluster.planning_health(health), self.cluster.comment()
+            ctl.signal_quorum = self.cluster.out_view
         started = time.monotonic()
         out: ZoneOutcome = await asyncio.to_thread(
             ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment)
@@ -685,7 +692,7 @@ class Daemon:
 
     def _observe_plan(self, plan: Plan) -> None:
         now = self.clock()
-        cached = self.ctl.store.check_results() if plan.pools and self.ctl.store is not None else {}
+        cached = self.ctl.checks_cached() if plan.pools and self.ctl.store is not None else {}
         verdicts = self.ctl.verdicts(cached) if plan.pools else {}
         clocks = self.ctl.warmup_clocks(cached) if plan.pools else {}
         for pp in plan.pools:
@@ -746,6 +753,10 @@ class Daemon:
                 t.cancel()  # each loop is replaced below; a probe in flight only reads
             self._node_tasks = {}
             self.cfg, self._ctl = new, ctl
+            if self.cluster is not None:  # the heartbeat's config identity and node order follow
+                from ..state.dynamodb import config_digest, node_order
+
+                self.cluster.store.digest, self.cluster.store.order = config_digest(new), node_order(new)
             self._sem = asyncio.Semaphore(new.defaults.concurrency)
             if self.scheduler is not None:
                 self.scheduler.remove_all_jobs()
@@ -771,6 +782,7 @@ class Daemon:
         self.metrics.leader.set_function(lambda: 1.0 if cluster.is_leader() else 0.0)
         self.metrics.lease_epoch.set_function(lambda: float(cluster.epoch))
         self.metrics.replicas_fresh.set_function(lambda: float(cluster.fresh_count()))
+        self.metrics.replicas_config_mismatch.set_function(lambda: float(len(cluster.mismatch)))
         log.info("cluster: replica %s, table %s, lease %gs, heartbeat %gs, quorum %s", cluster.replica,
                  self.cfg.cluster.table, self.cfg.cluster.lease, self.cfg.cluster.heartbeat, self.cfg.cluster.quorum)
         return store
@@ -807,9 +819,24 @@ class Daemon:
     async def _beat(self, cluster: "Cluster") -> None:
         ctl = self.ctl
         local = dict(ctl.health)
+        says_out = {k: ns.out for k, ns in ctl.last_signals.items() if ns.out is not None}
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self._lease_pool, cluster.beat, local, self._voting(), self.clock())
+        out = await loop.run_in_executor(self._lease_pool, cluster.beat, local, self._voting(), self.clock(), says_out)
         self._watch_table(cluster, out.error)
+        for pool_name in cluster.drain_news():  # a drain or enable in the table: apply it now
+            for zone in {p.zone for p in self.cfg.pools if p.name == pool_name or not pool_name}:
+                if zone in self.zones:
+                    self.request_reconcile(zone)
+        for name, digest in cluster.new_mismatches():
+            if digest:
+                message = (f"cluster: replica {name} runs another config than the lease holder {cluster.replica} "
+                           f"(digest {digest}, not {cluster.store.digest}): its opinion does not count")
+            else:
+                message = (f"cluster: the lease holder {cluster.replica} cannot read the heartbeat of replica {name} "
+                           "(another version?): its opinion does not count")
+            log.error("%s", message)
+            if self.notifier is not None:
+                self.notifier("alert", message, {"replica": name, "digest": digest})
         if out.took:
             stored = await loop.run_in_executor(self._table_pool, cluster.store.health)
             cluster.decide(local, self.clock())
@@ -835,7 +862,8 @@ class Daemon:
             stored.add_done_callback(self._view_stored)
             for key, t in transitions:
                 log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
-        zones = {p.zone for p in self.cfg.pools if any(k[0] == p.name for k, _ in transitions)}
+        moved = {k[0] for k, _ in transitions} | {k[0] for k in cluster.out_moved}  # health or signals by quorum
+        zones = {p.zone for p in self.cfg.pools if p.name in moved}
         for zone in (self.zones if out.took else zones):
             self.request_reconcile(zone)
 
@@ -916,7 +944,8 @@ class Daemon:
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
-def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS) -> int:
+def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, resync: float = RESYNC_SECONDS,
+        allowed_hosts: Sequence[str] = ()) -> int:
     """Entry point for the CLI: build the daemon (a broken config raises ConfigError) and run it."""
     from datetime import timedelta
 
@@ -925,5 +954,6 @@ def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, re
     def clock() -> datetime:
         return utcnow() + skew  # the wall clock only: the lease and the quorum run on monotonic time
 
-    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow)
+    daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow,
+                    allowed_hosts=allowed_hosts)
     return asyncio.run(daemon.run())

@@ -32,6 +32,9 @@ __all__ = ["Step", "WaitFailed", "reconcile_zone_once", "apply_and_wait"]
 STEPS = ("apply", "insync", "dns", "ttl")
 LOCK_TRY = 2.0  # seconds to wait for the state file before assuming a running daemon holds it
 POLL = 0.5  # seconds between two looks at Route 53 or the name servers
+# A cluster's writer sees a new drain at its next heartbeat read (a second or two) and writes
+# it: `--wait` looks at Route 53 this seldom meanwhile (the account's request rate is shared).
+CLUSTER_POLL = 3.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ def _apply(ctl: "Controller", pool: "Pool", node: "Node", drained: bool, clock: 
             weights = _node_weights(ctl, pool, node)
             if weights and all((w == 0) == drained for w, _ in weights.values()):
                 return [], "written by the r53lb process that holds the state file (r53lb run?)"
+            if ctl.cfg.cluster is not None:
+                clock.nap("apply", f"the cluster's lease holder has not written {want} for {pool.name}/{node.id} "
+                                   "to Route 53 yet", CLUSTER_POLL)
+                continue
             clock.nap("apply", f"another r53lb process holds the state file and Route 53 does not show "
                                f"{want} for {pool.name}/{node.id} yet")
     if out.error:

@@ -6,18 +6,17 @@ Every daemon owns a private CollectorRegistry, so tests (and embedders) may run 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
+import platform
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from .. import __version__
 from ..errors import R53lbError
 from ..core.signals import NodeSignals
 from ..probes.base import ProbeResult
+from .httpserver import HttpServer
 
 __all__ = ["Metrics", "MetricsError", "MetricsServer", "reason_class", "parse_addr"]
 
@@ -34,11 +33,18 @@ def reason_class(r: ProbeResult) -> str:
 
 
 class Metrics:
-    """The r53lb_* series. Label values are pool and node names from the config, never free text."""
+    """The r53lb_* series. Label values are pool and node names from the config, never free text.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    The cluster's series (lease, replicas, votes, DynamoDB) are exported only with `cluster`: a
+    single controller showing `r53lb_leader 0` would read as a replica that lost its lease.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, cluster: bool = False) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.build_info = Gauge("r53lb_build_info", "Always 1; the running version in the labels",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         self.node_up = Gauge("r53lb_node_up", "1 when the node is healthy (rise/fall state), else 0",
                              ["pool", "node"], registry=r)
         self.node_weight = Gauge("r53lb_node_weight", "The node's weight in Route 53, as last read or written",
@@ -78,16 +84,21 @@ class Metrics:
         self.last_round = Gauge("r53lb_last_probe_round_timestamp_seconds",
                                 "When the last full probe round (every node probed once) finished",
                                 registry=r)
-        # Cluster (several replicas on DynamoDB); absent values stay 0 on a single controller.
+        # Cluster (several replicas on DynamoDB): kept unregistered (never exported) without one.
+        r = self.registry if cluster else None
         self.leader = Gauge("r53lb_leader", "1 while this replica holds the lease (computed when scraped)",
                             registry=r)
         self.lease_epoch = Gauge("r53lb_lease_epoch", "The lease epoch this replica last saw or holds", registry=r)
         self.replicas_fresh = Gauge("r53lb_replicas_fresh",
                                     "Replicas whose heartbeat is fresh, this one included", registry=r)
+        self.replicas_config_mismatch = Gauge(
+            "r53lb_replicas_config_mismatch",
+            "Fresh replicas whose config digest is not the lease holder's (they do not vote)", registry=r)
         self.node_votes_down = Gauge("r53lb_node_votes_down", "Fresh replicas that see the node down",
                                      ["pool", "node"], registry=r)
         self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
                                          ["operation", "outcome"], registry=r)
+        r = self.registry
         self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
                                       ["outcome"], registry=r)
 
@@ -150,16 +161,6 @@ def parse_addr(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes every 15 s would flood the log
-        pass
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 Health = Callable[[], tuple[bool, str]]
 
 
@@ -169,10 +170,12 @@ class MetricsError(R53lbError):
 
 class MetricsServer:
     """/metrics (Prometheus text format) and /healthz (200 or 503 with the reason) on one port;
-    with `status`, the read-only status page at / and /api/status (engine/web.py)."""
+    with `status`, the read-only status page at / and /api/status (engine/web.py). Served by
+    engine/httpserver.py: bounded threads, connections, header size and time; only the Host
+    names in `allowed_hosts` (besides the bind address, localhost and IP literals)."""
 
     def __init__(self, metrics: Metrics, health: Health, host: str = "127.0.0.1", port: int = 9464,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, allowed_hosts: Iterable[str] = ()) -> None:
         metrics_app = make_wsgi_app(metrics.registry)
         page = None
         if status is not None:
@@ -208,25 +211,20 @@ class MetricsServer:
             start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
 
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         try:
-            self._httpd = make_server(host, port, app, server_class=server_class, handler_class=_Quiet)
+            self._httpd = HttpServer(app, host, port, allowed_hosts)
         except OSError as e:
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             reason = (e.strerror or str(e)).lower()
             raise MetricsError(f"metrics: cannot listen on {where}: {reason} (--metrics-addr, or --no-metrics)") from None
         self.host = host
-        self.port = self._httpd.server_port  # the real one when 0 was asked
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="r53lb-metrics", daemon=True)
+        self.port = self._httpd.port  # the real one when 0 was asked
 
     def start(self) -> "MetricsServer":
-        self._thread.start()
+        self._httpd.start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz",
                  f"[{self.host}]" if ":" in self.host else self.host, self.port)
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+        self._httpd.stop()

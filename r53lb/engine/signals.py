@@ -5,17 +5,24 @@ The shell around core/reputation.py and core/signals.py, shared by `sync` and `r
 known verdict (unknown keeps it: the core's rule), keep it in the state store under the
 check's slot (`dnsbl:2`, `agent:1`, `prom:3`: kind and position in the node's checks), record
 every change in the history, and step the clocks of gated warm-ups.
+
+The check state is read from the store once (`cached`) and kept in memory; a result is
+written back when it changed, or to refresh its stored time at most every `RESTAMP` (so
+a restart knows which checks are due). In a cluster each replica keeps its own (state/
+dynamodb.py: per replica, never overwritten by another), only the lease holder records
+the changes in the history and notifies (`ctl.records`), and the writer plans with the
+quorum's say on what takes a node out (`quorum_signals`).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..config import Check, Node, Pool
 from ..core.reputation import Verdict, combine, fold
-from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, agent_signal, fold_agent,
+from ..core.signals import (NO_SIGNALS, AgentState, MetricVerdict, NodeSignals, Signal, agent_signal, fold_agent,
                             fold_metric, metric_signal)
 from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
@@ -24,8 +31,8 @@ from ..probes.runner import Job, run_all
 if TYPE_CHECKING:
     from .cycle import Controller
 
-__all__ = ["DUE_SLACK", "SLOT_PREFIX", "WARMUP_SLOT", "Cached", "signal_checks", "node_signals",
-           "warmup_clock", "refresh"]
+__all__ = ["DUE_SLACK", "RESTAMP", "SLOT_PREFIX", "WARMUP_SLOT", "Cached", "cached", "quorum_signals",
+           "signal_checks", "node_signals", "warmup_clock", "refresh"]
 
 log = logging.getLogger("r53lb")
 
@@ -35,6 +42,54 @@ WARMUP_SLOT = "warmup"  # a gated warm-up's clock (its pauses)
 # and a check asked at 0.95 x its interval must not wait for the turn after.
 DUE_SLACK = 0.10
 Cached = dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]  # (pool, node, slot) -> (at, verdict)
+RESTAMP = timedelta(minutes=30)  # an unchanged result's stored time is refreshed this often
+
+
+class _Memory:
+    """The check state of one store, in memory: what was read once, and what the store holds."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.cached: Cached = store.check_results()
+        self.stored: Cached = dict(self.cached)
+
+
+def _memory(ctl: "Controller") -> _Memory:
+    mem = getattr(ctl, "_checks_memory", None)
+    if mem is None or mem.store is not ctl.store:  # a new store (a snapshot for --dry-run): read it once
+        mem = _Memory(ctl.store)
+        ctl._checks_memory = mem  # type: ignore[attr-defined]
+    return mem
+
+
+def cached(ctl: "Controller") -> Cached:
+    """The check state as the engine knows it (read from the store once per store)."""
+    assert ctl.store is not None
+    return dict(_memory(ctl).cached)
+
+
+def _keep(ctl: "Controller", key: tuple[str, str, str], now: datetime, result: dict[str, Any]) -> None:
+    """Into memory; into the store when it changed or its stored time is RESTAMP old."""
+    assert ctl.store is not None
+    mem = _memory(ctl)
+    mem.cached[key] = (now, result)
+    was = mem.stored.get(key)
+    if was is None or was[1] != result or now - was[0] >= RESTAMP:
+        ctl.store.put_check_result(key[0], key[1], key[2], now, result)
+        mem.stored[key] = (now, result)
+
+
+def quorum_signals(own: NodeSignals, say: str | None | bool) -> NodeSignals:
+    """A node's signals as the writer of a cluster plans with them: taken out or not as a quorum
+    of replicas says (`say`: the reason out, None: in, False: no quorum view, the own signals)."""
+    if say is False:
+        return own
+    if say is not None:
+        return own if own.out is not None else NodeSignals(own.signals + (Signal("quorum", "agent", out=say, reason=say),))
+    if own.out is None:
+        return own
+    return NodeSignals(tuple(s if s.out is None else Signal(s.name, s.kind, reason=f"{s.reason} (no quorum sees it out)",
+                                                             value=s.value) for s in own.signals))
 
 
 def signal_checks(pool: Pool, node: Node) -> list[tuple[str, Check, float]]:
@@ -87,7 +142,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
     are looked at. True when something that steers a weight changed.
     """
     assert ctl.store is not None
-    cached = ctl.store.check_results()
+    cached = dict(_memory(ctl).cached)
     due: list[tuple[str, Job]] = []
     for pool, node in nodes:
         for slot, check, interval in signal_checks(pool, node):
@@ -109,7 +164,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
                 result, moved = _fold_metric(ctl, r, cached.get(key), now)
             changed |= moved
             cached[key] = (now, result)
-            ctl.store.put_check_result(r.pool, r.node, slot, now, result)
+            _keep(ctl, key, now, result)
         changed |= _step_gates(ctl, nodes, cached, now)
     for pool, node in nodes:
         ctl.last_signals[(pool.name, node.id)] = node_signals(pool, node, cached)
@@ -174,11 +229,19 @@ def _event(ctl: "Controller", now: datetime, r: ProbeResult, kind: str, frm: str
            details: dict[str, Any], notify: bool) -> None:
     """History and a log line for every change; a notification only when the node goes out or comes back."""
     assert ctl.store is not None
-    ctl.store.add_event(now, r.pool, r.node, kind, frm, to, reason)
     log.info("%s/%s: %s %s -> %s: %s", r.pool, r.node, kind, frm, to, reason)
+    if not _records(ctl):
+        return  # a cluster's follower: the lease holder records it (once, not once per replica)
+    ctl.store.add_event(now, r.pool, r.node, kind, frm, to, reason)
     if notify:
         ctl.notify(kind, f"{r.pool}/{r.node}: {reason}",
                    {"pool": r.pool, "node": r.node, "from": frm, "to": to, "reason": reason, **details})
+
+
+def _records(ctl: "Controller") -> bool:
+    """Whether this engine records signal changes in the history (a cluster: the lease holder only)."""
+    records = getattr(ctl, "records", None)
+    return records is None or bool(records())
 
 
 def _step_gates(ctl: "Controller", nodes: list[tuple[Pool, Node]], cached: Cached, now: datetime) -> bool:
@@ -206,8 +269,9 @@ def _step_gates(ctl: "Controller", nodes: list[tuple[Pool, Node]], cached: Cache
             else:
                 frm, to = "paused", "running"
                 reason = f"gates open again; paused {after.paused_seconds - clock.paused_seconds:.0f}s"
-            ctl.store.add_event(now, pool.name, node.id, "warm-up", frm, to, reason)
+            if _records(ctl):
+                ctl.store.add_event(now, pool.name, node.id, "warm-up", frm, to, reason)
             log.info("%s/%s: warm-up %s: %s", pool.name, node.id, to, reason)
         cached[key] = (now, after.to_json())
-        ctl.store.put_check_result(pool.name, node.id, WARMUP_SLOT, now, after.to_json())
+        _keep(ctl, key, now, after.to_json())
     return moved

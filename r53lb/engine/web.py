@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     from .cycle import Controller, NodeKey
     from .daemon import Daemon
 
-__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "StatusDoc", "daemon_document", "live_document", "render", "status_app"]
+__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "StatusDoc", "daemon_document", "live_document", "public", "render",
+           "status_app"]
 
 log = logging.getLogger("r53lb.engine.web")
 
@@ -72,12 +75,41 @@ def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Map
 
 
 def daemon_document(daemon: "Daemon") -> dict[str, Any]:
-    """`r53lb run`'s status document: its live health, records and latest probes."""
+    """`r53lb run`'s status document: its live health, records and latest probes; a failing
+    zone shows its error's class (the page passes everything through `public` too)."""
     assert daemon.store is not None
     if daemon.cluster is not None:
-        return cluster_document(daemon)
-    return live_document(cfg=daemon.cfg, ctl=daemon.ctl, records=daemon.records, probes=daemon.latest,
-                         state_path=daemon.store.path, now=daemon.clock())
+        doc = cluster_document(daemon)
+    else:
+        doc = live_document(cfg=daemon.cfg, ctl=daemon.ctl, records=daemon.records, probes=daemon.latest,
+                            state_path=daemon.store.path, now=daemon.clock())
+    classes = {name: z.error_class for name, z in list(daemon.zones.items())}
+    for zone, err in doc["zone_errors"].items():
+        # The watcher keeps Route 53's whole message for alerts and the log; the page gets its class.
+        err["error"] = f"{classes.get(zone) or 'Route 53 error'} (the controller's log has the details)"
+    return doc
+
+
+# An AWS message names the caller: "User: arn:aws:sts::123456789012:assumed-role/...".
+_ARN = re.compile(r"\barn:aws[a-z-]*:[^\s\"'<>,;()]*")
+_ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+def public(value: Any) -> Any:
+    """A status document as the HTTP port may show it: no ARN or account id in any text (an alert or
+    history line may quote an AWS error), and +Inf/-Inf/NaN (a Prometheus rule's value) as the
+    strings Prometheus writes, so /api/status stays JSON (json.dumps would write `Infinity`)."""
+    if isinstance(value, str):
+        if "arn:" in value:
+            value = _ARN.sub("arn:…", value)
+        return _ACCOUNT_ID.sub("…", value) if any(c.isdigit() for c in value) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, dict):
+        return {k: public(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [public(v) for v in value]
+    return value
 
 
 def cluster_document(daemon: "Daemon") -> dict[str, Any]:
@@ -333,9 +365,9 @@ class _Bodies:
         with self.lock:
             started = time.monotonic()
             if self.doc is None or started - self.built_at > self.cost * self.REUSE_FACTOR:
-                self.doc, self.bodies, self.built_at, self.cost = self.status(), {}, started, 0.0
+                self.doc, self.bodies, self.built_at, self.cost = public(self.status()), {}, started, 0.0
             if kind not in self.bodies:
-                self.bodies[kind] = (json.dumps(self.doc, indent=2, default=str) if kind == "json"
+                self.bodies[kind] = (json.dumps(self.doc, indent=2, default=str, allow_nan=False) if kind == "json"
                                      else render(self.doc, self.refresh)).encode()
             self.cost += time.monotonic() - started
             return self.bodies[kind]
@@ -361,7 +393,7 @@ def status_app(status: StatusDoc, refresh: int = REFRESH_SECONDS) -> Callable[[d
             body = bodies.get(kind)
         except Exception as e:  # the page must answer, whatever broke; the log has the details
             log.exception("status page: cannot build the status document")
-            body = f"status unavailable: {type(e).__name__}: {e}\n".encode()
+            body = f"status unavailable: {type(e).__name__} (the controller's log has the details)\n".encode()
             return _respond(start_response, "503 Service Unavailable", body, "text/plain; charset=utf-8", method)
         ctype = "application/json" if kind == "json" else "text/html; charset=utf-8"
         return _respond(start_response, "200 OK", body, ctype, method)

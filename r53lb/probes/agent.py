@@ -55,7 +55,7 @@ def parse_line(line: str) -> AgentReply:
             i += 1
             continue
         if line[i] == "#":
-            description = line[i + 1:].strip()
+            description = trim(line[i + 1:], 120)  # it goes into reasons, logs and the page as it is
             break
         j = i
         # HAProxy's parser wants '#' at the start of a word, its manual only "after a sharp":

@@ -69,7 +69,7 @@ def parse_response(body: Any) -> Reading:
     if not isinstance(body, dict):
         return Reading(None, "answer is not a Prometheus API object")
     if body.get("status") != "success":
-        kind = body.get("errorType") or "error"
+        kind = trim(str(body.get("errorType") or "error"), 40)  # Prometheus's few words, or anything a proxy sends
         return Reading(None, f"{kind}: {trim(str(body.get('error') or 'no error text'), 160)}")
     data = body.get("data")
     if not isinstance(data, dict):

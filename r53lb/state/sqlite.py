@@ -104,6 +104,30 @@ def not_writable(path: Path) -> str | None:
     return None
 
 
+def foreign_to_root(path: Path) -> str | None:
+    """Root about to write a state that belongs to another user (the service's): one line, or None.
+
+    What root writes there (the file, its WAL and shared memory, a lock) would be root's, and the
+    service, running as its own user, could no longer open its state: say who to run as instead.
+    """
+    if os.geteuid() != 0:
+        return None
+    target = path if path.exists() else path.parent
+    try:
+        uid = target.stat().st_uid
+    except OSError:
+        return None
+    if uid == 0:
+        return None
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    who = name if not name.startswith("uid ") else f"#{uid}"
+    return (f"state: {target} belongs to {name}; as root r53lb would leave files there that {name} cannot "
+            f"write: run this command as that user (sudo -u {who} r53lb ...)")
+
+
 def state_error(e: BaseException, path: Path) -> StateError:
     """One line for an error of the store that is not (or may not be treated as) corruption."""
     code = _code(e) if isinstance(e, sqlite3.Error) else None
@@ -164,7 +188,7 @@ class StateStore:
         except OSError as e:
             raise StateError(f"state: cannot create {path.parent}: {e.strerror or e}; "
                              f"fix its parent's owner or set state.path") from None
-        why = not_writable(path)
+        why = foreign_to_root(path) or not_writable(path)
         if why:
             raise StateError(why)
         rebuilt = None
