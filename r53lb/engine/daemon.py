@@ -899,10 +899,15 @@ class Daemon:
             self._table_failing = (since, True)
 
     def _store_error(self, what: str, e: BaseException | str) -> None:
-        """A state store error away from the heartbeat: one line, or none while the heartbeat has
-        already said that DynamoDB fails (its recovery line follows)."""
-        if self._table_failing is None:
+        """A state store error away from the heartbeat: one line. In a cluster, the first one of an
+        outage (whoever meets it first, the heartbeat included) is the only one; the heartbeat says
+        when DynamoDB answers again."""
+        if self.cluster is None:
             log.error("%s: %s", what, e)
+        elif self._table_failing is None:
+            log.error("cluster: %s cannot use DynamoDB: %s: %s (said once; a line follows when it answers again)",
+                      self.cluster.replica, what, e)
+            self._table_failing = (time.monotonic(), False)
 
     # --- health of the controller itself ----------------------------------------------------
 
