@@ -2,6 +2,7 @@
 
     from moto_fixtures.dynamodb import dynamodb_controls as ddb
     ddb.throttle("TransactWriteItems", 3)   # the next 3 answer ThrottlingException (HTTP 400)
+    ddb.lose_answer("UpdateItem", 1)        # carried out, but the client gets a 500 instead of the answer
     ddb.counts["PutItem"]
 
 Installed with `install()` (the moto server fixture does it); one per process, like moto's state.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +27,15 @@ class DynamoControls:
         self.counts: collections.Counter[str] = collections.Counter()
         self._faults: dict[str, collections.deque[tuple[str, str]]] = collections.defaultdict(collections.deque)
         self._down = 0.0
+        self._lost: collections.Counter[str] = collections.Counter()
+        self._lost_delay = 0.0
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
             self._faults.clear()
+            self._lost.clear()
 
     def throttle(self, operation: str, n: int = 1) -> None:
         """The next n calls of `operation` answer ThrottlingException, as DynamoDB does under load."""
@@ -40,6 +45,20 @@ class DynamoControls:
              message: str = "Internal server error") -> None:
         with self._lock:
             self._faults[operation].extend((code, message) for _ in range(n))
+
+    def lose_answer(self, operation: str, n: int = 1, delay: float = 0.0) -> None:
+        """The next n calls of `operation` are carried out, but the client gets a 500 instead of
+        the answer, `delay` seconds late (the connection dropped after DynamoDB wrote)."""
+        with self._lock:
+            self._lost[operation] += n
+            self._lost_delay = delay
+
+    def _take_lost(self, action: str) -> float | None:
+        with self._lock:
+            if self._lost[action] > 0:
+                self._lost[action] -= 1
+                return self._lost_delay
+            return None
 
     def _on_request(self, action: str) -> tuple[str, str] | None:
         with self._lock:
@@ -56,6 +75,7 @@ class DynamoControls:
 dynamodb_controls = DynamoControls()
 _orig: dict[str, Callable[..., Any]] = {}
 _lock = threading.Lock()
+_apply = threading.Lock()
 
 
 def _counted(self: Any) -> Any:
@@ -65,11 +85,20 @@ def _counted(self: Any) -> Any:
         action = "?"
     fault = dynamodb_controls._on_request(action)
     if fault is not None:
-        code, message = fault
-        status = 500 if code == "InternalServerError" else 400
-        body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
-        return status, {"Content-Type": "application/x-amz-json-1.0", "status": str(status)}, body
-    return _orig["call_action"](self)
+        return _error(*fault)
+    with _apply:  # DynamoDB applies a conditional write atomically; moto's threaded server does not
+        result = _orig["call_action"](self)
+    lost = dynamodb_controls._take_lost(action)
+    if lost is not None:
+        time.sleep(lost)
+        return _error("InternalServerError", "the answer was lost on the way back")
+    return result
+
+
+def _error(code: str, message: str) -> tuple[int, dict[str, str], str]:
+    status = 500 if code == "InternalServerError" else 400
+    body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+    return status, {"Content-Type": "application/x-amz-json-1.0", "status": str(status)}, body
 
 
 def install() -> DynamoControls:

@@ -86,6 +86,11 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: str) -> None:
     """Keep Route 53 weighted records in line with the measured health of mail servers."""
+    if ctx.invoked_subcommand == "run":
+        import signal
+
+        # Held (not lost) until the daemon's handler is in place: an early SIGHUP must not kill `run`.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, verbose=verbose)
     setup_logging(verbose, log_format)

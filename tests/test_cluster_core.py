@@ -311,3 +311,96 @@ def test_a_stale_leaders_batch_fails_when_the_new_leader_changed_the_record(mock
     # The fixture's, the new leader's and the refused one: the old leader wrote nothing.
     assert mock_route53.counts["ChangeResourceRecordSets"] == 3
     store.close()
+
+
+# --- lease timing: from the first attempt, on a clock that counts suspend ---------------------
+
+
+def _replica(table, name: str, lease: float = 3.0):
+    from r53lb.config import ClusterConfig
+    from r53lb.engine.cluster import Cluster
+    from r53lb.state.dynamodb import DynamoStore
+
+    cfg = ClusterConfig.model_validate({"table": "r53lb", "replica": name, "lease": f"{lease:g}s",
+                                        "heartbeat": "500ms"})
+    return Cluster(cfg, DynamoStore(table, "r53lb", name))
+
+
+@pytest.fixture
+def ddb(table):
+    from moto_fixtures.dynamodb import dynamodb_controls, install
+
+    install()
+    dynamodb_controls.reset()
+    yield dynamodb_controls
+    dynamodb_controls.reset()
+
+
+@pytest.mark.timeout(60)
+def test_a_renewal_whose_answers_are_lost_never_leaves_two_writers(table, ddb):
+    """The renewal lands at its first attempt; two answers are lost and it is retried. Another
+    replica reads the new revision meanwhile and counts a lease from then: the holder must have
+    stopped writing before that replica may take over."""
+    import threading
+    import time
+
+    a, b = _replica(table, "ctl-a"), _replica(table, "ctl-b")
+    assert a.beat({}, True, T0).took and a.is_leader()
+    b.beat({}, True, T0)
+    ddb.lose_answer("TransactWriteItems", 2, delay=0.3)
+    renewal = threading.Thread(target=a.beat, args=({}, True, T0))
+    renewal.start()
+    while renewal.is_alive():  # b beats on, and reads the revision that landed
+        b.beat({}, True, T0)
+        time.sleep(0.05)
+    renewal.join()
+    assert ddb.counts["TransactWriteItems"] == 3 and a.is_leader() and a.error is None
+    # a renews no more (paused); b takes over once the revision has not moved for a lease on its clock.
+    deadline = time.monotonic() + 10
+    while not b.is_leader():
+        assert time.monotonic() < deadline, "b never took the lease"
+        b.beat({}, True, T0)
+        time.sleep(0.02)
+    assert not a.is_leader() and a.guard() is not None  # never both allowed to write
+    assert b.epoch == 2
+
+
+def test_a_take_whose_answer_is_lost_is_settled_by_reading_the_lease(table, ddb):
+    a, b = _replica(table, "ctl-a"), _replica(table, "ctl-b")
+    ddb.lose_answer("UpdateItem", 1)  # the take lands; its retry is refused by our own write
+    out = a.beat({}, True, T0)
+    assert out.took and a.is_leader() and a.epoch == 1
+    assert b.beat({}, True, T0).took is False and not b.is_leader()
+    # A renewal whose every answer is lost: the read-back finds our revision, the lease is renewed.
+    ddb.lose_answer("TransactWriteItems", 5)
+    before = a.held.deadline
+    out = a.beat({}, True, T0)
+    assert out.error is None and a.is_leader() and a.held.deadline > before
+    # One that never landed (DynamoDB away): the lease ticks down from the last renewal.
+    ddb.fail("TransactWriteItems", 5)
+    held = a.held
+    out = a.beat({}, True, T0)
+    assert out.error and a.held == held
+
+
+def test_the_lease_runs_on_a_clock_that_counts_suspend(table):
+    import time
+
+    from r53lb.engine.cluster import boottime
+
+    a = _replica(table, "ctl-a")
+    assert a.monotonic is boottime
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        assert abs(boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1.0
+
+
+def test_a_replica_on_its_way_out_never_takes_the_lease_back(table, ddb):
+    """SIGTERM: the release frees the lease; a beat after it (one that was in flight) finds the
+    lease free and must not take it: another replica does."""
+    a, b = _replica(table, "ctl-a"), _replica(table, "ctl-b")
+    assert a.beat({}, True, T0).took
+    b.beat({}, True, T0)
+    a.release(T0)
+    out = a.beat({}, True, T0)
+    assert not out.took and not a.is_leader()
+    assert b.beat({}, True, T0).took and b.epoch == 2

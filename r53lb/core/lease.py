@@ -1,12 +1,15 @@
-"""Lease arithmetic for the cluster's one writer. Pure: times are the caller's monotonic seconds.
+"""Lease arithmetic for the cluster's one writer. Pure: times are the caller's boot-clock seconds.
 
 The approach of the DynamoDB lock client: nobody trusts another machine's clock. The
 holder renews the lease item with a new revision (`rev`) every heartbeat; a replica that
 sees the *same* revision for a whole lease period, measured on its own monotonic clock from
 the moment it first read it, may take the lease with a conditional write on that revision.
-The holder counts its lease from the moment it *sent* the renewal that succeeded, which is
-before any other replica can have read it, so its deadline always ends before anyone else's
-takeover. Wall clocks (and their skew) play no part.
+The holder counts its lease from the moment it *first sent* the renewal that succeeded (an
+answer can be lost and the request retried: the first attempt may be the one that landed),
+which is before any other replica can have read it, so its deadline always ends before anyone
+else's takeover. Wall clocks (and their skew) play no part. The caller's clock must count
+suspend (Linux CLOCK_BOOTTIME): a VM resumed after a suspend must not believe it still holds
+a lease that ran out while it slept.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class LeaseRecord:
 
 @dataclass(frozen=True)
 class Observed:
-    """The lease record a replica last read, and when (its monotonic clock) it first saw it."""
+    """The lease record a replica last read, and when (its own clock) it first saw it."""
 
     record: LeaseRecord | None
     since: float
@@ -62,12 +65,13 @@ def may_take(obs: Observed, now: float, lease: float) -> bool:
 
 
 def takeover_at(obs: Observed, lease: float) -> float:
-    """When (our monotonic clock) the lease we see may be taken if nobody renews it."""
+    """When (our clock) the lease we see may be taken if nobody renews it."""
     return obs.since + lease
 
 
 def held_from(epoch: int, rev: str, sent_at: float, lease: float) -> Held:
-    """The lease is ours until `sent_at` (when the winning write left) plus the lease, less drift."""
+    """The lease is ours until `sent_at` plus the lease, less drift. `sent_at`: when the *first*
+    attempt of the winning write left (any attempt of it may be the one that landed)."""
     return Held(epoch, rev, sent_at + lease * (1.0 - DRIFT))
 
 

@@ -31,11 +31,21 @@ if TYPE_CHECKING:
     from ..config import ClusterConfig
     from ..state.dynamodb import DynamoStore, Heartbeat
 
-__all__ = ["BeatOutcome", "Cluster", "stale_after"]
+__all__ = ["BeatOutcome", "Cluster", "boottime", "stale_after"]
 
 log = logging.getLogger("r53lb.cluster")
 
 NodeKey = tuple[str, str]
+
+
+_BOOT: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def boottime() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended (Linux
+    CLOCK_BOOTTIME); elsewhere the monotonic clock. A VM resumed from a suspend or a
+    hibernation then sees its lease ran out, as every other replica does."""
+    return time.clock_gettime(_BOOT) if _BOOT is not None else time.monotonic()
 
 
 def stale_after(heartbeat: float) -> float:
@@ -52,11 +62,11 @@ class BeatOutcome:
 
 class Cluster:
     def __init__(self, cfg: "ClusterConfig", store: "DynamoStore", *,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.replica = cfg.replica
-        self.monotonic = monotonic
+        self.monotonic = monotonic or boottime  # the lease and freshness clock: counts suspend
         self.held: Held | None = None
         self.observed: Observed | None = None
         self.beats: dict[str, Beat] = {}
@@ -75,6 +85,7 @@ class Cluster:
         self.epoch_seen = 0
         self.owner_seen: str | None = None
         self.error: str | None = None
+        self.closed = False  # on its way out: this process renews a lease it holds, never takes one
 
     # --- asked by the engine --------------------------------------------------------------
 
@@ -85,6 +96,11 @@ class Cluster:
     def guard(self) -> str | None:
         """A reason not to write Route 53 now, or None (the lease is ours with time for the write)."""
         return may_write(self.held, self.monotonic(), self.cfg.lease)
+
+    def time_left(self) -> float:
+        """Seconds the lease has left on our clock (0 when not held): a Route 53 retry must end before."""
+        held = self.held
+        return max(0.0, held.deadline - self.monotonic()) if held is not None else 0.0
 
     def comment(self) -> str:
         held = self.held
@@ -110,6 +126,8 @@ class Cluster:
 
     def beat(self, local: Mapping[NodeKey, NodeHealth], voting: bool, now: datetime,
              out: Mapping[NodeKey, str] | None = None) -> BeatOutcome:
+        from ..aws.dynamodb import ConditionFailed, DynamoDBError
+
         self.seq += 1
         # News first: the reasons of nodes the view still has up travel before the rest (a
         # heartbeat carries a bounded number of reasons; every node's vote travels whatever).
@@ -120,33 +138,37 @@ class Cluster:
         lease = self.cfg.lease
         lost: str | None = None
         held = self.held
-        sent: list[float] = []
         rev = uuid.uuid4().hex
         counting = tuple(o.replica for o in self.opinions) or (self.replica,)  # as of the last beat, for `status`
+        unsure: str | None = None  # the renewal got no answer: it may have landed
+        # Before the first attempt leaves: whichever attempt lands, the others read it later than this.
+        first_sent = self.monotonic()
         try:
-            if held is not None and held.deadline <= self.monotonic():
-                lost = "the lease ran out before it could be renewed (paused, or DynamoDB too slow)"
+            if held is not None and held.deadline <= first_sent:
+                lost = "the lease ran out before it could be renewed (paused, suspended, or DynamoDB too slow)"
                 held = self.held = None
             if held is not None:
-                from ..aws.dynamodb import ConditionFailed
-
                 try:
                     # Retrying past the deadline is useless: the lease would be gone anyway.
-                    self.store.heartbeat(op, now, renew=(held.epoch, held.rev), rev=rev, sent=sent,
-                                         deadline=max(0.1, held.deadline - self.monotonic()), counting=counting)
-                    self.held = held_from(held.epoch, rev, sent[-1], lease)
+                    self.store.heartbeat(op, now, renew=(held.epoch, held.rev), rev=rev,
+                                         deadline=max(0.1, held.deadline - first_sent), counting=counting)
+                    self.held = held_from(held.epoch, rev, first_sent, lease)
                 except ConditionFailed:
                     lost = f"another replica holds the lease (epoch {held.epoch} is old)"
                     self.held = None
                     self.store.heartbeat(op, now, deadline=min(lease, 5.0), counting=counting)
+                except DynamoDBError as e:
+                    unsure = str(e)  # settled by the read below
             else:
                 self.store.heartbeat(op, now, deadline=min(lease, 5.0), counting=counting)
             record, beats = self.store.read_live()
         except Exception as e:  # DynamoDBError, or anything else: the beat fails, the lease ticks down
-            self.error = str(e)
-            self._lost_log(lost)
-            log.error("cluster: heartbeat failed: %s", e)
-            return BeatOutcome(lost=lost, error=str(e))
+            return self._failed(str(e), lost)
+        if unsure is not None and held is not None:
+            if record is not None and (record.owner, record.epoch, record.rev) == (self.replica, held.epoch, rev):
+                self.held = held_from(held.epoch, rev, first_sent, lease)  # it landed; its answer was lost
+            else:
+                return self._failed(unsure, lost)  # it did not land: the lease ticks down from the last renewal
         self.error = None
         t = self.monotonic()
         self.observed = observe(self.observed, record, t)
@@ -156,7 +178,7 @@ class Cluster:
             lost = f"the lease moved to {record.owner if record else 'nobody'} (epoch {record.epoch if record else 0})"
             self.held = None
         took = False
-        if self.held is None and may_take(self.observed, t, lease):
+        if self.held is None and not self.closed and may_take(self.observed, t, lease):
             took = self._take(record, now)
         self.store.epoch = self.held.epoch if self.held is not None else None
         others = [hb.opinion for r, hb in beats.items() if r != self.replica]
@@ -173,28 +195,52 @@ class Cluster:
         self._lost_log(lost)
         return BeatOutcome(took=took, lost=lost)
 
+    def _failed(self, error: str, lost: str | None) -> BeatOutcome:
+        # No log line per failed beat: the daemon says once that DynamoDB fails, and once that it answers.
+        self.error = error
+        self._lost_log(lost)
+        return BeatOutcome(lost=lost, error=error)
+
     def _take(self, seen: LeaseRecord | None, now: datetime) -> bool:
         from ..aws.dynamodb import ConditionFailed, DynamoDBError
 
         rev = uuid.uuid4().hex
         sent: list[float] = []
+        first_sent = self.monotonic()
         try:
             epoch = self.store.take_lease(seen, rev, now, sent=sent, deadline=min(self.cfg.lease, 5.0))
-        except ConditionFailed:
-            return False  # another replica was faster; we read it next beat
         except DynamoDBError as e:
-            log.error("cluster: could not take the lease: %s", e)
-            return False
-        self.held = held_from(epoch, rev, sent[-1], self.cfg.lease)
+            # Refused at the first attempt: another replica was faster (we read it next beat). Any
+            # other end is ambiguous (an attempt may have landed, its answer lost, and a retry then
+            # refused by our own write): the item says whether the lease is ours.
+            settled = None if isinstance(e, ConditionFailed) and len(sent) <= 1 else self._ours(rev)
+            if settled is None:
+                if not isinstance(e, ConditionFailed):
+                    log.error("cluster: could not take the lease: %s", e)
+                return False
+            epoch = settled
+        self.held = held_from(epoch, rev, first_sent, self.cfg.lease)
         self.epoch_seen, self.owner_seen = epoch, self.replica
         prev = seen.owner if seen is not None else None
         log.info("cluster: %s holds the lease, epoch %d%s", self.replica, epoch,
                  f" (after {prev})" if prev else "")
         return True
 
+    def _ours(self, rev: str) -> int | None:
+        """The epoch of the lease item when it holds our write `rev` (an ambiguous take landed), else None."""
+        try:
+            record, _ = self.store.read_live()
+        except Exception:
+            return None
+        if record is not None and record.owner == self.replica and record.rev == rev:
+            return record.epoch
+        return None
+
     def release(self, now: datetime) -> None:
-        """On the way out (SIGTERM), after the last write: free the lease so another replica takes
-        it at its next beat instead of a whole lease later. Blocking; failures only cost that wait."""
+        """On the way out (SIGTERM), after the last write and the last beat: free the lease so another
+        replica takes it at its next beat instead of a whole lease later. Blocking; failures only
+        cost that wait. After this the replica never takes the lease again."""
+        self.closed = True
         held, self.held = self.held, None
         if held is None or held.deadline <= self.monotonic():
             return

@@ -26,7 +26,7 @@ from ..core.weights import WarmupClock
 from ..core.watcher import Alert, AlertKind, WatchState, step, step_hold
 from ..probes.base import ProbeResult, Target
 from ..probes.runner import Job, run_all
-from ..state.base import STATE_LOST
+from ..state.base import STATE_LOST, StateError
 from . import mtasts, sending, signals, tlsrpt
 from .dane import Dane
 from .signals import DUE_SLACK, Cached
@@ -233,19 +233,25 @@ class Controller:
                 transitions.append((key, t))
         write = [k for k in (by_node if persist_all else [k for k, _ in transitions])
                  if k in self.health and self._saved.get(k) is not self.health[k]]
+        unstored: StateError | None = None
         if self.store is not None and (transitions or write):
-            with self.store.transaction():
-                for key, t in transitions:
-                    frm, to = ("down", "up") if t.up else ("up", "down")
-                    self.store.add_event(now, key[0], key[1], "health", frm, to, t.reason)
-                for key in write:
-                    self.store.put_health(key[0], key[1], self.health[key])
-            self._saved.update((k, self.health[k]) for k in write)
+            try:
+                with self.store.transaction():
+                    for key, t in transitions:
+                        frm, to = ("down", "up") if t.up else ("up", "down")
+                        self.store.add_event(now, key[0], key[1], "health", frm, to, t.reason)
+                    for key in write:
+                        self.store.put_health(key[0], key[1], self.health[key])
+                self._saved.update((k, self.health[k]) for k in write)
+            except StateError as e:  # raised after the changes are told: a failing store must not silence them
+                unstored = e
         for key, t in transitions:
             frm, to = ("down", "up") if t.up else ("up", "down")
             log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
             self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
                         {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
+        if unstored is not None:
+            raise unstored
         return transitions
 
     def save_health(self) -> None:

@@ -17,7 +17,12 @@ engine's (health, plan, write) or the watcher's (alerts).
   `interval` of the pool.
 
 Signals: SIGTERM/SIGINT finish the write in flight and exit 0; SIGHUP reloads the config (an
-invalid one is refused with a log line and the running config stays).
+invalid one is refused with a log line and the running config stays; one that arrives during
+start-up is held until the daemon runs).
+
+Cluster: the heartbeat and the lease run on a thread of their own (never behind Route 53
+retries or probes in asyncio's default pool); on the way out the heartbeat ends, and a beat in
+flight is waited for, before the lease is released.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,6 +86,7 @@ class _Zone:
     task: asyncio.Task[None] | None = None
     ready: bool = False  # adopted: Route 53 was read once, every node has a state
     failing_since: float | None = None  # monotonic; the first failure of the current streak
+    read_at: float | None = None  # monotonic; a follower's last read of the zone
     error_class: str | None = None
 
 
@@ -135,6 +142,12 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self.cluster: Cluster | None = None  # with `cluster:`: the lease and the quorum view
         self._beat_now: asyncio.Event | None = None
+        # The lease and heartbeat run on threads of their own: never queued behind Route 53
+        # retries or probe work in asyncio's default pool (which every zone's reconcile uses).
+        self._lease_pool: ThreadPoolExecutor | None = None  # beats, takes, the release
+        self._table_pool: ThreadPoolExecutor | None = None  # the writer's view and events after a quorum decision
+        self._cluster_task: asyncio.Task[None] | None = None
+        self._beating = True  # the heartbeat outlives the writes in flight, and ends before the release
         self._table_failing: tuple[float, bool] | None = None  # (monotonic since, alert sent)
         self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
 
@@ -162,6 +175,10 @@ class Daemon:
         with contextlib.ExitStack() as stack:
             if self.cfg.cluster is not None:
                 self.store = self._cluster_store()  # type: ignore[assignment]
+                self._lease_pool = ThreadPoolExecutor(1, thread_name_prefix="r53lb-lease")
+                self._table_pool = ThreadPoolExecutor(1, thread_name_prefix="r53lb-table")
+                stack.callback(self._lease_pool.shutdown, wait=False, cancel_futures=True)
+                stack.callback(self._table_pool.shutdown, wait=False, cancel_futures=True)
             else:
                 self.store = StateStore.open(self.cfg.state.resolved_path())
             stack.callback(self.store.close)
@@ -190,9 +207,12 @@ class Daemon:
             self._schedule(self.cfg)
             if self.cluster is not None:
                 self._beat_now = asyncio.Event()
-                self._spawn(self._cluster_loop())
+                self._cluster_task = self._spawn(self._cluster_loop())
             nodes = sum(len(p.nodes) for p in self.cfg.pools)
             log.info("running: %d pool(s), %d node(s), %d zone(s)", len(self.cfg.pools), nodes, len(self.zones))
+            # `r53lb run` holds SIGHUP from its start (cli.py) until now: a reload asked during
+            # start-up is done now instead of killing the process (SIGHUP's default).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             sdnotify.notify(f"READY=1\nSTATUS=probing {nodes} node(s)")
             await self._stop.wait()
             await self._shutdown()
@@ -215,6 +235,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")
         self._stopping = True
+        if self.cluster is not None:
+            self.cluster.closed = True  # a replica on its way out renews a lease it holds, takes none
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.remove_all_jobs()
             self.scheduler.shutdown(wait=False)
@@ -232,7 +254,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._ctl.save_health()
         if self.cluster is not None:
-            await asyncio.to_thread(self.cluster.release, self.clock())  # no write can follow now
+            await self._stop_beating()
+            # No write can follow now, and no beat is in flight that could take the released lease back.
+            await asyncio.get_running_loop().run_in_executor(self._lease_pool, self.cluster.release, self.clock())
         if self.notifier is not None:
             await self.notifier.close(timeout=5.0)
         for t in list(self._background):
@@ -383,7 +407,8 @@ class Daemon:
             except asyncio.CancelledError:
                 raise
             except StateError as e:  # one line: the state file's trouble (full, unwritable) is no code fault
-                log.error("%s/%s: %s", key[0], key[1], e)
+                self._store_error(f"{key[0]}/{key[1]}", e)
+                self._progress(key, pool)  # the node was probed: /healthz and the watchdog tell probing
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
                 log.exception("%s/%s: probe failed", *key)
 
@@ -574,7 +599,7 @@ class Daemon:
                 try:
                     await self._reconcile(z)
                 except StateError as e:  # _zone_failed logs it in one line: no traceback for a full disk
-                    self._zone_failed(z, str(e), "StateError")
+                    self._zone_failed(z, str(e), "StateError", store=True)
                 except Exception as e:
                     log.exception("zone %s: reconcile failed", z.name)
                     self._zone_failed(z, f"{type(e).__name__}: {e}", type(e).__name__)
@@ -590,7 +615,8 @@ class Daemon:
         health, comment = dict(ctl.health), "r53lb"
         if self.cluster is not None:
             if not self.cluster.is_leader():
-                return  # followers probe and publish; only the lease holder writes
+                await self._follow(z, ctl)  # followers probe, publish and read; only the lease holder writes
+                return
             health, comment = self.cluster.planning_health(health), self.cluster.comment()
             ctl.signal_quorum = self.cluster.out_view
         started = time.monotonic()
@@ -611,14 +637,41 @@ class Daemon:
             wait = min(p.tuning.interval for p in self.cfg.pools if p.zone == z.name) + 0.05
             asyncio.get_running_loop().call_later(wait, self.request_reconcile, z.name)
 
-    def _zone_failed(self, z: _Zone, error: str, error_class: str, told: bool = False) -> None:
+    async def _follow(self, z: _Zone, ctl: Controller) -> None:
+        """A follower writes nothing but re-reads the zone at its resync, so its page and
+        r53lb_node_weight show what the leader wrote (at most one read per half a resync)."""
+        from ..aws.route53 import Route53Error
+
+        now = time.monotonic()
+        if z.read_at is not None and now - z.read_at < self.resync / 2:
+            return
+        z.read_at = now
+        try:
+            records = await asyncio.to_thread(ctl.read, ctl.zones().get(z.name, []))
+        except Route53Error as e:  # the writer's trouble is the writer's to tell; a follower only notes it
+            log.warning("zone %s: not read (the page shows the weights read before): %s", z.name, e)
+            return
+        if ctl is self._ctl:
+            self._observe_records(records)
+            if z.failing_since is not None:
+                self._zone_ok(z)  # a writer's failure this replica saw before it stepped down
+
+    def _zone_failed(self, z: _Zone, error: str, error_class: str, told: bool = False, store: bool = False) -> None:
         self.metrics.reconcile_errors.labels(z.name).inc()
-        log.error("zone %s: reconcile failed: %s", z.name, error)
-        if z.failing_since is None:
-            z.failing_since = time.monotonic()
-        z.error_class = error_class
-        if not told and self._ctl is not None:
-            self._ctl.watch(self.clock(), zone=z.name, error=error)
+        if store:
+            # The state store's trouble: told once by the store's own line, and not a zone failing
+            # (/healthz tells probing and Route 53; a restart would not mend the store).
+            self._store_error(f"zone {z.name}: reconcile failed", error)
+        else:
+            log.error("zone %s: reconcile failed: %s", z.name, error)
+            if z.failing_since is None:
+                z.failing_since = time.monotonic()
+            z.error_class = error_class
+        if not told and not store and self._ctl is not None:
+            try:
+                self._ctl.watch(self.clock(), zone=z.name, error=error)
+            except StateError as e:  # the watcher keeps its state in the store
+                self._store_error(f"zone {z.name}: alert state not stored", e)
         # Try again soon, not only at the next resync (bounded by Route 53 retries inside).
         asyncio.get_running_loop().call_later(min(self.resync, RETRY_FAILED_ZONE), self.request_reconcile, z.name)
 
@@ -750,20 +803,32 @@ class Daemon:
         """One heartbeat per `heartbeat` (sooner on a change of opinion or when the lease may be taken)."""
         cluster, wake = self.cluster, self._beat_now
         assert cluster is not None and wake is not None
-        while not self._stopping:
+        while self._beating:
             wake.clear()
             try:
                 await self._beat(cluster)
             except Exception:  # the loop must outlive any one beat
                 log.exception("cluster: beat failed")
+            if not self._beating:
+                break
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), cluster.next_beat_in())
+
+    async def _stop_beating(self) -> None:
+        """End the heartbeat loop and wait for a beat in flight (its thread cannot be cancelled)."""
+        self._beating = False
+        if self._beat_now is not None:
+            self._beat_now.set()
+        task = self._cluster_task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=STOP_GRACE)
 
     async def _beat(self, cluster: "Cluster") -> None:
         ctl = self.ctl
         local = dict(ctl.health)
         says_out = {k: ns.out for k, ns in ctl.last_signals.items() if ns.out is not None}
-        out = await asyncio.to_thread(cluster.beat, local, self._voting(), self.clock(), says_out)
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self._lease_pool, cluster.beat, local, self._voting(), self.clock(), says_out)
         self._watch_table(cluster, out.error)
         for pool_name in cluster.drain_news():  # a drain or enable in the table: apply it now
             for zone in {p.zone for p in self.cfg.pools if p.name == pool_name or not pool_name}:
@@ -780,7 +845,7 @@ class Daemon:
             if self.notifier is not None:
                 self.notifier("alert", message, {"replica": name, "digest": digest})
         if out.took:
-            stored = await asyncio.to_thread(cluster.store.health)
+            stored = await loop.run_in_executor(self._table_pool, cluster.store.health)
             cluster.decide(local, self.clock())
             cluster.adopt_view(stored)
         now = self.clock()
@@ -790,12 +855,18 @@ class Daemon:
         if not cluster.is_leader():
             return
         if transitions:
+            views = {key: cluster.view[key] for key, _ in transitions}
+
             def persist() -> None:
                 for key, t in transitions:
                     frm, to = ("down", "up") if t.up else ("up", "down")
-                    cluster.store.put_view(key[0], key[1], cluster.view[key])
+                    cluster.store.put_view(key[0], key[1], views[key])
                     cluster.store.add_event(now, key[0], key[1], "quorum", frm, to, t.reason)
-            await asyncio.to_thread(persist)
+
+            # Not awaited: a slow table delays the record of the decision, never the next beat
+            # nor the write (one thread keeps the records in order).
+            stored = loop.run_in_executor(self._table_pool, persist)
+            stored.add_done_callback(self._view_stored)
             for key, t in transitions:
                 log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
         moved = {k[0] for k, _ in transitions} | {k[0] for k in cluster.out_moved}  # health or signals by quorum
@@ -803,26 +874,47 @@ class Daemon:
         for zone in (self.zones if out.took else zones):
             self.request_reconcile(zone)
 
+    def _view_stored(self, fut: "asyncio.Future[None]") -> None:
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:
+            self._store_error("the quorum view not stored", e)
+
     def _watch_table(self, cluster: "Cluster", error: str | None) -> None:
-        """DynamoDB failing for a whole lease: no replica can write (DNS keeps its weights); say so once."""
+        """DynamoDB's trouble told once: one line when it fails, one alert if it lasts a lease (no
+        replica can write; DNS keeps its weights), one line when it answers again. Not one per beat."""
         now = time.monotonic()
         if error is None:
-            if self._table_failing is not None and self._table_failing[1]:
-                message = f"cluster: DynamoDB answers {cluster.replica} again after {now - self._table_failing[0]:.0f}s"
+            if self._table_failing is not None:
+                since, told = self._table_failing
+                message = f"cluster: DynamoDB answers {cluster.replica} again after {now - since:.0f}s"
                 log.info("%s", message)
-                if self.notifier is not None:
+                if told and self.notifier is not None:
                     self.notifier("recovery", message, {"replica": cluster.replica})
             self._table_failing = None
             return
-        since, told = self._table_failing or (now, False)
+        if self._table_failing is None:
+            log.error("cluster: %s cannot use DynamoDB: %s (said once; a line follows when it answers again)",
+                      cluster.replica, error)
+            self._table_failing = (now, False)
+        since, told = self._table_failing
         if not told and now - since >= cluster.cfg.lease:
             message = (f"cluster: {cluster.replica} cannot use DynamoDB for {now - since:.0f}s: it cannot hold the "
                        f"lease, Route 53 writes stop and DNS keeps its weights ({error})")
             log.error("%s", message)
             if self.notifier is not None:
                 self.notifier("alert", message, {"replica": cluster.replica, "error": error})
-            told = True
-        self._table_failing = (since, told)
+            self._table_failing = (since, True)
+
+    def _store_error(self, what: str, e: BaseException | str) -> None:
+        """A state store error away from the heartbeat: one line. In a cluster, the first one of an
+        outage (whoever meets it first, the heartbeat included) is the only one; the heartbeat says
+        when DynamoDB answers again."""
+        if self.cluster is None:
+            log.error("%s: %s", what, e)
+        elif self._table_failing is None:
+            log.error("cluster: %s cannot use DynamoDB: %s: %s (said once; a line follows when it answers again)",
+                      self.cluster.replica, what, e)
+            self._table_failing = (time.monotonic(), False)
 
     # --- health of the controller itself ----------------------------------------------------
 
@@ -856,9 +948,11 @@ class Daemon:
         for z in list(self.zones.values()):
             if z.failing_since is not None and now - z.failing_since > max(ZONE_FAILING_UNHEALTHY, 3 * shortest):
                 return False, f"zone {z.name}: reconcile failing for {now - z.failing_since:.0f}s: {z.error_class}"
-        if self._table_failing is not None and now - self._table_failing[0] > ZONE_FAILING_UNHEALTHY:
-            return False, f"cluster: DynamoDB failing for {now - self._table_failing[0]:.0f}s"
         held = "; hold: " + "; ".join(h.reason for h in self.holds.values()) if self.holds else ""
+        # The store's trouble is said, never a failure of /healthz: a restart would not bring DynamoDB
+        # back, and the probes (and the alerts) go on.
+        if self._table_failing is not None:
+            held += f"; cluster: DynamoDB failing for {now - self._table_failing[0]:.0f}s (no writes)"
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
