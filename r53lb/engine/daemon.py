@@ -574,14 +574,16 @@ class Daemon:
             log.info("zone %s: hold in effect (%s); nothing written", z.name,
                      "; ".join(h.reason for h in self.holds.values()))
             return
-        health, comment = dict(ctl.health), "r53lb"
+        health, comment, epoch = dict(ctl.health), "r53lb", 0
         if self.cluster is not None:
             if not self.cluster.is_leader():
                 return  # followers probe and publish; only the lease holder writes
             health, comment = self.cluster.planning_health(health), self.cluster.comment()
+            epoch = self.cluster.epoch  # into the zone's fence: a newer leader's fence stops this one
         started = time.monotonic()
         out: ZoneOutcome = await asyncio.to_thread(
-            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment)
+            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment,
+            epoch=epoch)
         if ctl is not self._ctl:
             return  # a reload replaced the engine meanwhile
         self.metrics.reconcile_duration.labels(z.name).observe(time.monotonic() - started)
@@ -680,7 +682,7 @@ class Daemon:
             assert r53 is not None
             ctl = self._controller(new, r53)
             ctl.health.update({k: h for k, h in old_ctl.health.items() if k not in ctl.health})
-            ctl.drain_log.update(old_ctl.drain_log)  # the drain budget of the cycle in progress carries over
+            ctl.fences.update(old_ctl.fences)  # the zones' fences as read (when first seen: the drains' ages)
             ctl.watch_state = old_ctl.watch_state
             if self._stopping:
                 return
