@@ -306,3 +306,37 @@ def test_retries_stop_at_the_time_left_not_at_the_retry_deadline(zone: tuple[Any
     with pytest.raises(Route53Error) as e:
         r53.read(zid, [("mx.example.com", "A")], time_left=lambda: 0.0)
     assert e.value.code == "Deadline"
+
+
+# --- status shows it -----------------------------------------------------------------------------
+
+
+def test_status_shows_the_fence_in_text_and_json(zone: tuple[Any, str], tmp_path: Path) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from r53lb.cli import main
+
+    path = tmp_path / "r53lb.yaml"
+    doc = {"aws": {"region": "us-east-1"}, "state": {"path": str(tmp_path / "state.db")},
+           "pools": [{"name": "mx", "zone": ZONE, "record": "mx.example.com", "max_drain_per_cycle": 1,
+                      "checks": [{"tcp": {"port": 25}}],
+                      "nodes": [{"id": n, "address": f"192.0.2.{i + 1}", "weight": 50} for i, n in enumerate("ab")]}]}
+    path.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    out = json.loads(runner.invoke(main, ["-c", str(path), "status", "--json"]).output)
+    assert out["fences"] == [{"zone": ZONE, "name": FENCE, "epoch": None, "seq": None, "replica": None,
+                              "error": None, "drains": {}}]
+    text = runner.invoke(main, ["-c", str(path), "status"]).output
+    assert "fence _r53lb.example.com: none yet" in text
+    cfg = loads(path.read_text())
+    ctl = Controller(cfg, StateStore.open(tmp_path / "state.db"), Route53(cfg.aws, **FAST))
+    ctl.reconcile_zone(ZONE, health=view(cfg, "a"), epoch=3, replica="ctl-eu-1")
+    ctl.store.close()  # type: ignore[union-attr]
+    out = json.loads(runner.invoke(main, ["-c", str(path), "status", "--json"]).output)
+    (f,) = out["fences"]
+    assert (f["epoch"], f["seq"], f["replica"], list(f["drains"])) == (3, 1, "ctl-eu-1", ["mx"])
+    text = runner.invoke(main, ["-c", str(path), "status"]).output
+    assert "fence _r53lb.example.com: epoch 3, seq 1, replica ctl-eu-1; recent drains mx: 1" in text
