@@ -340,3 +340,37 @@ def test_status_shows_the_fence_in_text_and_json(zone: tuple[Any, str], tmp_path
     assert (f["epoch"], f["seq"], f["replica"], list(f["drains"])) == (3, 1, "ctl-eu-1", ["mx"])
     text = runner.invoke(main, ["-c", str(path), "status"]).output
     assert "fence _r53lb.example.com: epoch 3, seq 1, replica ctl-eu-1; recent drains mx: 1" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_drain=st.integers(1, 3),
+    steps=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 40), st.integers(0, 4), st.floats(0, 3)),
+                   min_size=1, max_size=40),
+    origins=st.lists(st.floats(-1e6, 1e6), min_size=4, max_size=4),
+)
+def test_no_interval_ever_holds_more_drains_than_the_budget(max_drain: int, steps: list[tuple[int, float, int, float]],
+                                                           origins: list[float]) -> None:
+    """Any sequence of writers (each its own monotonic origin and memory), time steps, wanted
+    drains and read latencies: in every window of one interval, at most max_drain drains landed."""
+    window = 30.0
+    t = 0.0  # real time
+    fence: Fence | None = None
+    first_seen: dict[int, dict[str, float]] = {w: {} for w in range(4)}  # writer -> token -> its clock
+    landed: list[float] = []
+    for n, (w, advance, want, latency) in enumerate(steps):
+        t += advance
+        clock = t + origins[w]  # this writer's monotonic clock
+        seen_at = first_seen[w].setdefault(fence.token, clock) if fence else clock
+        ages = aged(fence, clock - seen_at).get("mx", [])
+        budget = max(0, max_drain - young(ages, window))
+        drains = min(budget, want)
+        if drains:
+            kept = carry({"mx": ages}, {"mx": drains}, {"mx": window}, {"mx": max_drain})
+            token = f"t{n}"
+            t += latency  # the batch lands a little later; the writer notes its own version then
+            fence = Fence(0, n + 1, str(w), token, {p: tuple(a) for p, a in kept.items()})
+            first_seen[w][token] = t + origins[w]
+            landed += [t] * drains
+    for start in landed:
+        assert sum(1 for x in landed if start <= x < start + window) <= max_drain, landed

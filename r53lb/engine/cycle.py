@@ -355,7 +355,9 @@ class Controller:
         before = self.fences.get(zone_id)
         same = before is not None and (before.fence.token == fence.token if before.fence and fence
                                        else before.raw == raw)
-        seen = before if same and before is not None else FenceSeen(name, raw, fence, error, self.monotonic())
+        # The same version keeps when it was first seen (its drains' ages), and takes the set as
+        # Route 53 spells it now (the next DELETE must match it exactly).
+        seen = FenceSeen(name, raw, fence, error, before.seen_at if same and before is not None else self.monotonic())
         self.fences[zone_id] = seen
         return seen
 
