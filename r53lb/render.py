@@ -92,7 +92,8 @@ def fence_lines(fences: list[dict[str, Any]]) -> None:
         elif f["epoch"] is None:
             console.print(f"fence {f['name']}: none yet (the first write to {f['zone']} creates it)", markup=False)
         else:
-            drains = "; ".join(f"{p}: {len(a)} ({', '.join(f'{x:.0f}s' for x in a)} ago)" for p, a in f["drains"].items())
+            drains = "; ".join(f"{p}: {len(a)} ({', '.join(f'{x:.0f}s' for x in a)} old when written)"
+                               for p, a in f["drains"].items())
             console.print(f"fence {f['name']}: epoch {f['epoch']}, seq {f['seq']}, replica {f['replica']}"
                           + (f"; recent drains {drains}" if drains else ""), markup=False)
 

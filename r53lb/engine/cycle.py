@@ -73,11 +73,12 @@ class FenceSeen:
     error: str | None  # the set holds something this r53lb cannot read: no write until it is fixed
     seen_at: float  # this controller's monotonic clock when it first read (or wrote) this version
 
-    def to_json(self, now: float) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """As the fence says it (drain ages as its writer measured them when it wrote): the same for every reader."""
         f = self.fence
         return {"name": self.name, "epoch": f.epoch if f else None, "seq": f.seq if f else None,
                 "replica": f.replica if f else None, "error": self.error,
-                "drains": {p: [round(a, 1) for a in ages] for p, ages in aged(f, now - self.seen_at).items()}}
+                "drains": {p: [a / 1000 for a in ages] for p, ages in f.drains.items()} if f else {}}
 
 
 @dataclass(repr=False)  # asyncio reprs a finished task's result on the way out: keep that cheap

@@ -172,14 +172,14 @@ def collect(ctl: Controller, history: int = HISTORY) -> dict[str, Any]:
 
 
 def fences(ctl: Controller) -> list[dict[str, Any]]:
-    """Each zone's fence as last read: who wrote it (epoch, seq, replica) and the drains of its window."""
-    now = ctl.monotonic()
+    """Each zone's fence as last read: who wrote it (epoch, seq, replica) and the drains it lists."""
     out = []
+    fences = dict(ctl.fences)  # the daemon's reconcile threads replace entries: read a copy
     for zone in ctl.zones():
         zone_id = ctl._zone_ids.get(zone)
-        seen = ctl.fences.get(zone_id) if zone_id else None
+        seen = fences.get(zone_id) if zone_id else None
         if seen is not None:
-            out.append({"zone": zone, **seen.to_json(now)})
+            out.append({"zone": zone, **seen.to_json()})
     return out
 
 
