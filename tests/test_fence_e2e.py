@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,33 @@ def test_sync_beside_run_cannot_empty_the_pool_between_them(tmp_path: Path, moto
     assert len(fence) == 1
     f = Fence.parse(rr["Value"] for rr in fence[0]["ResourceRecords"])
     assert f.epoch == 0 and f.seq >= 3  # run's drain, sync's re-planned batch, run's answer
+
+
+def test_restarts_of_run_within_one_interval_drain_at_most_max_drain(tmp_path: Path, moto_server: Any) -> None:
+    """A rolling restart: `r53lb run` stopped and started twice inside one 30 s interval while
+    four of six nodes are dead. The budget comes from the zone's fence, not the process."""
+    w = World(tmp_path, moto_server, "run")
+    nodes = {f"n{i}": f"127.0.2.{10 + i}" for i in range(1, 7)}
+    w.zone({"mx.example.com": {"type": "A", "sets": {k: (v, 50) for k, v in nodes.items()}}})
+    w.serve(*nodes.values())
+    w.pool("mx", "mx.example.com", nodes, max_drain_per_cycle=1, interval="30s")
+    zero = lambda: sum(1 for v in w.weights("mx.example.com").values() if v == 0)  # noqa: E731
+    try:
+        for n in ("n1", "n2", "n3", "n4"):
+            w.smtp[nodes[n]].set_mode("refuse")
+        started = time.monotonic()
+        w.start()
+        wait_until("the first drain", lambda: w._alive() and zero() >= 1, timeout=30)
+        for _ in range(2):
+            w.stop()
+            w.start()
+            w.passes(2)  # the new process read the zone and planned with the nodes it knows down
+            assert zero() == 1, w.weights("mx.example.com")
+        assert time.monotonic() - started < 30, "the restarts took longer than the interval: nothing proven"
+        w.stop()
+    finally:
+        if w.daemon is not None and w.daemon.proc.poll() is None:
+            w.daemon.proc.kill()
+            w.daemon.proc.wait(5)
+        for s in w.smtp.values():
+            s.stop()
