@@ -73,6 +73,12 @@ class FenceSeen:
     error: str | None  # the set holds something this r53lb cannot read: no write until it is fixed
     seen_at: float  # this controller's monotonic clock when it first read (or wrote) this version
 
+    def same_version(self, raw: dict[str, Any] | None, fence: Fence | None) -> bool:
+        """`raw` (parsed: `fence`) is this version, however Route 53 spells it (its token is unique)."""
+        if self.fence is not None and fence is not None:
+            return self.fence.token == fence.token
+        return self.fence is None and fence is None and self.raw == raw
+
     def to_json(self) -> dict[str, Any]:
         """As the fence says it (drain ages as its writer measured them when it wrote): the same for every reader."""
         f = self.fence
@@ -354,8 +360,7 @@ class Controller:
                 error = (f"the fence {name} (TXT) holds a value this r53lb cannot read ({e}); not written: "
                          f"delete that record set if nothing else owns it, r53lb creates a new one")
         before = self.fences.get(zone_id)
-        same = before is not None and (before.fence.token == fence.token if before.fence and fence
-                                       else before.raw == raw)
+        same = before is not None and before.same_version(raw, fence)
         # The same version keeps when it was first seen (its drains' ages), and takes the set as
         # Route 53 spells it now (the next DELETE must match it exactly).
         seen = FenceSeen(name, raw, fence, error, before.seen_at if same and before is not None else self.monotonic())
@@ -487,7 +492,7 @@ class Controller:
             changes = plan.changes
             if not changes:
                 break
-            stop = _fence_stops(zone, seen, epoch)
+            stop = _fence_stops(seen, epoch)
             if stop:
                 out.error, out.error_class = stop
                 if seen.fence is not None and seen.fence.epoch > epoch:
@@ -536,7 +541,7 @@ class Controller:
                     # fence holds exactly the version this batch created: nobody wrote since.
                     log.info("zone %s: Route 53 already holds the planned weights (a lost answer)", zone)
                     break
-                moved = now_seen.raw != seen.raw
+                moved = not seen.same_version(now_seen.raw, now_seen.fence)
                 if not moved and not _changed_since(changes, fresh):
                     out.error, out.error_class = str(e), "InvalidChangeBatch"
                     break  # refused for another reason than a concurrent change: Route 53 says why
@@ -700,7 +705,7 @@ class Controller:
         return transitions
 
 
-def _fence_stops(zone: str, seen: FenceSeen, epoch: int) -> tuple[str, str] | None:
+def _fence_stops(seen: FenceSeen, epoch: int) -> tuple[str, str] | None:
     """(reason, error class) when this writer must not write the zone: an unreadable fence, a newer epoch."""
     if seen.error:
         return seen.error, "FenceUnreadable"
