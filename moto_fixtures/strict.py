@@ -5,7 +5,7 @@ moto 5.2.5 is lax where r53lb's safety depends on Route 53 being strict (see DES
 only checks that *some* earlier CREATE in its journal had that name, TTL and values),
 accepts a duplicate CREATE (two copies), accepts weight 300, deletes *every* set in the
 zone with the same SetIdentifier whatever its name, applies half a batch when a later
-change fails, and sends no NextRecordIdentifier (nor honours StartRecordIdentifier) when a
+change fails, takes TXT strings of any length, and sends no NextRecordIdentifier (nor honours StartRecordIdentifier) when a
 page ends inside a group of weighted sets.
 
 The patches go on moto's Route 53 classes, so they hold for `mock_aws` in-process and for
@@ -234,6 +234,29 @@ def _validate_shape(i: int, rs: dict[str, Any]) -> None:
         raise InvalidInput(f"Invalid request: {where}: a weighted set needs both SetIdentifier and Weight")
 
 
+_TXT_TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))')
+
+
+def _validate_txt(rs: dict[str, Any]) -> None:
+    """Route 53's TXT values: character-strings of at most 255 characters, quotes closed."""
+    if rs.get("Type") not in ("TXT", "SPF"):
+        return
+    for rr in rs.get("ResourceRecords") or ():
+        value, pos = rr.get("Value", ""), 0
+        while pos < len(value.rstrip()):
+            m = _TXT_TOKEN.match(value, pos)
+            if m is None or m.end() == pos:
+                raise Route53ClientError("InvalidChangeBatch", "[Invalid Resource Record: 'FATAL problem: "
+                                         "InvalidCharacterString (unterminated quotation mark) "
+                                         f"encountered with '{value[:40]}'']")
+            text = m.group(1) if m.group(1) is not None else m.group(2)
+            if len(re.sub(r"\\(\d{3}|.)", "x", text)) > 255:
+                raise Route53ClientError("InvalidChangeBatch", "[Invalid Resource Record: 'FATAL problem: "
+                                         "CharacterStringTooLong (Value is too long) encountered with "
+                                         f"'{value[:40]}'']")
+            pos = m.end()
+
+
 def _moto_record(rs: dict[str, Any]) -> _MotoRecordSet:
     kw = copy.deepcopy(rs)
     if not kw["Name"].endswith("."):
@@ -258,6 +281,7 @@ def strict_change_resource_record_sets(self: Route53Backend, zoneid: str, change
         if name != zone_name and not name.endswith("." + zone_name):
             raise DnsNameInvalidForZone(name=rs["Name"], zone_name=zone.name)
         _validate_shape(i, rs)
+        _validate_txt(rs)
     with _commit_lock:
         # Work on a copy, indexed by (name, type, set identifier): the zone changes only if
         # every change is valid. Copies plain moto may have left behind stay as they are.

@@ -283,9 +283,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(doc)
     else:
-        from .render import cluster_table, status_table
+        from .render import cluster_table, fence_lines, status_table
 
         status_table(doc["nodes"])
+        fence_lines(doc.get("fences", []))
         if cluster:
             cluster_table(cluster)
 

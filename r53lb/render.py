@@ -86,6 +86,20 @@ def status_table(rows: list[dict[str, Any]]) -> None:
     console.print(t)
 
 
+def fence_lines(fences: list[dict[str, Any]]) -> None:
+    """One line per zone: the fence's writer, and the drains still in their pool's budget window."""
+    for f in fences:
+        if f["error"]:
+            console.print(f"fence {f['name']}: {f['error']}", markup=False)
+        elif f["epoch"] is None:
+            console.print(f"fence {f['name']}: none yet (the first write to {f['zone']} creates it)", markup=False)
+        else:
+            drains = "; ".join(f"{p}: {len(a)} ({', '.join(f'{x:.0f}s' for x in a)} old when written)"
+                               for p, a in f["drains"].items())
+            console.print(f"fence {f['name']}: epoch {f['epoch']}, seq {f['seq']}, replica {f['replica']}"
+                          + (f"; recent drains {drains}" if drains else ""), markup=False)
+
+
 def history_table(events: list["Event"]) -> None:
     t = Table(title="history")
     cluster = any(e.replica is not None for e in events)

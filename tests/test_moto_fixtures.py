@@ -182,6 +182,24 @@ def test_weighted_and_plain_sets_cannot_share_a_name(r53) -> None:  # noqa: ANN0
         change(c, zid, ("CREATE", plain))
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_txt_strings_of_more_than_255_characters_are_refused(r53, strict: bool) -> None:  # noqa: ANN001
+    c, zid = r53
+    fits = {"Name": "_r53lb.example.com", "Type": "TXT", "TTL": 60,
+            "ResourceRecords": [{"Value": '"' + "x" * 255 + '" "two strings"'}, {"Value": "single-word"}]}
+    long = {**fits, "Name": "long.example.com", "ResourceRecords": [{"Value": '"' + "x" * 256 + '"'}]}
+    unterminated = {**fits, "Name": "quote.example.com", "ResourceRecords": [{"Value": '"no end'}]}
+    with layer(strict):
+        change(c, zid, ("CREATE", fits))
+        if strict:
+            with pytest.raises(ClientError, match="CharacterStringTooLong"):
+                change(c, zid, ("CREATE", long))
+            with pytest.raises(ClientError, match="InvalidCharacterString"):
+                change(c, zid, ("CREATE", unterminated))
+        else:  # moto takes both
+            change(c, zid, ("CREATE", long), ("CREATE", unterminated))
+
+
 def _many(n: int, per_set: int = 1, length: int = 0) -> list[tuple[str, dict]]:
     out = []
     for i in range(n):

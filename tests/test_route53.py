@@ -244,6 +244,33 @@ def test_apply_splits_only_past_the_record_limit(zone, mock_route53) -> None:  #
     assert mock_route53.writes == 1
 
 
+def test_every_batch_carries_the_fence_and_a_split_moves_it_once_per_batch(zone, mock_route53) -> None:  # noqa: ANN001
+    from r53lb.aws.route53 import FenceWrite, Progress, fence_set
+
+    c, zid = zone
+    _big_zone(c, zid, 600)
+    r53 = fast()
+    fence = "_r53lb.example.com"
+    cur, read = r53.read_fenced(zid, [(MX, "A")], fence)
+    assert read is None  # no fence yet
+    versions = [fence_set(fence, [f'"v{k}"'], 60) for k in range(3)]
+    progress = Progress()
+    mock_route53.reset()
+    # 602 pairs = 1,204 records: two batches; the first CREATEs v0, the second DELETEs v0, CREATEs v1.
+    r53.apply(zid, [_change(zid, rs, 0) for rs in cur.values()], fence=FenceWrite(None, versions.__getitem__),
+              progress=progress)
+    assert mock_route53.writes == 2 and len(progress.batches) == 2 and len(progress.change_ids) == 2
+    assert sorted(i for b in progress.batches for i in b) == list(range(602))
+    cur, read = r53.read_fenced(zid, [(MX, "A")], fence)
+    assert read is not None and [rr["Value"] for rr in read["ResourceRecords"]] == ['"v1"']
+    assert set(weights(c, zid, MX).values()) == {0}
+    # A batch planned from a fence that has moved since is refused whole, whatever it touches.
+    stale = FenceWrite(versions[0], lambda k: versions[2])
+    with pytest.raises(ConflictError):
+        r53.apply(zid, [_change(zid, cur[key(MX, "hlb-1")], 9)], fence=stale)
+    assert weights(c, zid, MX)["hlb-1"] == 0
+
+
 def test_apply_splits_past_the_character_limit(zone, mock_route53) -> None:  # noqa: ANN001
     c, zid = zone
     build(c, {"example.com": {"txt.example.com": {"type": "TXT", "sets": {

@@ -773,7 +773,8 @@ def _minimal_inputs(module: str) -> dict[str, Any]:
             "primary": {"id": "a", "address": ["192.0.2.1"]},
             "standby": {"id": "b", "address": ["192.0.2.2"]},
         },
-        "controller-iam": {"records": [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]},
+        "controller-iam": {"records": [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}],
+                           "zones": {ZONE: "example.com"}},
         "controller-state": {},
     }[module]
 
@@ -933,35 +934,43 @@ def test_iam_conditions_name_exactly_the_example_records() -> None:
     cond = st["Condition"]["ForAllValues:StringEquals"]
     assert cond == {
         "route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+            "_r53lb.example.com",
             "api.example.com",
             "click.example.com",
             "mx.example.com",
             "smtp.example.com",
         ],
-        "route53:ChangeResourceRecordSetsRecordTypes": ["A", "AAAA"],
+        "route53:ChangeResourceRecordSetsRecordTypes": ["A", "AAAA", "TXT"],
         "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
     }
-    # ... and these are the records of the rendered config, as r53lb itself reads it.
+    # ... and these are the records of the rendered config, as r53lb itself reads it, and
+    # the zone's fence (r53lb.core.fence), which every batch carries.
+    from r53lb.core.fence import fence_name
+
     config = loads(root.output("r53lb_config"))
-    assert set(cond["route53:ChangeResourceRecordSetsNormalizedRecordNames"]) == {p.record for p in config.pools}
+    assert set(cond["route53:ChangeResourceRecordSetsNormalizedRecordNames"]) == {p.record for p in config.pools} | {
+        fence_name("example.com")}
     assert set(cond["route53:ChangeResourceRecordSetsRecordTypes"]) == {
         t for p in config.pools for t in p.record_types()
-    }
+    } | {"TXT"}
 
 
 def test_iam_policy_allows_what_r53lb_does_and_nothing_more() -> None:
     root = example()
     policy = _policy(root)
     zone = f"arn:aws:route53:::hostedzone/{ZONE}"
-    # One cycle that moves every node's weight: a DELETE and a CREATE per record set.
-    every = [(a, r[0] + ".", r[1]) for r in EXPECTED_RECORD_SETS for a in ("DELETE", "CREATE")]
+    # One cycle that moves every node's weight: a DELETE and a CREATE per record set, and the fence's.
+    fence = [("DELETE", "_r53lb.example.com.", "TXT"), ("CREATE", "_r53lb.example.com.", "TXT")]
+    every = [(a, r[0] + ".", r[1]) for r in EXPECTED_RECORD_SETS for a in ("DELETE", "CREATE")] + fence
     assert _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch(every))
-    assert _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch([("CREATE", "MX.Example.com.", "A")]))
+    assert _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch([("CREATE", "MX.Example.com.", "A")] + fence))
     for bad in (
         [("UPSERT", "mx.example.com", "A")],  # r53lb never UPSERTs
         [("DELETE", "www.example.com", "A")],  # not a managed name
         [("DELETE", "example.com", "MX")],  # the MX record stays Terraform's
-        [("CREATE", "mx.example.com", "TXT")],  # not a managed type
+        [("CREATE", "example.com", "TXT")],  # the zone's SPF: not r53lb's
+        [("CREATE", "_dmarc.example.com", "TXT")],  # nor DMARC
+        [("CREATE", "_r53lb.mx.example.com", "TXT")],  # the fence has one name per zone
         every + [("CREATE", "evil.example.com", "A")],  # one stray change spoils the batch
     ):
         assert not _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch(bad)), bad
@@ -984,11 +993,13 @@ def test_iam_policy_covers_every_route53_call_r53lb_makes() -> None:
     calls = set(re.findall(r'_call\(\s*"(\w+)"', source.read_text()))
     assert "ChangeResourceRecordSets" in calls and "ListResourceRecordSets" in calls
     records = [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]
-    iam = Module(MODULES / "controller-iam", {"records": records, "allow_zone_lookup_by_name": True})
+    iam = Module(MODULES / "controller-iam", {"records": records, "allow_zone_lookup_by_name": True,
+                                               "zones": {ZONE: "example.com"}})
     policy = json.loads(iam.output("policy_json"))
     zone = f"arn:aws:route53:::hostedzone/{ZONE}"
     resources = {"GetChange": "arn:aws:route53:::change/C0123", "ListHostedZonesByName": "*"}
-    context = _batch([("DELETE", "mx.example.com", "A"), ("CREATE", "mx.example.com", "A")])
+    context = _batch([("DELETE", "mx.example.com", "A"), ("CREATE", "mx.example.com", "A"),
+                      ("DELETE", "_r53lb.example.com", "TXT"), ("CREATE", "_r53lb.example.com", "TXT")])
     for op in sorted(calls):
         ctx = context if op == "ChangeResourceRecordSets" else {}
         assert _allows(policy, f"route53:{op}", resources.get(op, zone), ctx), op
@@ -1006,7 +1017,8 @@ def test_iam_policy_options_sns_and_zone_lookup() -> None:
         {"zone_id": "ZAAA", "name": "MX.Example.COM.", "type": "A"},
         {"zone_id": "ZBBB", "name": "relay.example.net", "type": "CNAME"},
     ]
-    iam = Module(MODULES / "controller-iam", {"records": records, "allow_zone_lookup_by_name": True})
+    iam = Module(MODULES / "controller-iam", {"records": records, "allow_zone_lookup_by_name": True,
+                                               "zones": {"ZAAA": "example.com", "ZBBB": "example.net."}})
     assert iam.validation_errors() == []
     policy = json.loads(iam.output("policy_json"))
     assert _allows(policy, "route53:ListHostedZonesByName", "*", {})
@@ -1016,11 +1028,33 @@ def test_iam_policy_options_sns_and_zone_lookup() -> None:
         if s["Action"] == ["route53:ChangeResourceRecordSets"]
     }
     a, b = "arn:aws:route53:::hostedzone/ZAAA", "arn:aws:route53:::hostedzone/ZBBB"
-    assert by_zone[a]["route53:ChangeResourceRecordSetsNormalizedRecordNames"] == ["mx.example.com"]
-    assert by_zone[b]["route53:ChangeResourceRecordSetsRecordTypes"] == ["CNAME"]
+    assert by_zone[a]["route53:ChangeResourceRecordSetsNormalizedRecordNames"] == ["_r53lb.example.com", "mx.example.com"]
+    assert by_zone[b]["route53:ChangeResourceRecordSetsNormalizedRecordNames"] == ["_r53lb.example.net", "relay.example.net"]
+    assert by_zone[b]["route53:ChangeResourceRecordSetsRecordTypes"] == ["CNAME", "TXT"]
     # A name of one zone cannot be changed through the other zone's statement.
     assert not _allows(policy, "route53:ChangeResourceRecordSets", a, _batch([("CREATE", "relay.example.net", "A")]))
     assert not _allows(policy, "route53:ChangeResourceRecordSets", b, _batch([("CREATE", "mx.example.com", "CNAME")]))
+
+
+def test_iam_module_wants_each_zones_name_for_the_fence() -> None:
+    records = [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]
+    iam = Module(MODULES / "controller-iam", {"records": records, "zones": {"ZOTHER": "example.net"}})
+    assert any("_r53lb.<zone name>" in e for e in iam.preconditions("aws_iam_policy", "controller"))
+    bad = Module(MODULES / "controller-iam", {"records": records, "zones": {ZONE: "example com"}})
+    assert any("zones" in e for e in bad.validation_errors())
+    ok = Module(MODULES / "controller-iam", _minimal_inputs("controller-iam"))
+    assert ok.preconditions("aws_iam_policy", "controller") == []
+
+
+def test_no_module_manages_the_fence() -> None:
+    """r53lb rewrites `_r53lb.<zone>` in every batch: a Terraform resource for it would fight r53lb."""
+    records = 0
+    for tf in TF.rglob("*.tf"):
+        for res in hcl2.loads(tf.read_text()).get("resource", []):
+            for rec in res.get('"aws_route53_record"', {}).values():
+                records += 1
+                assert "_r53lb" not in str(rec.get("name")) and rec.get("type") != '"TXT"', (tf, rec)
+    assert records >= 2  # the pools' record sets and the example's MX
 
 
 def test_route53_name_normalization_as_documented() -> None:
@@ -1036,18 +1070,19 @@ def test_iam_condition_lets_a_wildcard_pool_be_written() -> None:
     assert pool.validation_errors() == []
     records = pool.output("managed_records")
     assert records == [{"zone_id": ZONE, "name": "*.mx.example.com", "type": "A"}]
-    iam = Module(MODULES / "controller-iam", {"records": records})
+    iam = Module(MODULES / "controller-iam", {"records": records, "zones": {ZONE: "example.com"}})
     assert iam.validation_errors() == []
     policy = json.loads(iam.output("policy_json"))
     (st,) = [s for s in policy["Statement"] if s["Action"] == ["route53:ChangeResourceRecordSets"]]
     names = st["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
-    assert names == ["\\052.mx.example.com"]
+    assert names == ["\\052.mx.example.com", "_r53lb.example.com"]
     zone = f"arn:aws:route53:::hostedzone/{ZONE}"
     cas = [("DELETE", "*.mx.example.com.", "A"), ("CREATE", "*.mx.example.com.", "A")]
     assert _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch(cas))
     assert not _allows(policy, "route53:ChangeResourceRecordSets", zone, _batch([("CREATE", "x.mx.example.com", "A")]))
     # A name with a character the module cannot escape is refused up front.
-    bad = Module(MODULES / "controller-iam", {"records": [{"zone_id": ZONE, "name": "mx example.com", "type": "A"}]})
+    bad = Module(MODULES / "controller-iam", {"records": [{"zone_id": ZONE, "name": "mx example.com", "type": "A"}],
+                                              "zones": {ZONE: "example.com"}})
     assert any("DNS name" in e for e in bad.validation_errors())
 
 
@@ -1118,7 +1153,7 @@ def test_example_with_two_replicas_renders_a_cluster_and_its_table() -> None:
 
 def test_iam_state_statement_is_the_table_and_r53lb_partitions_only() -> None:
     records = [{"zone_id": ZONE, "name": "mx.example.com", "type": "A"}]
-    iam = Module(MODULES / "controller-iam", {"records": records, "state_table_arn": TABLE_ARN,
+    iam = Module(MODULES / "controller-iam", {"records": records, "zones": {ZONE: "example.com"}, "state_table_arn": TABLE_ARN,
                                                "state_replicas": ["ctl-eu-1", "ctl-us-1"]})
     assert iam.validation_errors() == []
     policy = json.loads(iam.output("policy_json"))
@@ -1136,7 +1171,7 @@ def test_iam_state_statement_is_the_table_and_r53lb_partitions_only() -> None:
     assert not _allows(policy, "dynamodb:PutItem", TABLE_ARN + "-other", keys)
     assert not _allows(policy, "dynamodb:DeleteTable", TABLE_ARN, {})
     assert not _allows(policy, "dynamodb:Scan", TABLE_ARN, {})
-    bad = Module(MODULES / "controller-iam", {"records": records, "state_table_arn": "r53lb"})
+    bad = Module(MODULES / "controller-iam", {"records": records, "zones": {ZONE: "example.com"}, "state_table_arn": "r53lb"})
     assert len(bad.validation_errors()) == 1 and "ARN of one DynamoDB table" in bad.validation_errors()[0]
 
 

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from r53lb.aws.session import NO_CREDENTIALS, Transient, report, with_retries
@@ -16,12 +17,15 @@ from r53lb.errors import R53lbError
 if TYPE_CHECKING:  # pydantic and boto3 stay out of `r53lb --help`
     from r53lb.config import AwsConfig
 
-__all__ = ["NO_CREDENTIALS", "ConflictError", "Route53", "Route53Error", "batches", "batch_cost"]
+__all__ = ["NO_CREDENTIALS", "ConflictError", "FenceWrite", "Progress", "Route53", "Route53Error", "batches",
+           "batch_cost", "fence_set"]
 
 # Route 53's limits for one ChangeResourceRecordSets request.
 MAX_RECORDS_PER_BATCH = 1000  # ResourceRecord elements (UPSERT counts twice)
 MAX_CHARS_PER_BATCH = 32000  # characters in all Value elements (UPSERT counts twice)
 MAX_PAGE = 300  # ListResourceRecordSets returns at most this many sets per page
+
+TimeLeft = Callable[[], float]  # seconds the caller still has (a lease's time left); asked before each attempt
 
 _ZONE_ID = re.compile(r"^(?:/hostedzone/)?(Z[A-Z0-9]{4,})$")
 
@@ -90,6 +94,28 @@ def _record_set(raw: dict[str, Any]) -> RecordSet:
     )
 
 
+@dataclass(frozen=True)
+class FenceWrite:
+    """The zone's fence for `apply`: the set as read (None: there is none yet) and each batch's next one."""
+
+    read: dict[str, Any] | None
+    set: Callable[[int], dict[str, Any]]  # the fence set the k-th batch (from 0) CREATEs
+
+
+@dataclass
+class Progress:
+    """How far an `apply` got: the indexes of the changes in each batch, the ids of those acknowledged."""
+
+    batches: list[list[int]] = field(default_factory=list)
+    change_ids: list[str] = field(default_factory=list)
+
+
+def fence_set(name: str, values: Sequence[str], ttl: int) -> dict[str, Any]:
+    """The fence as a ResourceRecordSet (a plain TXT set: no set identifier, no weight)."""
+    return {"Name": normalize_name(name) + ".", "Type": "TXT", "TTL": ttl,
+            "ResourceRecords": [{"Value": v} for v in values]}
+
+
 class Route53:
     """A Route 53 client with bounded retries, compare-and-swap writes and per-operation counts.
 
@@ -153,10 +179,15 @@ class Route53:
     def _report(self, operation: str, outcome: str) -> None:
         report(self.on_request, operation, outcome)
 
-    def _attempt(self, operation: str, kwargs: dict[str, Any]) -> Any:
+    def _attempt(self, operation: str, kwargs: dict[str, Any], time_left: TimeLeft | None = None) -> Any:
         from .session import read_error
 
         client = self.client
+        if time_left is not None and time_left() <= 0:
+            # Checked before every attempt, retries included: a retry never outlives the caller's
+            # time (a leader's lease), it gives up instead.
+            self._report(operation, "error")
+            raise Route53Error(f"Route 53 {operation}: no time left for it (the writer's lease ends)", "Deadline")
         method = getattr(client, _snake(operation))
         self.request_counts[operation] += 1
         try:
@@ -179,9 +210,16 @@ class Route53:
         self._report(operation, "ok")
         return result
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
-        """One API call: botocore's own retries, then tenacity's, bounded in attempts and time."""
-        return with_retries(self._attempt, operation, kwargs, attempts=self.attempts, deadline=self.retry_deadline,
+    def _call(self, operation: str, *, time_left: TimeLeft | None = None, **kwargs: Any) -> Any:
+        """One API call: botocore's own retries, then tenacity's, bounded in attempts and time.
+
+        `time_left` (seconds, asked before each attempt) bounds the retries further: they stop
+        when it runs out, whatever `retry_deadline` allows.
+        """
+        deadline = self.retry_deadline
+        if time_left is not None:
+            deadline = max(0.0, min(deadline, time_left()))
+        return with_retries(self._attempt, operation, kwargs, time_left, attempts=self.attempts, deadline=deadline,
                             backoff=self.backoff, backoff_max=self.backoff_max, give_up=Route53Error)
 
     # --- public API -----------------------------------------------------------------------
@@ -232,25 +270,54 @@ class Route53:
                 return tuple(rr["Value"] for rr in raw.get("ResourceRecords") or ())
         return ()
 
-    def read(self, zone_id: str, wanted: Iterable[tuple[str, str]]) -> dict[RecordKey, RecordSet]:
+
+    def zone_name(self, zone_id: str) -> str:
+        """A hosted zone's name (normalized) from its id: known from `zone_id()`, else one GetHostedZone."""
+        for name, zid in self._zones.items():
+            if zid == zone_id:
+                return name
+        resp = self._call("GetHostedZone", Id=zone_id)
+        name = normalize_name(resp["HostedZone"]["Name"])
+        self._zones.setdefault(name, zone_id)
+        return name
+
+    def read(self, zone_id: str, wanted: Iterable[tuple[str, str]], *,
+             time_left: TimeLeft | None = None) -> dict[RecordKey, RecordSet]:
         """The weighted record sets of the wanted (name, type) pairs, reading only their pages.
 
         Names are read in Route 53's listing order and a page serves every wanted name it
         holds: pools whose names sit side by side in a zone share pages instead of costing a
         request each (200 pools in 10 zones: 40 requests, not 200).
         """
+        return self.read_fenced(zone_id, wanted, None, time_left=time_left)[0]
+
+    def read_fenced(self, zone_id: str, wanted: Iterable[tuple[str, str]], fence: str | None, *,
+                    time_left: TimeLeft | None = None) -> tuple[dict[RecordKey, RecordSet], dict[str, Any] | None]:
+        """`read`, and the zone's fence (the TXT set named `fence`, as Route 53 returned it, or None).
+
+        The fence is read first (its own sweep; its page serves the names listed after it): a
+        record set read later than the fence is never older than it, so a batch planned from
+        this read and DELETEing this fence is refused if any r53lb writer wrote in between.
+        """
         by_name: dict[str, set[str]] = collections.defaultdict(set)
         for name, rtype in wanted:
             by_name[normalize_name(name)].add(rtype.upper())
         out: dict[RecordKey, RecordSet] = {}
+        plain: dict[tuple[str, str], dict[str, Any]] = {}
         done: set[str] = set()
-        for name in sorted(by_name, key=_listing_order):
+        order = sorted(by_name, key=_listing_order)
+        if fence is not None:
+            fence = normalize_name(fence)
+            by_name[fence].add("TXT")
+            order = [fence, *[n for n in order if n != fence]]
+        for name in order:
             if name not in done:
-                self._sweep(zone_id, name, by_name, done, out)
-        return out
+                self._sweep(zone_id, name, by_name, done, out, plain, time_left)
+        return out, plain.get((fence, "TXT")) if fence is not None else None
 
     def _sweep(
-        self, zone_id: str, name: str, wanted: dict[str, set[str]], done: set[str], out: dict[RecordKey, RecordSet]
+        self, zone_id: str, name: str, wanted: dict[str, set[str]], done: set[str], out: dict[RecordKey, RecordSet],
+        plain: dict[tuple[str, str], dict[str, Any]], time_left: TimeLeft | None = None,
     ) -> None:
         """Page from `name` on while the listing is inside a wanted name not read yet; mark the names read.
 
@@ -270,7 +337,7 @@ class Route53:
             }
             if start[2] is not None:
                 kwargs["StartRecordIdentifier"] = start[2]
-            resp = self._call("ListResourceRecordSets", **kwargs)
+            resp = self._call("ListResourceRecordSets", time_left=time_left, **kwargs)
             new = 0
             for raw in resp.get("ResourceRecordSets", []):
                 rname, rtype = normalize_name(raw["Name"]), raw["Type"]
@@ -292,6 +359,8 @@ class Route53:
                 if rtype in types and "SetIdentifier" in raw and raw.get("Weight") is not None:
                     rs = _record_set(raw)
                     out.setdefault(rs.key, rs)
+                elif rtype in types and "SetIdentifier" not in raw:
+                    plain.setdefault((rname, rtype), raw)
             if not resp.get("IsTruncated"):
                 done.add(name)
                 if current is not None:
@@ -317,17 +386,25 @@ class Route53:
             start = nxt
         raise Route53Error(f"Route 53 ListResourceRecordSets: paging of {name} does not end")
 
-    def apply(self, zone_id: str, changes: Sequence[RecordChange], comment: str = "r53lb") -> str | None:
+    def apply(self, zone_id: str, changes: Sequence[RecordChange], comment: str = "r53lb", *,
+              fence: FenceWrite | None = None, time_left: TimeLeft | None = None,
+              progress: Progress | None = None) -> str | None:
         """Write new weights as one compare-and-swap batch (split only past Route 53's limits).
 
         Each change DELETEs the record set exactly as read and CREATEs it with the new weight,
         so Route 53 refuses the whole batch if anyone changed one of them since (ConflictError).
+        With a `fence`, every batch also DELETEs the zone's fence as the previous batch left it
+        (the first: as read) and CREATEs its next version: then the batch is refused when any
+        r53lb writer wrote to the zone since the read, whatever it touched.
         Returns the id of the last batch's change (Route 53 applies a zone's batches in order;
         all ids are in `last_change_ids`), or None when there was nothing to write. A change
-        whose weight already holds is skipped.
+        whose weight already holds is skipped. `progress` (the caller's own: zones are written
+        from several threads) gets the indexes of `changes` each batch carries, before it is
+        sent, and the id of each batch Route 53 acknowledged.
         """
         units: list[list[dict[str, Any]]] = []
-        for ch in changes:
+        index: list[int] = []
+        for i, ch in enumerate(changes):
             if ch.current is not None:
                 if ch.current.weight == ch.weight:
                     continue  # nothing to change: never spend a write on it
@@ -349,17 +426,43 @@ class Route53:
                         "ResourceRecords": [{"Value": v} for v in ch.values],
                     },
                 }])
+            index.append(i)
         self.last_change_ids = []
+        progress = progress if progress is not None else Progress()
         if not units:
             return None
-        for batch in batches(units):
+        max_records, max_chars = MAX_RECORDS_PER_BATCH, MAX_CHARS_PER_BATCH
+        previous = fence.read if fence is not None else None
+        if fence is not None:  # room for the fence's DELETE and CREATE in every batch
+            r1, c1 = batch_cost({"Action": "CREATE", "ResourceRecordSet": fence.set(0)})
+            r0, c0 = batch_cost({"Action": "DELETE", "ResourceRecordSet": previous}) if previous else (0, 0)
+            max_records -= max(r0, r1) + r1
+            max_chars -= max(c0, c1) + c1 + 64  # sequence numbers may grow by a digit or two
+        packed = batches(units, max_records, max_chars)
+        pos = 0
+        for batch in packed:  # batches() keeps units whole and in order
+            n, taken = 0, []
+            while n < len(batch):
+                n += len(units[pos])
+                taken.append(index[pos])
+                pos += 1
+            progress.batches.append(taken)
+        for k, batch in enumerate(packed):
+            body = list(batch)
+            if fence is not None:
+                if previous is not None:
+                    body.append({"Action": "DELETE", "ResourceRecordSet": previous})
+                previous = fence.set(k)
+                body.append({"Action": "CREATE", "ResourceRecordSet": previous})
             resp = self._call(
                 "ChangeResourceRecordSets",
+                time_left=time_left,
                 HostedZoneId=zone_id,
-                ChangeBatch={"Comment": comment, "Changes": batch},
+                ChangeBatch={"Comment": comment, "Changes": body},
             )
             self.last_change_ids.append(resp["ChangeInfo"]["Id"])
-        return self.last_change_ids[-1]
+            progress.change_ids.append(resp["ChangeInfo"]["Id"])
+        return progress.change_ids[-1]
 
     def wait_insync(self, change_id: str, timeout: float = 300) -> float:
         """Poll GetChange until the change is INSYNC on every Route 53 server; seconds taken."""

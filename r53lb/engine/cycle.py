@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
+import socket
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
+from ..core.fence import FENCE_TTL, Fence, FenceError, aged, carry, fence_name, first, young
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, held_after_state_loss, plan_pool, vantage_hold
-from ..core.records import RecordKey, RecordSet, normalize_value
+from ..core.records import RecordKey, RecordSet
 from ..core.reputation import CLEAN, Reputation, reputations
 from ..core.signals import NodeSignals
 from ..core.weights import WarmupClock
@@ -32,10 +36,10 @@ from .dane import Dane
 from .signals import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
-    from ..aws.route53 import Route53
+    from ..aws.route53 import Route53, TimeLeft
     from ..state.base import Store
 
-__all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
+__all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "FenceSeen", "ZoneOutcome", "utcnow"]
 
 log = logging.getLogger("r53lb")
 
@@ -60,6 +64,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass(frozen=True)
+class FenceSeen:
+    """A zone's fence as this controller last read or wrote it."""
+
+    name: str  # _r53lb.example.com
+    raw: dict[str, Any] | None  # the TXT set exactly as Route 53 holds it (None: the zone has no fence yet)
+    fence: Fence | None
+    error: str | None  # the set holds something this r53lb cannot read: no write until it is fixed
+    seen_at: float  # this controller's monotonic clock when it first read (or wrote) this version
+
+    def same_version(self, raw: dict[str, Any] | None, fence: Fence | None) -> bool:
+        """`raw` (parsed: `fence`) is this version, however Route 53 spells it (its token is unique)."""
+        if self.fence is not None and fence is not None:
+            return self.fence.token == fence.token
+        return self.fence is None and fence is None and self.raw == raw
+
+    def to_json(self) -> dict[str, Any]:
+        """As the fence says it (drain ages as its writer measured them when it wrote): the same for every reader."""
+        f = self.fence
+        return {"name": self.name, "epoch": f.epoch if f else None, "seq": f.seq if f else None,
+                "replica": f.replica if f else None, "error": self.error,
+                "drains": {p: [a / 1000 for a in ages] for p, ages in f.drains.items()} if f else {}}
+
+
 @dataclass(repr=False)  # asyncio reprs a finished task's result on the way out: keep that cheap
 class ZoneOutcome:
     """What one reconcile of one hosted zone did."""
@@ -73,6 +101,7 @@ class ZoneOutcome:
     conflicts: int = 0
     change_ids: list[str] = field(default_factory=list)
     held: str | None = None  # the write was not made: a hold or a lost lease came up
+    superseded: int | None = None  # the fence holds this epoch, above the writer's: a newer leader writes
 
     def __repr__(self) -> str:
         return f"ZoneOutcome({self.zone!r}, {len(self.applied)} applied, error={self.error!r})"
@@ -128,6 +157,7 @@ class Controller:
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         notify: Notify | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.cfg = cfg
         self.store = store
@@ -135,12 +165,15 @@ class Controller:
         self.clock = clock
         self.sleep = sleep
         self.notify = notify or (lambda kind, msg, details: None)
+        self.monotonic = monotonic  # drain ages in the fence: immune to steps of the wall clock
+        self.replica = cfg.cluster.replica if cfg.cluster is not None else (socket.gethostname() or "r53lb")
         self.helo = cfg.defaults.helo or default_helo()
         self.health: dict[NodeKey, NodeHealth] = store.health() if store is not None else {}
         self._saved: dict[NodeKey, NodeHealth] = dict(self.health)  # as last written (the snapshot writes the rest)
         self.watch_state = self._load_watch_state()
-        # Nodes drained for health, with when: in `run` a cycle is one interval of the pool.
-        self.drain_log: dict[str, list[datetime]] = defaultdict(list)
+        # Each zone's fence as last read or written (by zone id): in `run` the drain budget of a
+        # pool's interval comes from the drains it lists, whoever wrote them.
+        self.fences: dict[str, FenceSeen] = {}
         self._zone_ids: dict[str, str] = {}
         # Each node's signals as the last refresh left them (run mode's metrics read these).
         self.last_signals: dict[NodeKey, NodeSignals] = {}
@@ -320,8 +353,8 @@ class Controller:
             out[pool.zone].append(pool)
         return dict(out)
 
-    def read(self, pools: Iterable[Pool]) -> dict[str, dict[RecordKey, RecordSet]]:
-        """Current record sets per pool, one targeted read per zone (an error raises)."""
+    def read(self, pools: Iterable[Pool], time_left: "TimeLeft | None" = None) -> dict[str, dict[RecordKey, RecordSet]]:
+        """Current record sets per pool, one targeted read per zone (an error raises); the zones' fences too."""
         assert self.route53 is not None
         by_zone: dict[str, list[Pool]] = defaultdict(list)
         for pool in pools:
@@ -329,7 +362,9 @@ class Controller:
         out: dict[str, dict[RecordKey, RecordSet]] = {}
         for zone_id, zpools in by_zone.items():
             wanted = {(p.record, t) for p in zpools for t in p.record_types()}
-            recs = self.route53.read(zone_id, sorted(wanted))
+            name = fence_name(self.route53.zone_name(zone_id))
+            recs, raw = self.route53.read_fenced(zone_id, sorted(wanted), name, time_left=time_left)
+            self._saw_fence(zone_id, name, raw)
             for p in zpools:
                 # record_types() walks every node's addresses: once per pool, not once per record.
                 ids, types = {n.id for n in p.nodes}, set(p.record_types())
@@ -338,6 +373,23 @@ class Controller:
                     if r.name == p.record and r.type in types and r.set_identifier in ids
                 }
         return out
+
+    def _saw_fence(self, zone_id: str, name: str, raw: dict[str, Any] | None) -> FenceSeen:
+        """Keep the fence just read; a version seen before keeps the time it was first seen."""
+        fence, error = None, None
+        if raw is not None:
+            try:
+                fence = Fence.parse(rr.get("Value", "") for rr in raw.get("ResourceRecords") or ())
+            except FenceError as e:
+                error = (f"the fence {name} (TXT) holds a value this r53lb cannot read ({e}); not written: "
+                         f"delete that record set if nothing else owns it, r53lb creates a new one")
+        before = self.fences.get(zone_id)
+        same = before is not None and before.same_version(raw, fence)
+        # The same version keeps when it was first seen (its drains' ages), and takes the set as
+        # Route 53 spells it now (the next DELETE must match it exactly).
+        seen = FenceSeen(name, raw, fence, error, before.seen_at if same and before is not None else self.monotonic())
+        self.fences[zone_id] = seen
+        return seen
 
     def read_zones(self) -> tuple[dict[str, dict[RecordKey, RecordSet]], dict[str, tuple[str, str]]]:
         """Every zone's record sets; a zone that cannot be read is an error for it alone.
@@ -383,14 +435,17 @@ class Controller:
         """How many nodes of the pool may still be newly drained in the cycle that `now` is in.
 
         `sync`: every reconcile is a cycle of its own. `run` (`interval_cycles`): a cycle is
-        one `interval` of the pool, however many reconciles happen inside it.
+        one `interval` of the pool, however many reconciles happen inside it, and the drains
+        spent in it are those the zone's fence lists as younger than that (whoever wrote them:
+        a restart or a new leader starts from the same budget; a wall-clock step changes nothing).
         """
         if not interval_cycles:
             return pool.max_drain()
-        since = now - timedelta(seconds=pool.tuning.interval)
-        recent = [t for t in self.drain_log.get(pool.name, []) if t > since]
-        self.drain_log[pool.name] = recent
-        return max(0, pool.max_drain() - len(recent))
+        seen = self.fences.get(self.zone_id(pool))
+        if seen is None:
+            return pool.max_drain()
+        ages = aged(seen.fence, self.monotonic() - seen.seen_at).get(pool.name, [])
+        return max(0, pool.max_drain() - young(ages, pool.tuning.interval))
 
     def plan(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime,
              create_missing: bool = False, pools: Iterable[Pool] | None = None,
@@ -423,82 +478,131 @@ class Controller:
         health: dict[NodeKey, NodeHealth] | None = None,
         records: dict[str, dict[RecordKey, RecordSet]] | None = None,
         comment: str = "r53lb",
+        epoch: int = 0,
+        replica: str | None = None,
+        time_left: "TimeLeft | None" = None,
     ) -> ZoneOutcome:
-        """Read -> plan -> compare-and-swap write -> bounded re-read/re-plan -> history. Blocking.
+        """Read -> plan -> fenced compare-and-swap write -> bounded re-read/re-plan -> history. Blocking.
 
         `guard` is asked right before each write; a reason it returns stops the write (a
-        vantage hold that came up meanwhile, a lease that was lost).
+        vantage hold that came up meanwhile, a lost lease). Every batch carries the zone's
+        fence with `epoch` (the writer's lease epoch; 0 without a cluster) and `replica`; a
+        fence with a higher epoch stops the write (`superseded`). `time_left` bounds every
+        Route 53 call and its retries (a leader's lease time left).
         """
-        from ..aws.route53 import ConflictError, Route53Error
+        from ..aws.route53 import ConflictError, FenceWrite, Progress, Route53Error, fence_set
 
         assert self.route53 is not None
         pools = self.zones().get(zone, [])
         empty = ZoneOutcome(zone, Plan())
         if not pools:
             return empty
-        if records is None or any(p.name not in records for p in pools):
-            try:
-                records = self.read(pools)
-            except Route53Error as e:
-                return ZoneOutcome(zone, Plan(), error=str(e), error_class=e.code)
+        replica = replica or self.replica
+        try:
+            zone_id = self.zone_id(pools[0])
+            if records is None or any(p.name not in records for p in pools) or zone_id not in self.fences:
+                records = self.read(pools, time_left)  # the fence must come from the read the plan is made from
+        except Route53Error as e:
+            return ZoneOutcome(zone, Plan(), error=str(e), error_class=e.code)
+        seen = self.fences[zone_id]
         now = self.clock()
         self.adopt(records, now)
         plan = self.plan(records, now, create_missing, pools=pools, interval_cycles=interval_cycles, health=health)
         out = ZoneOutcome(zone, plan, records=records)
         if dry_run:
             return out
-        zone_id = self.zone_id(pools[0])
+        windows = {p.name: p.tuning.interval for p in pools}
+        caps = {p.name: p.max_drain() for p in pools}
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
             changes = plan.changes
             if not changes:
+                break
+            stop = _fence_stops(seen, epoch)
+            if stop:
+                out.error, out.error_class = stop
+                if seen.fence is not None and seen.fence.epoch > epoch:
+                    out.superseded = seen.fence.epoch
+                log.error("zone %s: %s", zone, out.error)
                 break
             held = guard() if guard is not None else None
             if held:
                 out.held = held
                 log.info("zone %s: not written: %s", zone, held)
                 break
+            written_at = self.monotonic()
+            drains = carry(aged(seen.fence, written_at - seen.seen_at),
+                           {pp.pool: len(pp.newly_drained) for pp in plan.pools}, windows, caps)
+            tokens: list[str] = []
+            versions: list[Fence] = []
+
+            def version(k: int, seen: FenceSeen = seen, drains: dict[str, list[int]] = drains) -> dict[str, Any]:
+                while len(versions) <= k:
+                    tokens.append(secrets.token_hex(4))
+                    prev = versions[-1] if versions else seen.fence
+                    versions.append(first(epoch, replica, tokens[-1], drains) if prev is None
+                                    else prev.next(epoch, replica, tokens[-1], drains))
+                return fence_set(seen.name, versions[k].values(), FENCE_TTL)
+
+            progress = Progress()
             try:
-                last_id = self.route53.apply(zone_id, [c.record_change for c in changes], comment=comment)
+                last_id = self.route53.apply(zone_id, [c.record_change for c in changes], comment=comment,
+                                             fence=FenceWrite(seen.raw, version), time_left=time_left,
+                                             progress=progress)
                 if last_id:
                     out.change_ids.append(last_id)
             except ConflictError as e:
                 try:
-                    fresh = self.read(pools)
+                    fresh = self.read(pools, time_left)
                 except Route53Error as e2:
+                    self._applied(out, changes, progress, len(progress.change_ids), now)
                     out.error, out.error_class = str(e2), e2.code
                     break
-                if _already_hold(changes, fresh):
-                    # The write went through and its answer was lost; the retry was refused.
+                now_seen = self.fences[zone_id]
+                ours = [k for k, v in enumerate(versions) if now_seen.fence is not None and v.token == now_seen.fence.token]
+                done = max(len(progress.change_ids), ours[0] + 1 if ours else 0)
+                self._applied(out, changes, progress, done, now)
+                if done == len(progress.batches):
+                    # The write went through and its answer was lost; the retry was refused. The
+                    # fence holds exactly the version this batch created: nobody wrote since.
                     log.info("zone %s: Route 53 already holds the planned weights (a lost answer)", zone)
-                    out.applied = changes
-                    self.record_applied(changes, now)
                     break
-                if not _changed_since(changes, fresh):
+                moved = not seen.same_version(now_seen.raw, now_seen.fence)
+                if not moved and not _changed_since(changes, fresh):
                     out.error, out.error_class = str(e), "InvalidChangeBatch"
                     break  # refused for another reason than a concurrent change: Route 53 says why
                 out.conflicts += 1
-                log.warning("zone %s: batch refused, a record changed since it was read (%s); re-planning", zone, e)
+                log.warning("zone %s: batch refused, %s since it was read (%s); re-planning", zone,
+                            f"another writer ({now_seen.fence.label}) wrote the zone" if moved and now_seen.fence
+                            else "a record changed", e)
                 if attempt == MAX_CONFLICT_RETRIES:
                     out.error = f"records kept changing under r53lb; gave up after {attempt + 1} tries: {e}"
                     out.error_class = "Conflict"
                     break
                 records = out.records = fresh
+                seen = now_seen
                 now = self.clock()
                 plan = out.plan = self.plan(records, now, create_missing, pools=pools, interval_cycles=interval_cycles, health=health)
                 continue
             except Route53Error as e:
+                self._applied(out, changes, progress, len(progress.change_ids), now)
                 out.error, out.error_class = str(e), e.code
                 break
-            out.applied = changes
-            self.record_applied(changes, now)
+            self._applied(out, changes, progress, len(progress.batches), now)
+            if versions:
+                # Our own version: its drains are aged from now, after Route 53 took it (a lower bound).
+                self.fences[zone_id] = FenceSeen(seen.name, version(len(progress.batches) - 1), versions[-1], None,
+                                                 self.monotonic())
             break
-        for pp in out.plan.pools:
-            applied = {c.node for c in out.applied}
-            for node_id in pp.newly_drained:
-                if node_id in applied:
-                    self.drain_log[pp.pool].append(now)
         out.plan.applied = out.error is None and out.held is None
         return out
+
+    def _applied(self, out: ZoneOutcome, changes: list[Change], progress: Any, batches: int, now: datetime) -> None:
+        """The changes of the first `batches` batches went through: into the outcome and the history."""
+        done = {i for b in progress.batches[:batches] for i in b}
+        applied = [c for i, c in enumerate(changes) if i in done]
+        if applied:
+            out.applied = out.applied + applied
+            self.record_applied(applied, now)
 
     def record_applied(self, changes: list[Change], now: datetime) -> None:
         """Each written weight goes into the history and gets one log line, with its reason."""
@@ -627,16 +731,18 @@ class Controller:
         return transitions
 
 
-def _already_hold(changes: list[Change], records: dict[str, dict[RecordKey, RecordSet]]) -> bool:
-    """Route 53 holds every planned weight (with the planned value) already."""
-    for c in changes:
-        rec = records.get(c.pool, {}).get((c.record, c.type, c.set_identifier))
-        if rec is None or rec.weight != c.to_weight:
-            return False
-        want = tuple(normalize_value(c.type, v) for v in c.record_change.values) or None
-        if want is not None and tuple(sorted(normalize_value(c.type, v) for v in rec.values)) != tuple(sorted(want)):
-            return False
-    return True
+def _fence_stops(seen: FenceSeen, epoch: int) -> tuple[str, str] | None:
+    """(reason, error class) when this writer must not write the zone: an unreadable fence, a newer epoch."""
+    if seen.error:
+        return seen.error, "FenceUnreadable"
+    f = seen.fence
+    if f is not None and f.epoch > epoch:
+        reason = (f"not written: the fence {seen.name} was written with epoch {f.epoch} (replica {f.replica}), "
+                  f"above this writer's {epoch}: a newer leader writes this zone")
+        if epoch == 0:
+            reason += f" (if no cluster writes it any more, delete the TXT record {seen.name}; r53lb creates a new one)"
+        return reason, "Superseded"
+    return None
 
 
 def _changed_since(changes: list[Change], records: dict[str, dict[RecordKey, RecordSet]]) -> bool:

@@ -612,16 +612,22 @@ class Daemon:
             log.info("zone %s: hold in effect (%s); nothing written", z.name,
                      "; ".join(h.reason for h in self.holds.values()))
             return
-        health, comment = dict(ctl.health), "r53lb"
+        health, comment, epoch, replica, time_left = dict(ctl.health), "r53lb", 0, None, None
         if self.cluster is not None:
             if not self.cluster.is_leader():
                 await self._follow(z, ctl)  # followers probe, publish and read; only the lease holder writes
                 return
             health, comment = self.cluster.planning_health(health), self.cluster.comment()
             ctl.signal_quorum = self.cluster.out_view
+            epoch = self.cluster.epoch  # into the zone's fence: a newer leader's fence stops this one
+            replica = self.cluster.replica
+            time_left = self.cluster.time_left  # Route 53 retries never outlive the lease
         started = time.monotonic()
         out: ZoneOutcome = await asyncio.to_thread(
-            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment)
+            ctl.reconcile_zone, z.name, interval_cycles=True, guard=self._guard, health=health, comment=comment,
+            epoch=epoch, replica=replica, time_left=time_left)
+        if out.superseded is not None and self._beat_now is not None:
+            self._beat_now.set()  # a newer leader's fence: learn from the table now that the lease is gone
         if ctl is not self._ctl:
             return  # a reload replaced the engine meanwhile
         self.metrics.reconcile_duration.labels(z.name).observe(time.monotonic() - started)
@@ -747,7 +753,7 @@ class Daemon:
             assert r53 is not None
             ctl = self._controller(new, r53)
             ctl.health.update({k: h for k, h in old_ctl.health.items() if k not in ctl.health})
-            ctl.drain_log.update(old_ctl.drain_log)  # the drain budget of the cycle in progress carries over
+            ctl.fences.update(old_ctl.fences)  # the zones' fences as read (when first seen: the drains' ages)
             ctl.watch_state = old_ctl.watch_state
             if self._stopping:
                 return

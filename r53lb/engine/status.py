@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..probes.base import ProbeResult
     from ..state.sqlite import Event, StateStore
 
-__all__ = ["HISTORY", "StoreFacts", "collect", "document", "plan_now", "read_store"]
+__all__ = ["HISTORY", "StoreFacts", "collect", "document", "fences", "plan_now", "read_store"]
 
 HISTORY = 25  # the latest history events in the document (`r53lb history` has them all)
 
@@ -169,7 +169,21 @@ def collect(ctl: Controller, history: int = HISTORY) -> dict[str, Any]:
     ctl.adopt(records, now)
     facts = read_store(ctl.store, history)
     plan = plan_now(ctl, records, ctl.health, facts, now)
-    return document(ctl.cfg, records=records, health=ctl.health, plan=plan, store=facts, now=now)
+    doc = document(ctl.cfg, records=records, health=ctl.health, plan=plan, store=facts, now=now)
+    doc["fences"] = fences(ctl)
+    return doc
+
+
+def fences(ctl: Controller) -> list[dict[str, Any]]:
+    """Each zone's fence as last read: who wrote it (epoch, seq, replica) and the drains it lists."""
+    out = []
+    fences = dict(ctl.fences)  # the daemon's reconcile threads replace entries: read a copy
+    for zone in ctl.zones():
+        zone_id = ctl._zone_ids.get(zone)
+        seen = fences.get(zone_id) if zone_id else None
+        if seen is not None:
+            out.append({"zone": zone, **seen.to_json()})
+    return out
 
 
 def cluster_view(cfg: Any, store: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:

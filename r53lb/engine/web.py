@@ -24,7 +24,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .status import document, plan_now, read_store
+from .status import document, fences, plan_now, read_store
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -71,7 +71,9 @@ def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Map
     finally:
         reader.close()
     plan = plan_now(ctl, records, health, facts, now)
-    return document(cfg, records=records, health=health, plan=plan, store=facts, now=now, probes=probes)
+    doc = document(cfg, records=records, health=health, plan=plan, store=facts, now=now, probes=probes)
+    doc["fences"] = fences(ctl)
+    return doc
 
 
 def daemon_document(daemon: "Daemon") -> dict[str, Any]:
@@ -124,6 +126,7 @@ def cluster_document(daemon: "Daemon") -> dict[str, Any]:
     facts = read_store(daemon.store)  # type: ignore[arg-type]
     plan = plan_now(ctl, records, health, facts, now)
     doc = document(daemon.cfg, records=records, health=health, plan=plan, store=facts, now=now, probes=probes)
+    doc["fences"] = fences(ctl)
     doc["cluster"] = cluster_view(daemon.cfg, daemon.store, doc["nodes"])
     return doc
 

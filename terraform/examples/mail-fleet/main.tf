@@ -93,6 +93,7 @@ module "controller_iam" {
     module.tracking.managed_records,
     module.smtp_ha.managed_records,
   )
+  zones         = { (var.zone_id) = var.domain } # r53lb's fence: the TXT record _r53lb.DOMAIN
   sns_topic_arn = var.sns_topic_arn
 
   state_table_arn = module.controller_state.table_arn

@@ -11,6 +11,17 @@ locals {
   # condition key normalized: lowercase, without the trailing dot, and every character
   # other than a-z 0-9 - _ . as a three-digit octal escape: a wildcard *.example.com is
   # \052.example.com there. The names are validated to hold no other special character.
+  #
+  # Every batch also DELETEs and CREATEs the zone's fence, the TXT record _r53lb.<zone
+  # name> (r53lb's own: Terraform never manages it, so the two never fight over it): its
+  # name and TXT join the zone's lists. The condition keys cannot tie a type to a name, so
+  # TXT at the managed names, and their types at the fence name, are allowed too.
+  fence_names = {
+    for zone_id in local.zone_ids : zone_id => [
+      for id, zone in var.zones : "_r53lb.${lower(trimsuffix(zone, "."))}" if id == zone_id
+    ]
+  }
+
   change_statements = [
     for zone_id in local.zone_ids : {
       Sid      = "ChangeManagedWeights${zone_id}"
@@ -19,12 +30,12 @@ locals {
       Resource = ["arn:${local.partition}:route53:::hostedzone/${zone_id}"]
       Condition = {
         "ForAllValues:StringEquals" = {
-          "route53:ChangeResourceRecordSetsNormalizedRecordNames" = sort(distinct([
+          "route53:ChangeResourceRecordSetsNormalizedRecordNames" = sort(distinct(concat([
             for record in var.records : replace(lower(trimsuffix(record.name, ".")), "*", "\\052") if record.zone_id == zone_id
-          ]))
-          "route53:ChangeResourceRecordSetsRecordTypes" = sort(distinct([
+          ], local.fence_names[zone_id])))
+          "route53:ChangeResourceRecordSetsRecordTypes" = sort(distinct(concat([
             for record in var.records : record.type if record.zone_id == zone_id
-          ]))
+          ], ["TXT"])))
           "route53:ChangeResourceRecordSetsActions" = ["CREATE", "DELETE"]
         }
       }
@@ -99,6 +110,13 @@ resource "aws_iam_policy" "controller" {
   description = "r53lb: read the managed zones and change the weights of the managed records only"
   policy      = jsonencode(local.policy)
   tags        = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for zone_id in local.zone_ids : contains(keys(var.zones), zone_id)])
+      error_message = "Give every zone of records its name in zones (zone id => name): r53lb writes its fence, the TXT record _r53lb.<zone name>, in every batch to a zone."
+    }
+  }
 }
 
 resource "aws_iam_role" "controller" {

@@ -38,6 +38,16 @@ variable "records" {
   }
 }
 
+variable "zones" {
+  description = "The name of each zone of records, by zone id ({ Z0123456789ABCDEFGHIJ = \"example.com\" }): every change batch r53lb sends to a zone also rewrites the zone's fence, the TXT record _r53lb.<zone name>, which Terraform does not manage."
+  type        = map(string)
+
+  validation {
+    condition     = alltrue([for id, zone in var.zones : can(regex("^Z[A-Z0-9]{1,32}$", id)) && can(regex("^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\\.?$", zone))])
+    error_message = "Every key of zones must be a hosted zone id (Z...) and every value that zone's DNS name."
+  }
+}
+
 variable "sns_topic_arn" {
   description = "ARN of the SNS topic r53lb publishes alerts to (notify.sns.topic_arn in its config). Null: no sns:Publish permission."
   type        = string
