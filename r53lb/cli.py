@@ -18,35 +18,88 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HOLD = 0, 1, 2, 3
 
 
+_LOG_FORMAT = {"format": "text"}  # --log-format of this run: how errors and messages are written
+
+
+def json_lines() -> bool:
+    """--log-format json: every line on stdout and stderr is one JSON object."""
+    return _LOG_FORMAT["format"] == "json"
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def say(text: str, *, err: bool = False, level: str = "info", **fields: Any) -> None:
+    """One line for the operator: the text, or with --log-format json one JSON object with `fields`."""
+    if json_lines():
+        click.echo(json.dumps({"ts": _now_iso(), "level": level, "logger": "r53lb.cli", "msg": text, **fields},
+                              default=str), err=err)
+    else:
+        click.echo(text, err=err)
+
+
 class Fail(click.ClickException):
     """One clear line on stderr and an exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED):
+    def __init__(self, message: str, code: int = EXIT_FAILED, **fields: Any):
         super().__init__(message)
         self.exit_code = code
+        self.fields = fields
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"r53lb: {self.format_message()}", err=True)
+        if json_lines():
+            say(self.format_message(), err=True, level="error", exit_code=self.exit_code, **self.fields)
+        else:
+            click.echo(f"r53lb: {self.format_message()}", err=True)
+
+
+# A LogRecord's own attributes; anything else on a record came as `extra=` and is an event field.
+_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-            "logger": record.name, "msg": record.getMessage(),
-        })
+        from datetime import datetime, timezone
+
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
+        }
+        doc.update({k: v for k, v in record.__dict__.items() if k not in _RECORD_KEYS and not k.startswith("_")})
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class _Reported(logging.Filter):
+    """Drops the log lines of events the command reports itself in its one exit line."""
+
+    events: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "event", None) not in self.events
 
 
 def setup_logging(verbose: int, log_format: str) -> None:
+    _LOG_FORMAT["format"] = log_format
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Reported())
     root = logging.getLogger("r53lb")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+def report_myself(*events: str) -> None:
+    """This command states these events in its own exit line: no log line repeats them."""
+    _Reported.events.update(events)
 
 
 def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,7 +147,9 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: 
 def load_config(ctx: click.Context) -> "Config":
     from .config import load
 
-    return load(ctx.obj["config_path"])
+    if "cfg" not in ctx.obj:
+        ctx.obj["cfg"] = load(ctx.obj["config_path"])
+    return ctx.obj["cfg"]
 
 
 def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
@@ -114,14 +169,21 @@ def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
     return store
 
 
-def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True) -> "Controller":
+# A command someone waits for at a terminal (status, verify) reads Route 53 with short bounds:
+# a black-holed endpoint fails it in seconds (two connect timeouts), not after a cron job's retries.
+INTERACTIVE_ROUTE53 = {"attempts": 2, "botocore_attempts": 1, "connect_timeout": 3.0, "read_timeout": 10.0,
+                       "retry_deadline": 10.0, "backoff_max": 1.0}
+
+
+def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True,
+                    interactive: bool = False) -> "Controller":
     from .engine.cycle import Controller
 
     r53 = None
     if with_route53:
         from .aws.route53 import Route53
 
-        r53 = Route53(cfg.aws)
+        r53 = Route53(cfg.aws, **(INTERACTIVE_ROUTE53 if interactive else {}))  # type: ignore[arg-type]
     return Controller(cfg, store, r53)
 
 
@@ -134,7 +196,10 @@ def warn_helo(cfg: "Config") -> None:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    if json_lines():  # every line one object: the document on one line
+        click.echo(json.dumps(data, default=str))
+    else:
+        click.echo(json.dumps(data, indent=2, default=str))
 
 
 def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
@@ -186,6 +251,15 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     ctx.exit(EXIT_HOLD if failed else EXIT_OK)
 
 
+def zone_errors(result: Any) -> list[str]:
+    """One phrase per zone that could not be read or written."""
+    return [f"zone {z.zone}: {z.error}" for z in result.zones if z.error]
+
+
+def _error_classes(result: Any) -> str:
+    return ",".join(sorted({z.error_class or "Error" for z in result.zones if z.error}))
+
+
 def show_cycle(result: Any, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_json())
@@ -227,9 +301,23 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
 @click.pass_context
 @errors
 def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_missing: bool) -> None:
-    """Probe, then show the changes a sync would make."""
+    """Probe, then show the changes a sync would make.
+
+    Exit 0 ok, 1 error (Route 53 unreadable), 2 invalid config; with --detailed-exitcode as
+    Terraform: 0 no changes, 2 changes pending, 1 any error (an invalid config included).
+    """
+    from .config import ConfigError
+
+    try:
+        load_config(ctx)
+    except ConfigError as e:
+        raise Fail(e.line(), EXIT_FAILED if detailed_exitcode else e.exit_code) from None
+    report_myself("zone_unreadable")
     result = _cycle(ctx, dry_run=True, create_missing=create_missing, wait=False, snapshot=True)
-    show_cycle(result, as_json)
+    failed = zone_errors(result)
+    if failed:  # a plan it could not establish is never shown, nor "no changes"
+        raise Fail("plan: " + "; ".join(failed), EXIT_FAILED, error_class=_error_classes(result))
+    show_cycle(result, as_json or json_lines())
     if detailed_exitcode and result.plan.changes:
         ctx.exit(2)
     ctx.exit(EXIT_OK)
@@ -247,14 +335,21 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
     if not dry_run and load_config(ctx).cluster is not None:
         raise Fail("sync: with `cluster` the `r53lb run` replicas write (the lease holder alone); "
                    "use `r53lb plan` or `r53lb sync --dry-run`", EXIT_USAGE)
+    report_myself("zone_unreadable", "apply_failed", "apply_reminder", "hold")
     result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
-    show_cycle(result, as_json)
-    if result.apply_error:
-        click.echo(f"r53lb: apply failed: {result.apply_error}", err=True)
+    failed = zone_errors(result)
+    if as_json or json_lines():
+        show_cycle(result, True)
+    elif not failed or result.plan.changes:  # an error is never "no changes"; what other zones did still shows
+        show_cycle(result, False)
     for err in result.plan.errors:
-        click.echo(f"r53lb: {err}", err=True)
+        say(f"r53lb: {err}", err=True, level="error")
     if result.plan.hold:
-        click.echo(f"r53lb: hold: {result.plan.hold}; nothing written", err=True)
+        say(f"r53lb: hold: {result.plan.hold}; nothing written", err=True, level="error", event="hold",
+            reason=result.plan.hold)
+    if failed:
+        raise Fail(("sync: " if dry_run else "apply failed: ") + "; ".join(failed), EXIT_FAILED,
+                   error_class=_error_classes(result))
     ctx.exit(result.exit_code)
 
 
@@ -263,19 +358,19 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
 @click.pass_context
 @errors
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Route 53 weights beside stored health, per node."""
+    """Route 53 weights beside stored health, per node. Exit 1 when Route 53 cannot be read."""
     from .engine.status import collect
 
     cfg = load_config(ctx)
     store = open_state(cfg, readonly=True)
-    doc = collect(make_controller(cfg, store))
+    doc = collect(make_controller(cfg, store, interactive=True))
     cluster = None
     if cfg.cluster is not None:
         from .engine.status import cluster_view
 
         cluster = cluster_view(cfg, store, doc["nodes"])  # type: ignore[arg-type]
         doc["cluster"] = cluster
-    if as_json:
+    if as_json or json_lines():
         emit_json(doc)
     else:
         from .render import cluster_table, status_table
@@ -426,7 +521,7 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
     if pool_name is not None and cfg.pool(pool_name) is None:
         raise Fail(f"unknown pool {pool_name!r} (known: {', '.join(p.name for p in cfg.pools)})", EXIT_USAGE)
     pools = [cfg.pool(pool_name)] if pool_name else list(cfg.pools)
-    ctl = make_controller(cfg, store=None)  # verify reads Route 53 and DNS; it records nothing
+    ctl = make_controller(cfg, store=None, interactive=True)  # verify reads Route 53 and DNS; it records nothing
     tolerance = Tolerance()
     checks = []
     servers_by_zone: dict[str, list[Any]] = {}

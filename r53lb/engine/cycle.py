@@ -225,7 +225,9 @@ class Controller:
             self._saved.update((k, self.health[k]) for k in write)
         for key, t in transitions:
             frm, to = ("down", "up") if t.up else ("up", "down")
-            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
+            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason,
+                     extra={"event": "health", "pool": key[0], "node": key[1], "from": frm, "to": to,
+                            "reason": t.reason})
             self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
                         {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
         return transitions
@@ -329,7 +331,9 @@ class Controller:
                 records.update(self.read(pools))
             except Route53Error as e:
                 failed[zone] = (str(e), e.code)
-                log.error("zone %s: cannot read Route 53: %s", zone, e)
+                # The command reports it (sync, plan: its exit line); debug keeps it for -v.
+                log.debug("zone %s: cannot read Route 53: %s", zone, e,
+                          extra={"event": "zone_unreadable", "zone": zone, "error_class": e.code})
         return records, failed
 
     # --- planning -------------------------------------------------------------------------
@@ -484,7 +488,10 @@ class Controller:
                                          None if c.from_weight is None else str(c.from_weight),
                                          str(c.to_weight), f"{c.type}: {c.reason}")
         for c in changes:
-            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
+            frm = "(none)" if c.from_weight is None else c.from_weight  # a record set created
+            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, frm, c.to_weight, c.reason,
+                     extra={"event": "weight", "pool": c.pool, "node": c.node, "type": c.type, "zone": c.zone,
+                            "from_weight": c.from_weight, "to_weight": c.to_weight, "reason": c.reason})
 
     # --- alerts ---------------------------------------------------------------------------
 
@@ -511,7 +518,7 @@ class Controller:
                         self.store.add_event(now, "-", "-", "hold", "hold", None, f"cleared: {a.details.get('reason', '')}")
                 self.store.put_meta(WATCH_KEY, json.dumps(state.to_json()))
         for a in alerts:
-            (log.error if a.kind.severe else log.info)("%s", a.message)
+            (log.error if a.kind.severe else log.info)("%s", a.message, extra={"event": a.kind.value, **a.details})
             self.notify(a.kind.notify_kind, a.message, dict(a.details))
         return alerts
 

@@ -1,0 +1,150 @@
+"""What the CLI prints and how it exits, through the installed `r53lb` command in a subprocess.
+
+An error is never "no changes"; every output a program would parse parses; waits are bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from moto_fixtures.spec import build, weights
+from r53lb.demo.loopback import SmtpServer
+
+pytestmark = pytest.mark.timeout(120)
+
+R53LB = str(Path(sys.executable).parent / "r53lb")
+NO_CREDENTIALS = {"AWS_CONFIG_FILE": "/nonexistent/r53lb-tests/config",
+                  "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/r53lb-tests/credentials",
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "us-east-1"}
+FAKE_CREDENTIALS = {**NO_CREDENTIALS, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run([R53LB, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**base, **(env if env is not None else FAKE_CREDENTIALS)})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, endpoint: str, nodes: dict[str, str], port: int, **pool: object) -> Path:
+    path.write_text(yaml.safe_dump({
+        "aws": {"endpoint_url": endpoint, "region": "us-east-1"},
+        "state": {"path": str(path.parent / "state.db")},
+        "defaults": {"timeout": "1s", "fastinter": "50ms", "rise": 1, "fall": 1, "helo": "probe.r53lb.test"},
+        "pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                   "checks": [{"smtp": {"port": port}}],
+                   "nodes": [{"id": k, "address": v, "weight": 50} for k, v in nodes.items()], **pool}],
+    }))
+    return path
+
+
+class BlackHole:
+    """A loopback port whose accept queue is full: a connect is never answered (a dropped SYN)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.fill = []
+        for _ in range(4):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.fill.append(c)
+
+    def close(self) -> None:
+        for c in [*self.fill, self.listener]:
+            c.close()
+
+
+@pytest.fixture
+def black_hole():
+    hole = BlackHole()
+    yield f"http://127.0.0.1:{hole.port}"
+    hole.close()
+
+
+@pytest.fixture
+def closed_port():
+    return f"http://127.0.0.1:{free_port()}"
+
+
+MX = {"hlb-1": "127.0.0.61", "hlb-2": "127.0.0.62", "hlb-3": "127.0.0.63"}
+
+
+@pytest.fixture
+def fleet(tmp_path, moto_server):
+    """A pool of three live SMTP nodes at weight 50 in a strict moto server."""
+    port = free_port()
+    client = boto3.client("route53", endpoint_url=moto_server.endpoint_url, region_name="us-east-1")
+    zones = build(client, {"example.com": {
+        "mx.example.com": {"type": "A", "sets": {k: (v, 50) for k, v in MX.items()}}}})
+    servers = {k: SmtpServer(v, port).start() for k, v in MX.items()}
+    cfg = write_config(tmp_path / "r53lb.yaml", moto_server.endpoint_url, MX, port)
+    yield type("Fleet", (), {"config": str(cfg), "servers": servers, "client": client,
+                             "zone_id": zones["example.com"], "dir": tmp_path})
+    for s in servers.values():
+        s.stop()
+
+
+# --- 1. no false all-clear ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["closed_port", "no_credentials"])
+@pytest.mark.parametrize("args", [("plan",), ("plan", "--detailed-exitcode", "--json"), ("sync",)])
+def test_route53_unreadable_is_an_error_never_no_changes(tmp_path, closed_port, where, args):
+    cfg = write_config(tmp_path / "r53lb.yaml", closed_port, {"a": "127.0.0.1"}, free_port())
+    env = FAKE_CREDENTIALS if where == "closed_port" else NO_CREDENTIALS
+    p = run("-c", str(cfg), *args, env=env)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "no changes" not in p.stdout + p.stderr
+    if args[0] == "plan":
+        assert p.stdout == ""  # no plan it did not establish
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr  # one line, not a log line and then the same error again
+    assert lines[0].startswith("r53lb: ") and "zone example.com" in lines[0]
+    assert ("no AWS credentials" if where == "no_credentials" else "Could not connect") in lines[0]
+
+
+def test_plan_detailed_exitcode_follows_terraform_for_an_invalid_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pools: [{name: mx, zone: example.com, record: mx.example.com, nodes: [{id: a, address: "
+                   "127.0.0.1, weight: 300}]}]\n")
+    p = run("-c", str(bad), "plan", "--detailed-exitcode")
+    assert p.returncode == 1 and "weight: 300 is above 255" in p.stderr  # 2 would read "changes pending"
+    p = run("-c", str(bad), "plan")
+    assert p.returncode == 2 and "weight: 300 is above 255" in p.stderr
+
+
+def test_status_that_cannot_read_route53_fails_within_seconds(tmp_path, black_hole):
+    cfg = write_config(tmp_path / "r53lb.yaml", black_hole, {"a": "127.0.0.1"}, free_port())
+    started = time.monotonic()
+    p = run("-c", str(cfg), "status")
+    took = time.monotonic() - started
+    assert p.returncode == 1, p.stderr
+    assert p.stdout == "" and "Connect timeout" in p.stderr
+    assert took < 20, took  # two 3 s connect timeouts and a backoff, not 81 s of a cron job's retries
+
+
+def test_plan_with_changes_and_without(fleet):
+    p = run("-c", fleet.config, "plan", "--detailed-exitcode")
+    assert p.returncode == 0 and "no changes" in p.stdout, p.stderr
+    fleet.servers["hlb-1"].set_mode("refuse")
+    p = run("-c", fleet.config, "plan", "--detailed-exitcode")
+    assert p.returncode == 2 and "hlb-1" in p.stdout, p.stderr
