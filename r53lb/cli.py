@@ -165,7 +165,7 @@ def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
         return StateStore.open_readonly(cfg.state.resolved_path())
     store = StateStore.open(cfg.state.resolved_path())
     if store.rebuilt:
-        click.echo(f"r53lb: warning: {store.rebuilt}", err=True)
+        say(f"r53lb: warning: {store.rebuilt}", err=True, level="warning", event="state_rebuilt")
     return store
 
 
@@ -192,7 +192,7 @@ def warn_helo(cfg: "Config") -> None:
     from .config import helo_warnings
 
     for line in helo_warnings(cfg):
-        click.echo(f"r53lb: warning: {line}", err=True)
+        say(f"r53lb: warning: {line}", err=True, level="warning", event="helo")
 
 
 def emit_json(data: Any) -> None:
@@ -222,7 +222,7 @@ def validate(ctx: click.Context) -> None:
     cfg = load_config(ctx)
     warn_helo(cfg)
     nodes = sum(len(p.nodes) for p in cfg.pools)
-    click.echo(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)")
+    say(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)", event="valid", pools=len(cfg.pools), nodes=nodes)
 
 
 @main.command()
@@ -241,7 +241,7 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     ctl = Controller(cfg, store=None, route53=None)  # probe touches neither the state nor Route 53
     jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
     results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
-    if as_json:
+    if as_json or json_lines():
         emit_json({"results": [r.to_json() for r in results]})
     else:
         from .render import probe_table
@@ -423,6 +423,11 @@ def name_servers(ctl: "Controller", pool: Any, given: tuple[str, ...]) -> list[A
         raise Fail(str(e)) from None
 
 
+def _step_line(step: Any) -> None:
+    say(f"{step.name} {step.seconds:.1f} s {step.detail}", event="wait_step", step=step.name,
+        seconds=round(step.seconds, 3), detail=step.detail)
+
+
 def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bool, nameservers: tuple[str, ...],
                  samples: int, timeout: float) -> None:
     import time
@@ -438,16 +443,18 @@ def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bo
     started = time.monotonic()
     try:
         apply_and_wait(ctl, pool, node, drained=drained, servers=servers, samples=samples, tolerance=Tolerance(),
-                       timeout=timeout, on_step=wait_step)
+                       timeout=timeout, on_step=_step_line if json_lines() else wait_step)
     except WaitFailed as e:
         raise Fail(f"{pool_name}/{node_id}: step {e.step} did not finish "
                    f"(after {time.monotonic() - started:.1f} s, --timeout {timeout:g} s): {e.detail}") from None
     total = time.monotonic() - started
     if drained:
-        click.echo(f"{pool_name}/{node_id} is out of DNS after {total:.1f} s: the name servers no longer hand it "
-                   "out and resolvers' caches have expired")
+        say(f"{pool_name}/{node_id} is out of DNS after {total:.1f} s: the name servers no longer hand it "
+            "out and resolvers' caches have expired", event="served", pool=pool_name, node=node_id, drained=True,
+            seconds=round(total, 3))
     else:
-        click.echo(f"{pool_name}/{node_id} is back in DNS after {total:.1f} s: every name server hands it out")
+        say(f"{pool_name}/{node_id} is back in DNS after {total:.1f} s: every name server hands it out",
+            event="served", pool=pool_name, node=node_id, drained=False, seconds=round(total, 3))
 
 
 @main.command()
@@ -469,9 +476,11 @@ def drain(ctx: click.Context, ref: str, reason: str, wait: bool, wait_timeout: f
         name_servers(ctl, cfg.pool(pool), nameservers)  # an unusable server fails before anything is recorded
     store.drain(pool, node, reason, utcnow())
     if ctl is None:
-        click.echo(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)")
+        say(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)", event="drain", pool=pool,
+            node=node, reason=reason)
         return
-    click.echo(f"{pool}/{node} drained: {reason}; applying it and waiting for DNS")
+    say(f"{pool}/{node} drained: {reason}; applying it and waiting for DNS", event="drain", pool=pool, node=node,
+        reason=reason)
     _wait_served(ctl, pool, node, drained=True, nameservers=nameservers, samples=samples, timeout=wait_timeout)
 
 
@@ -493,10 +502,11 @@ def enable(ctx: click.Context, ref: str, wait: bool, wait_timeout: float, namese
         name_servers(ctl, cfg.pool(pool), nameservers)
     was_drained = store.enable(pool, node, utcnow())
     if ctl is None:
-        click.echo(f"{pool}/{node} enabled (the next sync gives it its weight back)" if was_drained
-                   else f"{pool}/{node} was not drained")
+        say(f"{pool}/{node} enabled (the next sync gives it its weight back)" if was_drained
+            else f"{pool}/{node} was not drained", event="enable", pool=pool, node=node, was_drained=was_drained)
         return
-    click.echo(f"{pool}/{node} {'enabled' if was_drained else 'was not drained'}; applying it and waiting for DNS")
+    say(f"{pool}/{node} {'enabled' if was_drained else 'was not drained'}; applying it and waiting for DNS",
+        event="enable", pool=pool, node=node, was_drained=was_drained)
     _wait_served(ctl, pool, node, drained=False, nameservers=nameservers, samples=samples, timeout=wait_timeout)
 
 
@@ -532,7 +542,7 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
         for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance):
             checks.append((pool.name, v))
     ok = all(v.ok for _, v in checks)
-    if as_json:
+    if as_json or json_lines():
         emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": tolerance.describe(samples)},
                    "checks": [{"pool": p, **v.to_json()} for p, v in checks]})
     else:
@@ -553,7 +563,7 @@ def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> N
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
     events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
-    if as_json:
+    if as_json or json_lines():
         emit_json({"events": [e.to_json() for e in events]})
     else:
         from .render import history_table
@@ -656,4 +666,5 @@ def cluster_init(ctx: click.Context) -> None:
         raise Fail("cluster init: the config has no `cluster` section", EXIT_USAGE)
     db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
     created = create_table(db, cfg.cluster.table)
-    click.echo(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}")
+    say(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}", event="cluster_init",
+        table=cfg.cluster.table, created=created)

@@ -148,3 +148,62 @@ def test_plan_with_changes_and_without(fleet):
     fleet.servers["hlb-1"].set_mode("refuse")
     p = run("-c", fleet.config, "plan", "--detailed-exitcode")
     assert p.returncode == 2 and "hlb-1" in p.stdout, p.stderr
+
+
+# --- 2. --log-format json: every line on either stream one JSON object ----------------------
+
+
+def json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        doc = json.loads(line)  # raises on a table, a plain "r53lb: ..." line, an indented document
+        assert isinstance(doc, dict), line
+        out.append(doc)
+    return out
+
+
+def test_json_logs_carry_the_event_fields_and_nothing_else(fleet):
+    fleet.servers["hlb-2"].set_mode("refuse")
+    p = run("--log-format", "json", "-c", fleet.config, "sync")
+    assert p.returncode == 0, p.stderr
+    [doc] = json_lines(p.stdout)  # the result, one object on one line
+    assert [c["node"] for c in doc["changes"]] == ["hlb-2"]
+    logs = json_lines(p.stderr)
+    [weight] = [d for d in logs if d.get("event") == "weight"]
+    assert weight["pool"] == "mx" and weight["node"] == "hlb-2" and weight["zone"] == "example.com"
+    assert weight["from_weight"] == 50 and weight["to_weight"] == 0 and "refused" in weight["reason"]
+    [health] = [d for d in logs if d.get("event") == "health"]
+    assert (health["node"], health["from"], health["to"]) == ("hlb-2", "up", "down")
+    assert all("." in d["ts"].split("T")[1] for d in logs)  # sub-second timestamps
+    for args in (("status",), ("history",), ("validate",), ("probe",), ("plan",),
+                 ("drain", "mx/hlb-3", "--reason", "disk swap")):
+        p = run("--log-format", "json", "-c", fleet.config, *args)
+        assert p.returncode in (0, 3), (args, p.stderr)
+        assert json_lines(p.stdout) and not p.stderr or json_lines(p.stderr), args
+
+
+def test_json_logs_an_error_is_one_object_with_its_class(tmp_path, closed_port):
+    cfg = write_config(tmp_path / "r53lb.yaml", closed_port, {"a": "127.0.0.1"}, free_port())
+    p = run("--log-format", "json", "-c", str(cfg), "sync", env=NO_CREDENTIALS)
+    assert p.returncode == 1
+    [err] = json_lines(p.stderr)  # once, not a log line and the same error again
+    assert err["level"] == "error" and err["error_class"] == "NoCredentials" and "no AWS credentials" in err["msg"]
+    assert p.stdout == "" or json_lines(p.stdout)
+
+
+# --- 3. off a terminal: plain columns, never cut to 80 ------------------------------------
+
+
+def test_tables_off_a_terminal_are_plain_columns_never_cut(fleet):
+    fleet.servers["hlb-1"].set_mode("refuse")
+    reason = "a reason long enough to pass the eighty columns of a terminal that is not there at all"
+    assert run("-c", fleet.config, "drain", "mx/hlb-2", "--reason", reason).returncode == 0
+    outputs = [run("-c", fleet.config, "sync")]
+    outputs += [run("-c", fleet.config, *args) for args in (("status",), ("history",), ("probe",))]
+    for p in outputs:
+        assert p.returncode in (0, 3), p.stderr
+        assert not any(ch in p.stdout for ch in "┏┃│─…━"), p.stdout  # no box, no ellipsis
+        header = next(line for line in p.stdout.splitlines() if not line.startswith("#"))
+        assert header.split()[:2] in (["pool", "node"], ["time", "(UTC)"]), p.stdout
+    assert all(reason in p.stdout for p in outputs[:3]), [p.stdout for p in outputs]
+    assert max(len(line) for line in outputs[1].stdout.splitlines()) > 100  # one row, not wrapped at 80
