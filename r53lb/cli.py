@@ -514,19 +514,24 @@ def enable(ctx: click.Context, ref: str, wait: bool, wait_timeout: float, namese
 @click.argument("pool_name", metavar="[POOL]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @_nameserver_options
+@click.option("--timeout", "wait_timeout", default="1m", show_default=True, callback=_wait_timeout,
+              metavar="DURATION", help="Ask no name server after this long (what was not asked counts as unknown).")
 @click.pass_context
 @errors
 def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers: tuple[str, ...],
-           samples: int) -> None:
+           samples: int, wait_timeout: float) -> None:
     """Compare what the authoritative name servers hand out with Route 53's weights.
 
     Finds the zone's servers from its delegation set (or --nameserver), samples each, and checks
     that a node at weight 0 never appears (unless the whole pool is at 0) and that every share is
     within the printed tolerance. Exit 0 when DNS serves what Route 53 holds, 1 otherwise.
     """
+    import time
+
     from .nameservers import verify_pool
     from .core.verify import Tolerance
 
+    deadline = time.monotonic() + wait_timeout
     cfg = load_config(ctx)
     if pool_name is not None and cfg.pool(pool_name) is None:
         raise Fail(f"unknown pool {pool_name!r} (known: {', '.join(p.name for p in cfg.pools)})", EXIT_USAGE)
@@ -539,16 +544,20 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
         zone_id = ctl.zone_id(pool)
         if zone_id not in servers_by_zone:
             servers_by_zone[zone_id] = name_servers(ctl, pool, nameservers)
-        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance):
+        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance,
+                             deadline=deadline):
             checks.append((pool.name, v))
     ok = all(v.ok for _, v in checks)
+    # The text states the widest band any row uses: that of the server with the fewest answers.
+    counted = [v.answered for _, v in checks if v.answered]
+    described = tolerance.describe(min(counted) if counted else samples)
     if as_json or json_lines():
-        emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": tolerance.describe(samples)},
+        emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": described},
                    "checks": [{"pool": p, **v.to_json()} for p, v in checks]})
     else:
         from .render import verify_table
 
-        verify_table(checks, tolerance.describe(samples), ok)
+        verify_table(checks, described, ok)
     ctx.exit(EXIT_OK if ok else EXIT_FAILED)
 
 

@@ -135,6 +135,9 @@ def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) 
     for col in ("pool", "type", "server", "node", "weight", "expected", "served", "result"):
         t.add_column(col, justify="right" if col in ("weight", "expected", "served") else "left")
     for pool, v in checks:
+        if v.silent:  # nothing is known of what it serves: one row, not every node "WRONG 0.0%"
+            t.add_row(pool, v.type, v.server, "-", "-", "-", "no answer", "[red]NO ANSWER[/]")
+            continue
         for n in v.nodes:
             served = f"{n.share:.1%} ({n.count})"
             expected = "never" if n.weight == 0 and n.expected == 0 else f"{n.expected:.1%} ±{n.band:.1%}"
@@ -147,7 +150,15 @@ def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) 
     for pool, v in checks:
         for p in v.problems:
             console.print(f"[red]{pool}[/] {v.type} {v.server}: {p}")
-    console.print("[green]DNS serves what Route 53 holds[/]" if ok else "[bold red]DNS disagrees with Route 53[/]")
+    silent = sorted({v.server for _, v in checks if v.silent})
+    disagree = any(not v.ok and not v.silent for _, v in checks)
+    if ok:
+        console.print("[green]DNS serves what Route 53 holds[/]")
+    elif disagree:
+        more = f"; no answer from {', '.join(silent)}" if silent else ""
+        console.print(f"[bold red]DNS disagrees with Route 53[/]{more}")
+    else:
+        console.print(f"[bold red]no answer from {', '.join(silent)}[/]: what DNS serves is not known")
 
 
 def wait_step(step: "Step") -> None:

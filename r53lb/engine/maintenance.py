@@ -179,7 +179,8 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
     rounds = 0
     while True:
         rounds += 1
-        verdicts = verify_pool(ctl.route53, zone_id, pool, servers, samples, tolerance, types=types)
+        verdicts = verify_pool(ctl.route53, zone_id, pool, servers, samples, tolerance, types=types,
+                               deadline=clock.deadline if now is time.monotonic else None)
         wrong = _disagreement(verdicts, node.id, drained)
         if wrong is None:
             break
@@ -202,6 +203,8 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
 def _disagreement(verdicts: Sequence[Verdict], node: str, drained: bool) -> str | None:
     """Why DNS does not serve the node as wanted yet (None: it does, on every server)."""
     for v in verdicts:
+        if v.silent:
+            return f"{v.server} {v.problems[0]}"
         if drained and v.count(node):
             return f"{v.server} still hands out {node} ({v.count(node)} of {v.samples} answers)"
         if not drained and not v.count(node):
