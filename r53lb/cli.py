@@ -460,17 +460,30 @@ def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bo
 @main.command()
 @click.argument("ref", metavar="POOL/NODE")
 @click.option("--reason", required=True, help="Why; shown in status and history.")
+@click.option("--force", is_flag=True, help="Drain even the last healthy node of a pool while another is down.")
 @_wait_options
 @click.pass_context
 @errors
-def drain(ctx: click.Context, ref: str, reason: str, wait: bool, wait_timeout: float,
+def drain(ctx: click.Context, ref: str, reason: str, force: bool, wait: bool, wait_timeout: float,
           nameservers: tuple[str, ...], samples: int) -> None:
-    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync, or now with --wait)."""
+    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync, or now with --wait).
+
+    Refuses (exit 1) to drain the last healthy node of a pool while another node is down: the pool
+    would fail open onto the dead node. --force drains it anyway.
+    """
     from .engine.cycle import utcnow
+    from .engine.maintenance import last_healthy
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
     store = open_state(cfg)
+    danger = last_healthy(cfg.pool(pool), node, store.health(), store.drains())  # type: ignore[arg-type]
+    if danger and not force:
+        raise Fail(f"{danger}; nothing recorded (--force drains it anyway)", EXIT_FAILED, event="drain_refused",
+                   pool=pool, node=node)
+    if danger:
+        say(f"r53lb: warning: {danger}; drained as --force asks", err=True, level="warning", event="drain_forced",
+            pool=pool, node=node)
     ctl = make_controller(cfg, store) if wait else None
     if ctl is not None:
         name_servers(ctl, cfg.pool(pool), nameservers)  # an unusable server fails before anything is recorded

@@ -207,3 +207,28 @@ def test_tables_off_a_terminal_are_plain_columns_never_cut(fleet):
         assert header.split()[:2] in (["pool", "node"], ["time", "(UTC)"]), p.stdout
     assert all(reason in p.stdout for p in outputs[:3]), [p.stdout for p in outputs]
     assert max(len(line) for line in outputs[1].stdout.splitlines()) > 100  # one row, not wrapped at 80
+
+
+# --- 5. drain of the last healthy node --------------------------------------------------
+
+
+def test_drain_of_the_last_healthy_node_asks_for_force(fleet):
+    fleet.servers["hlb-1"].set_mode("refuse")
+    p = run("-c", fleet.config, "sync")
+    assert p.returncode == 0 and weights(fleet.client, fleet.zone_id, "mx.example.com", "A")["hlb-1"] == 0, p.stderr
+    assert run("-c", fleet.config, "drain", "mx/hlb-2", "--reason", "disk swap").returncode == 0
+    p = run("-c", fleet.config, "drain", "mx/hlb-3", "--reason", "kernel")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "r53lb: mx/hlb-3 is the last healthy node of pool mx (hlb-1 is down, hlb-2 drained): drained, the pool "
+        "has no healthy node and fails open, handing mail to hlb-1 again; nothing recorded (--force drains it "
+        "anyway)"]
+    p = run("-c", fleet.config, "history", "--json", "--node", "mx/hlb-3")
+    assert [e["kind"] for e in json.loads(p.stdout)["events"]] == []  # nothing recorded
+    p = run("-c", fleet.config, "drain", "mx/hlb-3", "--reason", "kernel", "--force")
+    assert p.returncode == 0 and "warning: mx/hlb-3 is the last healthy node" in p.stderr
+    assert "mx/hlb-3 drained: kernel" in p.stdout
+    # A node that is down itself, or a pool with another healthy node, drains without a word.
+    assert run("-c", fleet.config, "enable", "mx/hlb-3").returncode == 0
+    p = run("-c", fleet.config, "drain", "mx/hlb-1", "--reason", "dead anyway")
+    assert p.returncode == 0 and p.stderr == ""
