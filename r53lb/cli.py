@@ -44,16 +44,18 @@ def say(text: str, *, err: bool = False, level: str = "info", **fields: Any) -> 
 class Fail(click.ClickException):
     """One clear line on stderr and an exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED, **fields: Any):
+    def __init__(self, message: str, code: int = EXIT_FAILED, lines: list[str] | None = None, **fields: Any):
         super().__init__(message)
         self.exit_code = code
         self.fields = fields
+        self.lines = lines or [message]  # several errors (a config's): one line each
 
     def show(self, file: Any = None) -> None:
-        if json_lines():
-            say(self.format_message(), err=True, level="error", exit_code=self.exit_code, **self.fields)
-        else:
-            click.echo(f"r53lb: {self.format_message()}", err=True)
+        for line in self.lines:
+            if json_lines():
+                say(line, err=True, level="error", exit_code=self.exit_code, **self.fields)
+            else:
+                click.echo(f"r53lb: {line}", err=True)
 
 
 # A LogRecord's own attributes; anything else on a record came as `extra=` and is an event field.
@@ -121,7 +123,7 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             hint = ""
             if getattr(e, "code", None) == "ResourceNotFoundException":
                 hint = " (create it with `r53lb cluster init`)"
-            raise Fail(e.line() + hint, e.exit_code) from None
+            raise Fail(e.line() + hint, e.exit_code, lines=getattr(e, "lines", None)) from None
         except Exception as e:
             if click.get_current_context().obj.get("verbose"):
                 raise
@@ -311,7 +313,7 @@ def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_miss
     try:
         load_config(ctx)
     except ConfigError as e:
-        raise Fail(e.line(), EXIT_FAILED if detailed_exitcode else e.exit_code) from None
+        raise Fail(e.line(), EXIT_FAILED if detailed_exitcode else e.exit_code, lines=e.lines) from None
     report_myself("zone_unreadable")
     result = _cycle(ctx, dry_run=True, create_missing=create_missing, wait=False, snapshot=True)
     failed = zone_errors(result)

@@ -45,9 +45,9 @@ class _Progress:
     def stop(self) -> str | None:
         """Why no more queries go to this server, or None."""
         if self.answered == 0 and self.timeouts >= DEAD_AFTER:
-            return f"{NOT_ASKED} (no answer to the first queries)"
+            return f"{NOT_ASKED}, server silent"
         if self.left() <= 0:
-            return f"{NOT_ASKED} (--timeout passed)"
+            return f"{NOT_ASKED}, --timeout passed"
         return None
 
 

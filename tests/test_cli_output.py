@@ -232,3 +232,41 @@ def test_drain_of_the_last_healthy_node_asks_for_force(fleet):
     assert run("-c", fleet.config, "enable", "mx/hlb-3").returncode == 0
     p = run("-c", fleet.config, "drain", "mx/hlb-1", "--reason", "dead anyway")
     assert p.returncode == 0 and p.stderr == ""
+
+
+# --- 6. validate: every error, its key path and YAML line, in plain words --------------------
+
+BAD = """\
+aws: {region: useast1}
+defaults:
+  intervall: 10s
+  timeout: 1m30s
+  fastinter: 1m30
+pools:
+  - name: mx
+    zone: example.com
+    record: mx.example.com
+    checks: [{tcp: {port: 25}}]
+    nodes:
+      - {id: a, address: 192.0.2.1, wieght: 5}
+      - {id: b, address: 192.0.2.2, weight: 300}
+"""
+
+
+def test_validate_names_every_error_with_its_line_and_a_suggestion(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(BAD)
+    p = run("-c", str(cfg), "validate")
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == [
+        f"r53lb: {cfg}:1: aws.region: 'useast1' is not an AWS region name (like us-east-1)",
+        f"r53lb: {cfg}:3: defaults.intervall: unknown key (did you mean interval?)",
+        f"r53lb: {cfg}:5: defaults.fastinter: '1m30' is not a duration (use 250ms, 10s, 5m, 1m30s, 1h, 30d)",
+        f"r53lb: {cfg}:12: pools[0].nodes[0].wieght: unknown key (did you mean weight?)",
+        f"r53lb: {cfg}:13: pools[0].nodes[1].weight: 300 is above 255",
+    ], p.stderr
+    assert "should" not in p.stderr and "pattern" not in p.stderr  # no pydantic phrasing
+    cfg.write_text(BAD.replace("useast1", "us-east-1").replace("intervall", "interval").replace(
+        "fastinter: 1m30", "fastinter: 1.5s").replace("wieght: 5", "weight: 5").replace("300", "30"))
+    p = run("-c", str(cfg), "validate")
+    assert p.returncode == 0 and p.stdout == "ok: 1 pool(s), 2 node(s)\n", p.stderr  # 1m30s is a duration

@@ -201,6 +201,7 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
     types = sorted(weights)
     zone_id = ctl.zone_id(pool)
     rounds = 0
+    last_wrong = ""
     while True:
         rounds += 1
         verdicts = verify_pool(ctl.route53, zone_id, pool, servers, samples, tolerance, types=types,
@@ -208,6 +209,9 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
         wrong = _disagreement(verdicts, node.id, drained)
         if wrong is None:
             break
+        if clock.left() <= 0 and last_wrong and any(v.silent for v in verdicts):
+            wrong = last_wrong  # the deadline cut this round short: the last full round says why
+        last_wrong = wrong
         clock.nap("dns", wrong)
     what = f"no longer hand out {node.id}" if drained else f"hand out {node.id} at its share"
     t_agreed = t = done("dns", t, f"{len(servers)} name server{'s' if len(servers) != 1 else ''} {what} "
