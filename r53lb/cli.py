@@ -191,9 +191,9 @@ def make_controller(cfg: "Config", store: "StateStore | None", with_route53: boo
 
 def warn_helo(cfg: "Config") -> None:
     """A warning on stderr per HELO name without a dot; the exit code does not change."""
-    from .config import helo_warnings
+    from .config import config_warnings, helo_warnings
 
-    for line in helo_warnings(cfg):
+    for line in [*config_warnings(cfg), *helo_warnings(cfg)]:
         say(f"r53lb: warning: {line}", err=True, level="warning", event="helo")
 
 

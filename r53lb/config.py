@@ -503,6 +503,13 @@ class PrometheusCheck(_Model):
             raise ValueError("must not carry credentials; use basic_auth or bearer_token_env")
         return v.rstrip("/")
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{show(str(v))} is not a file (the CA bundle to verify the Prometheus server with)")
+        return v
+
     @field_validator("bearer_token_env")
     @classmethod
     def _env(cls, v: str | None) -> str | None:
@@ -873,12 +880,16 @@ def _quorum(value: Any) -> Any:
     return value
 
 
+MIN_HEARTBEAT = 0.1
+PLAUSIBLE_REPLICAS = 9  # a quorum above this many replicas is more likely a typo than a fleet
+
+
 class ClusterConfig(_Model):
     """Several `r53lb run` replicas sharing one DynamoDB table: all probe, the lease holder writes."""
 
     backend: Literal["dynamodb"] = "dynamodb"
     table: str
-    region: str | None = None  # default: aws.region, then boto3's usual chain
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")  # default: aws.region, then boto3's chain
     replica: str = Field(default_factory=lambda: socket.gethostname() or "r53lb", min_length=1, max_length=128)
     lease: Duration = 15.0
     heartbeat: Duration = 1.0
@@ -889,6 +900,14 @@ class ClusterConfig(_Model):
     def _table(cls, v: str) -> str:
         if not _TABLE.match(v):
             raise ValueError(f"{v!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat(cls, v: float) -> float:
+        # Every heartbeat is a DynamoDB write per replica: 1e-7s would be millions a second.
+        if v < MIN_HEARTBEAT:
+            raise ValueError(f"{v:g}s is below {MIN_HEARTBEAT * 1000:g}ms (each heartbeat is a DynamoDB write)")
         return v
 
     @model_validator(mode="after")
@@ -911,9 +930,36 @@ class VantageConfig(_Model):
 
 
 class WebhookConfig(_Model):
-    url: HttpUrl
+    """A JSON POST per alert. Its secret (a Slack URL, a token header) may come from the environment."""
+
+    url: HttpUrl | None = None
+    url_env: str | None = None  # the URL is read from this environment variable when an alert is sent
     headers: Headers = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)  # header name -> environment variable with its value
     timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _where(self) -> "WebhookConfig":
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("url: give url or url_env (an environment variable holding the URL), one of them")
+        for name in [self.url_env or "", *self.headers_env.values()]:
+            if name and not _ENV_NAME.match(name):
+                raise ValueError(f"{show(name)} is not an environment variable name")
+        for header in self.headers_env:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", header):
+                raise ValueError(f"headers_env: {show(header)} is not a header name")
+        return self
+
+    def resolved(self, environ: Any = os.environ) -> tuple[str, dict[str, str]]:
+        """(URL, headers) with the environment's values; KeyError names a variable that is not set."""
+        url = self.url if self.url is not None else environ[self.url_env]
+        extra = {}
+        for header, name in self.headers_env.items():
+            value = environ[name]
+            if "\r" in value or "\n" in value:
+                raise KeyError(name)
+            extra[header] = value
+        return url, {**self.headers, **extra}
 
 
 class SnsConfig(_Model):
@@ -1324,6 +1370,21 @@ def load(path: str | os.PathLike[str] | None) -> Config:
 
 def default_helo() -> str:
     return socket.getfqdn() or "localhost"
+
+
+def config_warnings(cfg: Config, environ: Any = os.environ) -> list[str]:
+    """What loads but is likely a mistake: a quorum no cluster reaches, a secret's variable not set here."""
+    out = []
+    if cfg.cluster is not None and isinstance(cfg.cluster.quorum, int) and cfg.cluster.quorum > PLAUSIBLE_REPLICAS:
+        out.append(f"cluster.quorum: {cfg.cluster.quorum} replicas must agree before a node is drained or "
+                   f"restored: with fewer running, no weight ever changes (give `majority` or a count of "
+                   f"at most {PLAUSIBLE_REPLICAS})")
+    for i, hook in enumerate(cfg.notify.webhooks):
+        for name in [hook.url_env, *hook.headers_env.values()]:
+            if name and name not in environ:
+                out.append(f"notify.webhooks[{i}]: environment variable {name} is not set here "
+                           "(the controller's environment must have it)")
+    return out
 
 
 def helo_warnings(cfg: Config, machine: str | None = None) -> list[str]:

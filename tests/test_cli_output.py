@@ -270,3 +270,48 @@ def test_validate_names_every_error_with_its_line_and_a_suggestion(tmp_path):
         "fastinter: 1m30", "fastinter: 1.5s").replace("wieght: 5", "weight: 5").replace("300", "30"))
     p = run("-c", str(cfg), "validate")
     assert p.returncode == 0 and p.stdout == "ok: 1 pool(s), 2 node(s)\n", p.stderr  # 1m30s is a duration
+
+
+def test_validate_checks_cluster_timing_prometheus_files_and_secrets(tmp_path):
+    def validate(extra: dict, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        doc = {"pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                          "checks": [{"tcp": {"port": 25}}], "nodes": [{"id": "a", "address": "192.0.2.1"}]}],
+               "defaults": {"helo": "probe.example.com"}, **extra}
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+        return run("-c", str(cfg), "validate", env={**FAKE_CREDENTIALS, **(env or {})})
+
+    cluster = {"table": "r53lb", "region": "us-east-1", "heartbeat": "1s", "lease": "15s"}
+    p = validate({"cluster": {**cluster, "region": "eu-west"}})
+    assert p.returncode == 2 and "cluster.region: 'eu-west' is not an AWS region name (like us-east-1)" in p.stderr
+    p = validate({"cluster": {**cluster, "heartbeat": 1e-7}})
+    assert p.returncode == 2 and "cluster.heartbeat: 1e-07s is below 100ms" in p.stderr, p.stderr
+    p = validate({"cluster": {**cluster, "heartbeat": "10s", "lease": "15s"}})
+    assert p.returncode == 2 and "cluster.lease: 15s is shorter than 3 heartbeats (30s)" in p.stderr, p.stderr
+    p = validate({"cluster": {**cluster, "quorum": 99}})
+    assert p.returncode == 0 and "r53lb: warning: cluster.quorum: 99 replicas must agree" in p.stderr, p.stderr
+    prom = {"url": "http://127.0.0.1:9090", "query": "up", "ca_file": str(tmp_path / "nope.pem")}
+    p = validate({"pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                             "checks": [{"tcp": {"port": 25}}, {"prometheus": prom}],
+                             "nodes": [{"id": "a", "address": "192.0.2.1"}]}]})
+    assert p.returncode == 2 and f"prometheus.ca_file: '{tmp_path}/nope.pem' is not a file" in p.stderr, p.stderr
+    hook = {"notify": {"webhooks": [{"url_env": "R53LB_HOOK_URL", "headers_env": {"Authorization": "R53LB_TOKEN"}}]}}
+    p = validate(hook)
+    assert p.returncode == 0 and "environment variable R53LB_HOOK_URL is not set here" in p.stderr, p.stderr
+    p = validate(hook, env={"R53LB_HOOK_URL": "https://hooks.example.com/x", "R53LB_TOKEN": "t"})
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    p = validate({"notify": {"webhooks": [{"url": "https://hooks.example.com/x", "url_env": "X"}]}})
+    assert p.returncode == 2 and "give url or url_env" in p.stderr
+
+
+def test_a_token_in_the_prometheus_url_is_never_shown(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "defaults": {"helo": "probe.example.com", "timeout": "1s"},
+        "pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                   "checks": [{"prometheus": {"url": f"http://127.0.0.1:{free_port()}/?token=sekrit", "query": "up"}}],
+                   "nodes": [{"id": "a", "address": "192.0.2.1"}]}]}))
+    p = run("-c", str(cfg), "probe", "--json")
+    [r] = json.loads(p.stdout)["results"]
+    assert r["check"] == "prometheus" and "?…" in r["detail"], r
+    assert "sekrit" not in p.stdout + p.stderr
