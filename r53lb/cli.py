@@ -213,6 +213,26 @@ def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
     return pool_name, node_id
 
 
+def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """POOL/NODE from the config (-c before or after the subcommand, or R53LB_CONFIG)."""
+    import os
+
+    from click.shell_completion import CompletionItem
+
+    from .config import load
+
+    path = (ctx.obj or {}).get("config_path") or ctx.find_root().params.get("config_path") or \
+        os.environ.get("R53LB_CONFIG")
+    try:
+        cfg = load(path)
+    except Exception:  # noqa: BLE001 - a completion never prints an error into the shell
+        return []
+    refs = [f"{p.name}/{n.id}" for p in cfg.pools for n in p.nodes]
+    if param.name == "pool_name":
+        refs = [p.name for p in cfg.pools]
+    return [CompletionItem(r) for r in refs if r.startswith(incomplete)]
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
@@ -460,7 +480,7 @@ def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bo
 
 
 @main.command()
-@click.argument("ref", metavar="POOL/NODE")
+@click.argument("ref", metavar="POOL/NODE", shell_complete=_complete_nodes)
 @click.option("--reason", required=True, help="Why; shown in status and history.")
 @click.option("--force", is_flag=True, help="Drain even the last healthy node of a pool while another is down.")
 @_wait_options
@@ -500,7 +520,7 @@ def drain(ctx: click.Context, ref: str, reason: str, force: bool, wait: bool, wa
 
 
 @main.command()
-@click.argument("ref", metavar="POOL/NODE")
+@click.argument("ref", metavar="POOL/NODE", shell_complete=_complete_nodes)
 @_wait_options
 @click.pass_context
 @errors
@@ -526,7 +546,7 @@ def enable(ctx: click.Context, ref: str, wait: bool, wait_timeout: float, namese
 
 
 @main.command()
-@click.argument("pool_name", metavar="[POOL]", required=False)
+@click.argument("pool_name", metavar="[POOL]", required=False, shell_complete=_complete_nodes)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @_nameserver_options
 @click.option("--timeout", "wait_timeout", default="1m", show_default=True, callback=_wait_timeout,
@@ -579,20 +599,31 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--node", "ref", default=None, metavar="POOL/NODE", help="Only this node.")
+@click.option("--node", "ref", default=None, metavar="POOL/NODE", shell_complete=_complete_nodes,
+              help="Only this node.")
 @click.pass_context
 @errors
 def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None) -> None:
-    """State changes with reasons and times."""
+    """State changes with reasons and times: the table newest first (as the status page);
+    --json in the order they happened, weights also as integers (from_weight, to_weight)."""
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
     events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
     if as_json or json_lines():
-        emit_json({"events": [e.to_json() for e in events]})
+        emit_json({"events": [_event_json(e) for e in events]})
     else:
         from .render import history_table
 
-        history_table(events)
+        history_table(list(reversed(events)))
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    d = e.to_json()
+    if e.kind == "weight":  # "from"/"to" stay text (a contract); the weights as numbers beside them
+        for key in ("from", "to"):
+            value = d.get(key)
+            d[f"{key}_weight"] = int(value) if isinstance(value, str) and value.isdigit() else None
+    return d
 
 
 def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -655,14 +686,18 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -
 
 @main.command()
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
-              metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
+              metavar="HOST:PORT", help="Serve the status page (http://HOST:PORT/), /api/status, /metrics and "
+                                        "/healthz here; the URL is logged at start-up.")
 @click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
 @click.option("--resync", default="30s", show_default=True, callback=_positive_duration, metavar="DURATION",
               help="Re-read and reconcile each zone this often even without a health change.")
 @click.pass_context
 @errors
 def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float) -> None:
-    """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
+    """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config.
+
+    Its status page is at http://127.0.0.1:9464/ (--metrics-addr), beside /api/status, /metrics, /healthz.
+    """
     from .engine.daemon import run as run_daemon
     from .engine.metrics import MetricsError
 
@@ -692,3 +727,48 @@ def cluster_init(ctx: click.Context) -> None:
     created = create_table(db, cfg.cluster.table)
     say(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}", event="cluster_init",
         table=cfg.cluster.table, created=created)
+
+
+# --- global options after the subcommand, completion ------------------------------------
+
+
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["config_path"] = value
+        ctx.obj.pop("cfg", None)
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.ensure_object(dict)
+        obj["verbose"] = obj.get("verbose", 0) + value
+        setup_logging(obj["verbose"], _LOG_FORMAT["format"])
+
+
+def _late_log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        setup_logging(ctx.ensure_object(dict).get("verbose", 0), value)
+
+
+def _global_params() -> list[click.Parameter]:
+    """-c, -v and --log-format, also accepted after the subcommand (`r53lb validate -c f`)."""
+    return [
+        click.Option(["-c", "--config", "late_config"], type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_late_config, is_eager=True, help="Config file (or R53LB_CONFIG)."),
+        click.Option(["-v", "--verbose", "late_verbose"], count=True, expose_value=False, callback=_late_verbose,
+                     help="Debug logging; tracebacks on errors."),
+        click.Option(["--log-format", "late_log_format"], type=click.Choice(["text", "json"]), default=None,
+                     expose_value=False, callback=_late_log_format, is_eager=True,
+                     help="json: every line on stdout and stderr one JSON object."),
+    ]
+
+
+def _finish(group: click.Group) -> None:
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _finish(cmd)
+            continue
+        cmd.params.extend(_global_params())
+
+
+_finish(main)

@@ -315,3 +315,51 @@ def test_a_token_in_the_prometheus_url_is_never_shown(tmp_path):
     [r] = json.loads(p.stdout)["results"]
     assert r["check"] == "prometheus" and "?…" in r["detail"], r
     assert "sekrit" not in p.stdout + p.stderr
+
+
+# --- 7. CLI habits ------------------------------------------------------------------------
+
+
+def test_global_options_after_the_subcommand_and_completion(fleet, tmp_path):
+    p = run("validate", "-c", fleet.config)
+    assert p.returncode == 0 and p.stdout.startswith("ok: 1 pool(s)"), p.stderr
+    p = run("history", "--json", "-c", fleet.config, "--log-format", "json", "-v")
+    assert p.returncode == 0 and json_lines(p.stdout), p.stderr
+    env = {**FAKE_CREDENTIALS, "_R53LB_COMPLETE": "bash_complete", "COMP_WORDS": f"r53lb drain -c {fleet.config} mx/h",
+           "COMP_CWORD": "4"}
+    p = run(env=env)
+    assert p.stdout.split() == ["plain,mx/hlb-1", "plain,mx/hlb-2", "plain,mx/hlb-3"], p.stdout + p.stderr
+    assert "http://HOST:PORT/" in run("run", "--help").stdout  # where the status page is
+
+
+def test_history_newest_first_weights_as_numbers_and_a_created_record(fleet):
+    fleet.servers["hlb-1"].set_mode("refuse")
+    assert run("-c", fleet.config, "sync").returncode == 0
+    fleet.servers["hlb-1"].set_mode("ok")
+    assert run("-c", fleet.config, "sync").returncode == 0
+    table = [line for line in run("-c", fleet.config, "history").stdout.splitlines() if "mx/hlb-1" in line]
+    assert [line.split()[3] for line in table] == ["weight", "health", "weight", "health"], table  # newest first
+    events = json.loads(run("-c", fleet.config, "history", "--json").stdout)["events"]
+    weight = [e for e in events if e["kind"] == "weight"]
+    assert [(e["from_weight"], e["to_weight"]) for e in weight] == [(50, 0), (0, 50)]  # in the order they happened
+    # A record set created by --create-missing logs "(none)", never "None".
+    fleet.client.change_resource_record_sets(HostedZoneId=fleet.zone_id, ChangeBatch={"Changes": [{
+        "Action": "DELETE", "ResourceRecordSet": next(
+            r for r in fleet.client.list_resource_record_sets(HostedZoneId=fleet.zone_id)["ResourceRecordSets"]
+            if r.get("SetIdentifier") == "hlb-3")}]})
+    p = run("-c", fleet.config, "sync", "--create-missing")
+    assert p.returncode == 0, p.stderr
+    assert "mx/hlb-3 A weight (none) -> 50" in p.stderr and "None" not in p.stderr
+
+
+def test_a_reason_names_its_check_once(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "aws": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
+        "defaults": {"helo": "probe.example.com", "timeout": "1s"},
+        "pools": [{"name": "mx", "zone": "example.com", "record": "mx.example.com",
+                   "checks": [{"tcp": {"port": port}}], "nodes": [{"id": "a", "address": "127.0.0.1"}]}]}))
+    p = run("-c", str(cfg), "probe", "--json")
+    [r] = json.loads(p.stdout)["results"]
+    assert r["detail"] == f"connect to port {port}: connection refused"  # shown after "tcp: " in reasons
