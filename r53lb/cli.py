@@ -165,6 +165,7 @@ def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
 
     if readonly:
         return StateStore.open_readonly(cfg.state.resolved_path())
+    report_myself("state_rebuilt")  # said once, as the warning below
     store = StateStore.open(cfg.state.resolved_path())
     if store.rebuilt:
         say(f"r53lb: warning: {store.rebuilt}", err=True, level="warning", event="state_rebuilt")

@@ -363,3 +363,12 @@ def test_a_reason_names_its_check_once(tmp_path):
     p = run("-c", str(cfg), "probe", "--json")
     [r] = json.loads(p.stdout)["results"]
     assert r["detail"] == f"connect to port {port}: connection refused"  # shown after "tcp: " in reasons
+
+
+def test_a_rebuilt_state_file_is_said_once(fleet):
+    assert run("-c", fleet.config, "sync").returncode == 0
+    (fleet.dir / "state.db").write_bytes(b"\x00garbage" * 1000)
+    p = run("--log-format", "json", "-c", fleet.config, "sync")
+    assert p.returncode == 0, p.stderr
+    said = [d for d in json_lines(p.stderr) if "unreadable" in d["msg"]]
+    assert len(said) == 1 and said[0]["event"] == "state_rebuilt" and said[0]["level"] == "warning", said
