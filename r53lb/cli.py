@@ -132,7 +132,17 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:  # a subcommand's bad option: with JSON logs, one JSON object too
+            if json_lines():
+                raise Fail(e.format_message(), e.exit_code) from None
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", envvar="R53LB_CONFIG", type=click.Path(dir_okay=False),
               help="Config file (or R53LB_CONFIG).")
 @click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")

@@ -372,3 +372,10 @@ def test_a_rebuilt_state_file_is_said_once(fleet):
     assert p.returncode == 0, p.stderr
     said = [d for d in json_lines(p.stderr) if "unreadable" in d["msg"]]
     assert len(said) == 1 and said[0]["event"] == "state_rebuilt" and said[0]["level"] == "warning", said
+
+
+def test_json_logs_a_usage_error_is_json_too(tmp_path):
+    p = run("--log-format", "json", "status", "--bogus")
+    assert p.returncode == 2 and p.stdout == ""
+    [err] = json_lines(p.stderr)
+    assert err["level"] == "error" and "No such option '--bogus'" in err["msg"]
