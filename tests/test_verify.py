@@ -293,6 +293,12 @@ def test_verify_says_a_dead_server_did_not_answer_and_does_not_wait_on_it(env):
     assert "DNS disagrees" not in p.stdout
     assert f"no answer from {dead}: what DNS serves is not known" in p.stdout
     assert "did not answer (timeout x" in p.stdout
+    # The tolerance line's "at most" is the widest band any row shows.
+    import re
+
+    widest = float(re.search(r"at most ±([0-9.]+)%", p.stdout).group(1))
+    bands = [float(b) for b in re.findall(r"±([0-9.]+)%", p.stdout.split("tolerance:")[0])]
+    assert bands and max(bands) <= widest, (bands, widest)
     p = env.r53lb("verify", "--json", "--samples", "200")
     by_server = {c["server"]: c for c in json.loads(p.stdout)["checks"]}
     assert by_server[dead]["outcome"] == "no answer" and by_server[env.servers[0].nameserver]["outcome"] == "ok"
