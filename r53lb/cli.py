@@ -87,6 +87,8 @@ class _Reported(logging.Filter):
 
 def setup_logging(verbose: int, log_format: str) -> None:
     _LOG_FORMAT["format"] = log_format
+    if verbose:
+        _Reported.events.clear()  # -v: every log line, even those the exit line repeats
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
@@ -100,8 +102,9 @@ def setup_logging(verbose: int, log_format: str) -> None:
 
 
 def report_myself(*events: str) -> None:
-    """This command states these events in its own exit line: no log line repeats them."""
-    _Reported.events.update(events)
+    """This command states these events in its own exit line: no log line repeats them (unless -v)."""
+    if not logging.getLogger("r53lb").isEnabledFor(logging.DEBUG):
+        _Reported.events.update(events)
 
 
 def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,6 +156,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: 
     """Keep Route 53 weighted records in line with the measured health of mail servers."""
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, verbose=verbose)
+    _Reported.events.clear()  # a fresh invocation (tests run several in one process)
     setup_logging(verbose, log_format)
 
 
