@@ -35,7 +35,8 @@ def _now_iso() -> str:
 def say(text: str, *, err: bool = False, level: str = "info", **fields: Any) -> None:
     """One line for the operator: the text, or with --log-format json one JSON object with `fields`."""
     if json_lines():
-        click.echo(json.dumps({"ts": _now_iso(), "level": level, "logger": "r53lb.cli", "msg": text, **fields},
+        msg = text.removeprefix("r53lb: ")  # the logger field says who speaks
+        click.echo(json.dumps({"ts": _now_iso(), "level": level, "logger": "r53lb.cli", "msg": msg, **fields},
                               default=str), err=err)
     else:
         click.echo(text, err=err)
@@ -205,11 +206,11 @@ def make_controller(cfg: "Config", store: "StateStore | None", with_route53: boo
 
 
 def warn_helo(cfg: "Config") -> None:
-    """A warning on stderr per HELO name without a dot; the exit code does not change."""
+    """A warning on stderr per likely mistake (a HELO name without a dot, ...); the exit code does not change."""
     from .config import config_warnings, helo_warnings
 
     for line in [*config_warnings(cfg), *helo_warnings(cfg)]:
-        say(f"r53lb: warning: {line}", err=True, level="warning", event="helo")
+        say(f"r53lb: warning: {line}", err=True, level="warning", event="config_warning")
 
 
 def emit_json(data: Any) -> None:
@@ -372,7 +373,7 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
     if not dry_run and load_config(ctx).cluster is not None:
         raise Fail("sync: with `cluster` the `r53lb run` replicas write (the lease holder alone); "
                    "use `r53lb plan` or `r53lb sync --dry-run`", EXIT_USAGE)
-    report_myself("zone_unreadable", "apply_failed", "apply_reminder", "hold")
+    report_myself("zone_unreadable", "apply_failed", "apply_reminder", "hold", "plan_error", "drift")
     result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
     failed = zone_errors(result)
     if as_json or json_lines():
@@ -380,7 +381,7 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
     elif not failed or result.plan.changes:  # an error is never "no changes"; what other zones did still shows
         show_cycle(result, False)
     for err in result.plan.errors:
-        say(f"r53lb: {err}", err=True, level="error")
+        say(f"r53lb: {err}", err=True, level="error", event="plan_error")
     if result.plan.hold:
         say(f"r53lb: hold: {result.plan.hold}; nothing written", err=True, level="error", event="hold",
             reason=result.plan.hold)

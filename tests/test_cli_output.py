@@ -379,3 +379,12 @@ def test_json_logs_a_usage_error_is_json_too(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     [err] = json_lines(p.stderr)
     assert err["level"] == "error" and "No such option '--bogus'" in err["msg"]
+
+
+def test_a_hold_is_said_once_by_sync(fleet):
+    for s in fleet.servers.values():
+        s.set_mode("refuse")
+    p = run("-c", fleet.config, "sync")
+    assert p.returncode == 3
+    said = [line for line in p.stderr.splitlines() if "hold" in line]
+    assert said == [line for line in said if line.startswith("r53lb: hold: ")] and len(said) == 1, p.stderr

@@ -542,7 +542,7 @@ class Controller:
         await self.refresh_verdicts(nodes, now)
         hold = self.vantage(results, canaries)
         if hold:
-            log.error("hold: %s; nothing written", hold)
+            log.error("hold: %s; nothing written", hold, extra={"event": "hold", "reason": hold})
             plan = self.plan(records, now, create_missing)
             plan.hold = hold
             if not dry_run:
@@ -569,7 +569,7 @@ class Controller:
             result.zones.append(out)
             result.plan.pools.extend(out.plan.pools)
             for err in out.plan.errors:
-                log.error("%s", err)
+                log.error("%s", err, extra={"event": "plan_error", "zone": zone})
             if not dry_run:
                 self.watch(self.clock(), plan=out.plan, zone=zone, error=out.error)
             elif out.plan.alerts:
