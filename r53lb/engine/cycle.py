@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "ZoneOutcome", "utcnow"]
 
 log = logging.getLogger("r53lb")
+_LOG_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}  # not allowed in `extra`
 
 NodeKey = tuple[str, str]  # (pool, node)
 Notify = Callable[[str, str, dict[str, Any]], None]  # (kind, message, details)
@@ -518,7 +519,8 @@ class Controller:
                         self.store.add_event(now, "-", "-", "hold", "hold", None, f"cleared: {a.details.get('reason', '')}")
                 self.store.put_meta(WATCH_KEY, json.dumps(state.to_json()))
         for a in alerts:
-            (log.error if a.kind.severe else log.info)("%s", a.message, extra={"event": a.kind.value, **a.details})
+            fields = {k: v for k, v in a.details.items() if k not in _LOG_RESERVED}
+            (log.error if a.kind.severe else log.info)("%s", a.message, extra={"event": a.kind.value, **fields})
             self.notify(a.kind.notify_kind, a.message, dict(a.details))
         return alerts
 
