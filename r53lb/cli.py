@@ -18,35 +18,94 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HOLD = 0, 1, 2, 3
 
 
+_LOG_FORMAT = {"format": "text"}  # --log-format of this run: how errors and messages are written
+
+
+def json_lines() -> bool:
+    """--log-format json: every line on stdout and stderr is one JSON object."""
+    return _LOG_FORMAT["format"] == "json"
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def say(text: str, *, err: bool = False, level: str = "info", **fields: Any) -> None:
+    """One line for the operator: the text, or with --log-format json one JSON object with `fields`."""
+    if json_lines():
+        msg = text.removeprefix("r53lb: ")  # the logger field says who speaks
+        click.echo(json.dumps({"ts": _now_iso(), "level": level, "logger": "r53lb.cli", "msg": msg, **fields},
+                              default=str), err=err)
+    else:
+        click.echo(text, err=err)
+
+
 class Fail(click.ClickException):
     """One clear line on stderr and an exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED):
+    def __init__(self, message: str, code: int = EXIT_FAILED, lines: list[str] | None = None, **fields: Any):
         super().__init__(message)
         self.exit_code = code
+        self.fields = fields
+        self.lines = lines or [message]  # several errors (a config's): one line each
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"r53lb: {self.format_message()}", err=True)
+        for line in self.lines:
+            if json_lines():
+                say(line, err=True, level="error", exit_code=self.exit_code, **self.fields)
+            else:
+                click.echo(f"r53lb: {line}", err=True)
+
+
+# A LogRecord's own attributes; anything else on a record came as `extra=` and is an event field.
+_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-            "logger": record.name, "msg": record.getMessage(),
-        })
+        from datetime import datetime, timezone
+
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
+        }
+        doc.update({k: v for k, v in record.__dict__.items() if k not in _RECORD_KEYS and not k.startswith("_")})
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class _Reported(logging.Filter):
+    """Drops the log lines of events the command reports itself in its one exit line."""
+
+    events: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "event", None) not in self.events
 
 
 def setup_logging(verbose: int, log_format: str) -> None:
+    _LOG_FORMAT["format"] = log_format
+    if verbose:
+        _Reported.events.clear()  # -v: every log line, even those the exit line repeats
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Reported())
     root = logging.getLogger("r53lb")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+def report_myself(*events: str) -> None:
+    """This command states these events in its own exit line: no log line repeats them (unless -v)."""
+    if not logging.getLogger("r53lb").isEnabledFor(logging.DEBUG):
+        _Reported.events.update(events)
 
 
 def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,7 +127,7 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             hint = ""
             if getattr(e, "code", None) == "ResourceNotFoundException":
                 hint = " (create it with `r53lb cluster init`)"
-            raise Fail(e.line() + hint, e.exit_code) from None
+            raise Fail(e.line() + hint, e.exit_code, lines=getattr(e, "lines", None)) from None
         except Exception as e:
             if click.get_current_context().obj.get("verbose"):
                 raise
@@ -77,7 +136,17 @@ def errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:  # a subcommand's bad option: with JSON logs, one JSON object too
+            if json_lines():
+                raise Fail(e.format_message(), e.exit_code) from None
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", envvar="R53LB_CONFIG", type=click.Path(dir_okay=False),
               help="Config file (or R53LB_CONFIG).")
 @click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
@@ -93,13 +162,16 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, log_format: 
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     ctx.ensure_object(dict)
     ctx.obj.update(config_path=config_path, verbose=verbose)
+    _Reported.events.clear()  # a fresh invocation (tests run several in one process)
     setup_logging(verbose, log_format)
 
 
 def load_config(ctx: click.Context) -> "Config":
     from .config import load
 
-    return load(ctx.obj["config_path"])
+    if "cfg" not in ctx.obj:
+        ctx.obj["cfg"] = load(ctx.obj["config_path"])
+    return ctx.obj["cfg"]
 
 
 def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
@@ -113,33 +185,44 @@ def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
 
     if readonly:
         return StateStore.open_readonly(cfg.state.resolved_path())
+    report_myself("state_rebuilt")  # said once, as the warning below
     store = StateStore.open(cfg.state.resolved_path())
     if store.rebuilt:
-        click.echo(f"r53lb: warning: {store.rebuilt}", err=True)
+        say(f"r53lb: warning: {store.rebuilt}", err=True, level="warning", event="state_rebuilt")
     return store
 
 
-def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True) -> "Controller":
+# A command someone waits for at a terminal (status, verify) reads Route 53 with short bounds:
+# a black-holed endpoint fails it in seconds (two connect timeouts), not after a cron job's retries.
+INTERACTIVE_ROUTE53 = {"attempts": 2, "botocore_attempts": 1, "connect_timeout": 3.0, "read_timeout": 10.0,
+                       "retry_deadline": 10.0, "backoff_max": 1.0}
+
+
+def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True,
+                    interactive: bool = False) -> "Controller":
     from .engine.cycle import Controller
 
     r53 = None
     if with_route53:
         from .aws.route53 import Route53
 
-        r53 = Route53(cfg.aws)
+        r53 = Route53(cfg.aws, **(INTERACTIVE_ROUTE53 if interactive else {}))  # type: ignore[arg-type]
     return Controller(cfg, store, r53)
 
 
 def warn_helo(cfg: "Config") -> None:
-    """A warning on stderr per HELO name without a dot; the exit code does not change."""
-    from .config import helo_warnings
+    """A warning on stderr per likely mistake (a HELO name without a dot, ...); the exit code does not change."""
+    from .config import config_warnings, helo_warnings
 
-    for line in helo_warnings(cfg):
-        click.echo(f"r53lb: warning: {line}", err=True)
+    for line in [*config_warnings(cfg), *helo_warnings(cfg)]:
+        say(f"r53lb: warning: {line}", err=True, level="warning", event="config_warning")
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    if json_lines():  # every line one object: the document on one line
+        click.echo(json.dumps(data, default=str))
+    else:
+        click.echo(json.dumps(data, indent=2, default=str))
 
 
 def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
@@ -149,6 +232,26 @@ def resolve_node(cfg: "Config", ref: str) -> tuple[str, str]:
         known = ", ".join(f"{p.name}/{n.id}" for p in cfg.pools for n in p.nodes)
         raise Fail(f"unknown node {ref!r} (known: {known})", EXIT_USAGE)
     return pool_name, node_id
+
+
+def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """POOL/NODE from the config (-c before or after the subcommand, or R53LB_CONFIG)."""
+    import os
+
+    from click.shell_completion import CompletionItem
+
+    from .config import load
+
+    path = (ctx.obj or {}).get("config_path") or ctx.find_root().params.get("config_path") or \
+        os.environ.get("R53LB_CONFIG")
+    try:
+        cfg = load(path)
+    except Exception:  # noqa: BLE001 - a completion never prints an error into the shell
+        return []
+    refs = [f"{p.name}/{n.id}" for p in cfg.pools for n in p.nodes]
+    if param.name == "pool_name":
+        refs = [p.name for p in cfg.pools]
+    return [CompletionItem(r) for r in refs if r.startswith(incomplete)]
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -162,7 +265,7 @@ def validate(ctx: click.Context) -> None:
     cfg = load_config(ctx)
     warn_helo(cfg)
     nodes = sum(len(p.nodes) for p in cfg.pools)
-    click.echo(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)")
+    say(f"ok: {len(cfg.pools)} pool(s), {nodes} node(s)", event="valid", pools=len(cfg.pools), nodes=nodes)
 
 
 @main.command()
@@ -181,7 +284,7 @@ def probe(ctx: click.Context, as_json: bool) -> None:
     ctl = Controller(cfg, store=None, route53=None)  # probe touches neither the state nor Route 53
     jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
     results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
-    if as_json:
+    if as_json or json_lines():
         emit_json({"results": [r.to_json() for r in results]})
     else:
         from .render import probe_table
@@ -189,6 +292,15 @@ def probe(ctx: click.Context, as_json: bool) -> None:
         probe_table(results)
     failed = any(r.status == "fail" for r in results)  # unknown (a signal not read) is not a failure
     ctx.exit(EXIT_HOLD if failed else EXIT_OK)
+
+
+def zone_errors(result: Any) -> list[str]:
+    """One phrase per zone that could not be read or written."""
+    return [f"zone {z.zone}: {z.error}" for z in result.zones if z.error]
+
+
+def _error_classes(result: Any) -> str:
+    return ",".join(sorted({z.error_class or "Error" for z in result.zones if z.error}))
 
 
 def show_cycle(result: Any, as_json: bool) -> None:
@@ -232,9 +344,23 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
 @click.pass_context
 @errors
 def plan(ctx: click.Context, as_json: bool, detailed_exitcode: bool, create_missing: bool) -> None:
-    """Probe, then show the changes a sync would make."""
+    """Probe, then show the changes a sync would make.
+
+    Exit 0 ok, 1 error (Route 53 unreadable), 2 invalid config; with --detailed-exitcode as
+    Terraform: 0 no changes, 2 changes pending, 1 any error (an invalid config included).
+    """
+    from .config import ConfigError
+
+    try:
+        load_config(ctx)
+    except ConfigError as e:
+        raise Fail(e.line(), EXIT_FAILED if detailed_exitcode else e.exit_code, lines=e.lines) from None
+    report_myself("zone_unreadable")
     result = _cycle(ctx, dry_run=True, create_missing=create_missing, wait=False, snapshot=True)
-    show_cycle(result, as_json)
+    failed = zone_errors(result)
+    if failed:  # a plan it could not establish is never shown, nor "no changes"
+        raise Fail("plan: " + "; ".join(failed), EXIT_FAILED, error_class=_error_classes(result))
+    show_cycle(result, as_json or json_lines())
     if detailed_exitcode and result.plan.changes:
         ctx.exit(2)
     ctx.exit(EXIT_OK)
@@ -252,14 +378,21 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
     if not dry_run and load_config(ctx).cluster is not None:
         raise Fail("sync: with `cluster` the `r53lb run` replicas write (the lease holder alone); "
                    "use `r53lb plan` or `r53lb sync --dry-run`", EXIT_USAGE)
+    report_myself("zone_unreadable", "apply_failed", "apply_reminder", "hold", "plan_error", "drift")
     result = _cycle(ctx, dry_run=dry_run, create_missing=create_missing, wait=wait, snapshot=dry_run)
-    show_cycle(result, as_json)
-    if result.apply_error:
-        click.echo(f"r53lb: apply failed: {result.apply_error}", err=True)
+    failed = zone_errors(result)
+    if as_json or json_lines():
+        show_cycle(result, True)
+    elif not failed or result.plan.changes:  # an error is never "no changes"; what other zones did still shows
+        show_cycle(result, False)
     for err in result.plan.errors:
-        click.echo(f"r53lb: {err}", err=True)
+        say(f"r53lb: {err}", err=True, level="error", event="plan_error")
     if result.plan.hold:
-        click.echo(f"r53lb: hold: {result.plan.hold}; nothing written", err=True)
+        say(f"r53lb: hold: {result.plan.hold}; nothing written", err=True, level="error", event="hold",
+            reason=result.plan.hold)
+    if failed:
+        raise Fail(("sync: " if dry_run else "apply failed: ") + "; ".join(failed), EXIT_FAILED,
+                   error_class=_error_classes(result))
     ctx.exit(result.exit_code)
 
 
@@ -268,19 +401,19 @@ def sync(ctx: click.Context, as_json: bool, dry_run: bool, create_missing: bool,
 @click.pass_context
 @errors
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Route 53 weights beside stored health, per node."""
+    """Route 53 weights beside stored health, per node. Exit 1 when Route 53 cannot be read."""
     from .engine.status import collect
 
     cfg = load_config(ctx)
     store = open_state(cfg, readonly=True)
-    doc = collect(make_controller(cfg, store))
+    doc = collect(make_controller(cfg, store, interactive=True))
     cluster = None
     if cfg.cluster is not None:
         from .engine.status import cluster_view
 
         cluster = cluster_view(cfg, store, doc["nodes"])  # type: ignore[arg-type]
         doc["cluster"] = cluster
-    if as_json:
+    if as_json or json_lines():
         emit_json(doc)
     else:
         from .render import cluster_table, fence_lines, status_table
@@ -334,6 +467,11 @@ def name_servers(ctl: "Controller", pool: Any, given: tuple[str, ...]) -> list[A
         raise Fail(str(e)) from None
 
 
+def _step_line(step: Any) -> None:
+    say(f"{step.name} {step.seconds:.1f} s {step.detail}", event="wait_step", step=step.name,
+        seconds=round(step.seconds, 3), detail=step.detail)
+
+
 def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bool, nameservers: tuple[str, ...],
                  samples: int, timeout: float) -> None:
     import time
@@ -349,45 +487,62 @@ def _wait_served(ctl: "Controller", pool_name: str, node_id: str, *, drained: bo
     started = time.monotonic()
     try:
         apply_and_wait(ctl, pool, node, drained=drained, servers=servers, samples=samples, tolerance=Tolerance(),
-                       timeout=timeout, on_step=wait_step)
+                       timeout=timeout, on_step=_step_line if json_lines() else wait_step)
     except WaitFailed as e:
         raise Fail(f"{pool_name}/{node_id}: step {e.step} did not finish "
                    f"(after {time.monotonic() - started:.1f} s, --timeout {timeout:g} s): {e.detail}") from None
     total = time.monotonic() - started
     if drained:
-        click.echo(f"{pool_name}/{node_id} is out of DNS after {total:.1f} s: the name servers no longer hand it "
-                   "out and resolvers' caches have expired")
+        say(f"{pool_name}/{node_id} is out of DNS after {total:.1f} s: the name servers no longer hand it "
+            "out and resolvers' caches have expired", event="served", pool=pool_name, node=node_id, drained=True,
+            seconds=round(total, 3))
     else:
-        click.echo(f"{pool_name}/{node_id} is back in DNS after {total:.1f} s: every name server hands it out")
+        say(f"{pool_name}/{node_id} is back in DNS after {total:.1f} s: every name server hands it out",
+            event="served", pool=pool_name, node=node_id, drained=False, seconds=round(total, 3))
 
 
 @main.command()
-@click.argument("ref", metavar="POOL/NODE")
+@click.argument("ref", metavar="POOL/NODE", shell_complete=_complete_nodes)
 @click.option("--reason", required=True, help="Why; shown in status and history.")
+@click.option("--force", is_flag=True, help="Drain even the last healthy node of a pool while another is down.")
 @_wait_options
 @click.pass_context
 @errors
-def drain(ctx: click.Context, ref: str, reason: str, wait: bool, wait_timeout: float,
+def drain(ctx: click.Context, ref: str, reason: str, force: bool, wait: bool, wait_timeout: float,
           nameservers: tuple[str, ...], samples: int) -> None:
-    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync, or now with --wait)."""
+    """Hold a node at weight 0 until `r53lb enable` (applied by the next sync, or now with --wait).
+
+    Refuses (exit 1) to drain the last healthy node of a pool while another node is down: the pool
+    would fail open onto the dead node. --force drains it anyway.
+    """
     from .engine.cycle import utcnow
+    from .engine.maintenance import last_healthy
 
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref)
     store = open_state(cfg)
+    danger = last_healthy(cfg.pool(pool), node, store.health(), store.drains())  # type: ignore[arg-type]
+    if danger and not force:
+        raise Fail(f"{danger}; nothing recorded (--force drains it anyway)", EXIT_FAILED, event="drain_refused",
+                   pool=pool, node=node)
+    if danger:
+        say(f"r53lb: warning: {danger}; drained as --force asks", err=True, level="warning", event="drain_forced",
+            pool=pool, node=node)
     ctl = make_controller(cfg, store) if wait else None
     if ctl is not None:
         name_servers(ctl, cfg.pool(pool), nameservers)  # an unusable server fails before anything is recorded
     store.drain(pool, node, reason, utcnow())
     if ctl is None:
-        click.echo(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)")
+        say(f"{pool}/{node} drained: {reason} (the next sync sets its weight to 0)", event="drain", pool=pool,
+            node=node, reason=reason)
         return
-    click.echo(f"{pool}/{node} drained: {reason}; applying it and waiting for DNS")
+    say(f"{pool}/{node} drained: {reason}; applying it and waiting for DNS", event="drain", pool=pool, node=node,
+        reason=reason)
     _wait_served(ctl, pool, node, drained=True, nameservers=nameservers, samples=samples, timeout=wait_timeout)
 
 
 @main.command()
-@click.argument("ref", metavar="POOL/NODE")
+@click.argument("ref", metavar="POOL/NODE", shell_complete=_complete_nodes)
 @_wait_options
 @click.pass_context
 @errors
@@ -404,35 +559,41 @@ def enable(ctx: click.Context, ref: str, wait: bool, wait_timeout: float, namese
         name_servers(ctl, cfg.pool(pool), nameservers)
     was_drained = store.enable(pool, node, utcnow())
     if ctl is None:
-        click.echo(f"{pool}/{node} enabled (the next sync gives it its weight back)" if was_drained
-                   else f"{pool}/{node} was not drained")
+        say(f"{pool}/{node} enabled (the next sync gives it its weight back)" if was_drained
+            else f"{pool}/{node} was not drained", event="enable", pool=pool, node=node, was_drained=was_drained)
         return
-    click.echo(f"{pool}/{node} {'enabled' if was_drained else 'was not drained'}; applying it and waiting for DNS")
+    say(f"{pool}/{node} {'enabled' if was_drained else 'was not drained'}; applying it and waiting for DNS",
+        event="enable", pool=pool, node=node, was_drained=was_drained)
     _wait_served(ctl, pool, node, drained=False, nameservers=nameservers, samples=samples, timeout=wait_timeout)
 
 
 @main.command()
-@click.argument("pool_name", metavar="[POOL]", required=False)
+@click.argument("pool_name", metavar="[POOL]", required=False, shell_complete=_complete_nodes)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @_nameserver_options
+@click.option("--timeout", "wait_timeout", default="1m", show_default=True, callback=_wait_timeout,
+              metavar="DURATION", help="Ask no name server after this long (what was not asked counts as unknown).")
 @click.pass_context
 @errors
 def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers: tuple[str, ...],
-           samples: int) -> None:
+           samples: int, wait_timeout: float) -> None:
     """Compare what the authoritative name servers hand out with Route 53's weights.
 
     Finds the zone's servers from its delegation set (or --nameserver), samples each, and checks
     that a node at weight 0 never appears (unless the whole pool is at 0) and that every share is
     within the printed tolerance. Exit 0 when DNS serves what Route 53 holds, 1 otherwise.
     """
+    import time
+
     from .nameservers import verify_pool
     from .core.verify import Tolerance
 
+    deadline = time.monotonic() + wait_timeout
     cfg = load_config(ctx)
     if pool_name is not None and cfg.pool(pool_name) is None:
         raise Fail(f"unknown pool {pool_name!r} (known: {', '.join(p.name for p in cfg.pools)})", EXIT_USAGE)
     pools = [cfg.pool(pool_name)] if pool_name else list(cfg.pools)
-    ctl = make_controller(cfg, store=None)  # verify reads Route 53 and DNS; it records nothing
+    ctl = make_controller(cfg, store=None, interactive=True)  # verify reads Route 53 and DNS; it records nothing
     tolerance = Tolerance()
     checks = []
     servers_by_zone: dict[str, list[Any]] = {}
@@ -440,28 +601,34 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
         zone_id = ctl.zone_id(pool)
         if zone_id not in servers_by_zone:
             servers_by_zone[zone_id] = name_servers(ctl, pool, nameservers)
-        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance):
+        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance,
+                             deadline=deadline):
             checks.append((pool.name, v))
     ok = all(v.ok for _, v in checks)
-    if as_json:
-        emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": tolerance.describe(samples)},
+    # The text states the widest band any row uses: that of the server with the fewest answers.
+    counted = [v.answered for _, v in checks if v.answered]
+    described = tolerance.describe(min(counted) if counted else samples)
+    if as_json or json_lines():
+        emit_json({"ok": ok, "samples": samples, "tolerance": {**tolerance.to_json(), "text": described},
                    "checks": [{"pool": p, **v.to_json()} for p, v in checks]})
     else:
         from .render import verify_table
 
-        verify_table(checks, tolerance.describe(samples), ok)
+        verify_table(checks, described, ok)
     ctx.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--node", "ref", default=None, metavar="POOL/NODE", help="Only this node.")
+@click.option("--node", "ref", default=None, metavar="POOL/NODE", shell_complete=_complete_nodes,
+              help="Only this node.")
 @click.option("--pool", "pool_name", default=None, metavar="POOL", help="Only this pool.")
 @click.pass_context
 @errors
 def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None, pool_name: str | None) -> None:
-    """State changes with reasons and times."""
+    """State changes with reasons and times: the table newest first (as the status page);
+    --json in the order they happened, weights also as integers (from_weight, to_weight)."""
     cfg = load_config(ctx)
     pool, node = resolve_node(cfg, ref) if ref else (None, None)
     if pool_name is not None:
@@ -471,12 +638,21 @@ def history(ctx: click.Context, as_json: bool, limit: int, ref: str | None, pool
             raise Fail(f"history: --node {ref} is not in --pool {pool_name}", EXIT_USAGE)
         pool = pool_name
     events = open_state(cfg, readonly=True).events(limit=limit, pool=pool, node=node)
-    if as_json:
-        emit_json({"events": [e.to_json() for e in events]})
+    if as_json or json_lines():
+        emit_json({"events": [_event_json(e) for e in events]})
     else:
         from .render import history_table
 
-        history_table(events)
+        history_table(list(reversed(events)))
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    d = e.to_json()
+    if e.kind == "weight":  # "from"/"to" stay text (a contract); the weights as numbers beside them
+        for key in ("from", "to"):
+            value = d.get(key)
+            d[f"{key}_weight"] = int(value) if isinstance(value, str) and value.isdigit() else None
+    return d
 
 
 def _metrics_addr(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -550,7 +726,8 @@ def _allowed_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str,
 
 @main.command()
 @click.option("--metrics-addr", default="127.0.0.1:9464", show_default=True, callback=_metrics_addr,
-              metavar="HOST:PORT", help="Serve /metrics and /healthz here.")
+              metavar="HOST:PORT", help="Serve the status page (http://HOST:PORT/), /api/status, /metrics and "
+                                        "/healthz here; the URL is logged at start-up.")
 @click.option("--no-metrics", is_flag=True, help="No metrics endpoint.")
 @click.option("--resync", default="30s", show_default=True, callback=_positive_duration, metavar="DURATION",
               help="Re-read and reconcile each zone this often even without a health change.")
@@ -561,7 +738,10 @@ def _allowed_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str,
 @errors
 def run(ctx: click.Context, metrics_addr: tuple[str, int], no_metrics: bool, resync: float,
         allowed_hosts: tuple[str, ...]) -> None:
-    """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config."""
+    """Long-running controller: probe, reconcile, alert. SIGTERM exits 0; SIGHUP reloads the config.
+
+    Its status page is at http://127.0.0.1:9464/ (--metrics-addr), beside /api/status, /metrics, /healthz.
+    """
     from .engine.daemon import run as run_daemon
     from .engine.metrics import MetricsError
 
@@ -593,4 +773,50 @@ def cluster_init(ctx: click.Context) -> None:
     problems = [] if created else check_table(db, cfg.cluster.table)
     if problems:
         raise Fail(f"cluster init: table {cfg.cluster.table} exists but cannot serve r53lb: " + "; ".join(problems))
-    click.echo(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}")
+    say(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}", event="cluster_init",
+        table=cfg.cluster.table, created=created)
+
+
+# --- global options after the subcommand, completion ------------------------------------
+
+
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["config_path"] = value
+        ctx.obj.pop("cfg", None)
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        obj = ctx.ensure_object(dict)
+        obj["verbose"] = obj.get("verbose", 0) + value
+        setup_logging(obj["verbose"], _LOG_FORMAT["format"])
+
+
+def _late_log_format(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        setup_logging(ctx.ensure_object(dict).get("verbose", 0), value)
+
+
+def _global_params() -> list[click.Parameter]:
+    """-c, -v and --log-format, also accepted after the subcommand (`r53lb validate -c f`)."""
+    return [
+        click.Option(["-c", "--config", "late_config"], type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_late_config, is_eager=True, help="Config file (or R53LB_CONFIG)."),
+        click.Option(["-v", "--verbose", "late_verbose"], count=True, expose_value=False, callback=_late_verbose,
+                     help="Debug logging; tracebacks on errors."),
+        click.Option(["--log-format", "late_log_format"], type=click.Choice(["text", "json"]), default=None,
+                     expose_value=False, callback=_late_log_format, is_eager=True,
+                     help="json: every line on stdout and stderr one JSON object."),
+    ]
+
+
+def _finish(group: click.Group) -> None:
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _finish(cmd)
+            continue
+        cmd.params.extend(_global_params())
+
+
+_finish(main)

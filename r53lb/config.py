@@ -46,11 +46,20 @@ __all__ = [
 
 
 class ConfigError(R53lbError):
-    """A configuration that cannot be used; the message is one line naming the key path."""
+    """A configuration that cannot be used; the message is one line naming the key path.
+
+    `lines` holds every error found (one line each); the message is the first, and says how
+    many more there are.
+    """
 
     plain = True
 
     exit_code = 2  # a config that cannot be used: the usage error of every command
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        more = len(lines) - 1 if lines else 0
+        super().__init__(message + (f" (and {more} more error{'s' if more > 1 else ''})" if more else ""))
+        self.lines = lines or [message]
 
 
 # --- scalar types -------------------------------------------------------------------------
@@ -69,14 +78,15 @@ _REPR.maxstring = _REPR.maxother = SHOWN_CHARS
 _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 4
 _REPR.maxlevel = 2
 
-_DURATION = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*\Z")
+_DURATION = re.compile(r"^\s*([-+]?)((?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+)\Z")  # 10s, 1m30s, 1h 5m
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Past a year a duration is a typo, and far past it the event loop's timers overflow.
 MAX_DURATION = 365 * 86400.0
 
 
 def parse_duration(value: Any) -> float:
-    """'250ms', '10s', '5m', '1h', '30d' -> seconds (bare numbers are seconds); 0 to 365d."""
+    """'250ms', '10s', '5m', '1h', '30d', '1m30s' -> seconds (bare numbers are seconds); 0 to 365d."""
     seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
@@ -84,11 +94,12 @@ def parse_duration(value: Any) -> float:
         except OverflowError:  # an integer too big for a float
             seconds = math.inf
     elif isinstance(value, str):
-        m = _DURATION.match(value)
+        m = _DURATION.match(value) if len(value) <= 1000 else None
         if m:
-            seconds = float(m.group(1)) * _UNIT[m.group(2)]  # 400 digits: inf, caught below
+            # 400 digits: inf, caught below
+            seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(m.group(2))) * (-1 if m.group(1) == "-" else 1)
     if seconds is None:
-        raise ValueError(f"{show(value)} is not a duration (use 250ms, 10s, 5m, 1h, 30d)")
+        raise ValueError(f"{show(value)} is not a duration (use 250ms, 10s, 5m, 1m30s, 1h, 30d)")
     if math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"{show(value)} is not a duration (not a finite number)")
     if seconds < 0:
@@ -512,6 +523,13 @@ class PrometheusCheck(_Model):
             # A password in the URL would end up in logs and reasons: it belongs in the environment.
             raise ValueError("must not carry credentials; use basic_auth or bearer_token_env")
         return v.rstrip("/")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{show(str(v))} is not a file (the CA bundle to verify the Prometheus server with)")
+        return v
 
     @field_validator("bearer_token_env")
     @classmethod
@@ -949,12 +967,16 @@ def _quorum(value: Any) -> Any:
     return value
 
 
+MIN_HEARTBEAT = 0.1
+PLAUSIBLE_REPLICAS = 9  # a quorum above this many replicas is more likely a typo than a fleet
+
+
 class ClusterConfig(_Model):
     """Several `r53lb run` replicas sharing one DynamoDB table: all probe, the lease holder writes."""
 
     backend: Literal["dynamodb"] = "dynamodb"
     table: str
-    region: str | None = None  # default: aws.region, then boto3's usual chain
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")  # default: aws.region, then boto3's chain
     replica: str = Field(default_factory=lambda: socket.gethostname() or "r53lb", min_length=1, max_length=128)
     lease: Duration = 15.0
     heartbeat: Duration = 1.0
@@ -965,6 +987,14 @@ class ClusterConfig(_Model):
     def _table(cls, v: str) -> str:
         if not _TABLE.match(v):
             raise ValueError(f"{v!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat(cls, v: float) -> float:
+        # Every heartbeat is a DynamoDB write per replica: 1e-7s would be millions a second.
+        if v < MIN_HEARTBEAT:
+            raise ValueError(f"{v:g}s is below {MIN_HEARTBEAT * 1000:g}ms (each heartbeat is a DynamoDB write)")
         return v
 
     @model_validator(mode="after")
@@ -987,9 +1017,36 @@ class VantageConfig(_Model):
 
 
 class WebhookConfig(_Model):
-    url: HttpUrl
+    """A JSON POST per alert. Its secret (a Slack URL, a token header) may come from the environment."""
+
+    url: HttpUrl | None = None
+    url_env: str | None = None  # the URL is read from this environment variable when an alert is sent
     headers: Headers = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)  # header name -> environment variable with its value
     timeout: Duration = 5.0
+
+    @model_validator(mode="after")
+    def _where(self) -> "WebhookConfig":
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("url: give url or url_env (an environment variable holding the URL), one of them")
+        for name in [self.url_env or "", *self.headers_env.values()]:
+            if name and not _ENV_NAME.match(name):
+                raise ValueError(f"{show(name)} is not an environment variable name")
+        for header in self.headers_env:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", header):
+                raise ValueError(f"headers_env: {show(header)} is not a header name")
+        return self
+
+    def resolved(self, environ: Any = os.environ) -> tuple[str, dict[str, str]]:
+        """(URL, headers) with the environment's values; KeyError names a variable that is not set."""
+        url = self.url if self.url is not None else environ[self.url_env]
+        extra = {}
+        for header, name in self.headers_env.items():
+            value = environ[name]
+            if "\r" in value or "\n" in value:
+                raise KeyError(name)
+            extra[header] = value
+        return url, {**self.headers, **extra}
 
 
 class SnsConfig(_Model):
@@ -1090,21 +1147,52 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_PATTERNS = {  # a field's pattern, said in words (pydantic would quote the regular expression)
+    r"^[a-z]{2}(-[a-z]+)+-[0-9]+$": "is not an AWS region name (like us-east-1)",
+    r"^[A-Z]{1,16}$": "is not an HTTP method (like GET, HEAD)",
+}
+
+
 def _message(err: dict[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     kind = err.get("type")
+    ctx = err.get("ctx") or {}
+    shown = show(err.get("input"))
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "is required"
-    if kind in ("literal_error", "int_parsing", "int_type", "bool_parsing", "string_type",
-                "greater_than_equal", "less_than_equal", "too_short", "enum", "string_pattern_mismatch",
-                "float_parsing", "float_type", "finite_number", "int_from_float", "too_long"):
-        return f"{show(err.get('input'))}: {msg[0].lower() + msg[1:]}"
-    return msg
+    if kind == "string_pattern_mismatch":
+        return f"{shown} {_PATTERNS.get(str(ctx.get('pattern')), 'does not have the expected form')}"
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"needs at least {n} item{'s' if n != 1 else ''}" if not isinstance(err.get("input"), str) \
+            else f"{shown} is shorter than {n} character{'s' if n != 1 else ''}"
+    if kind == "too_long":
+        n = ctx.get("max_length")
+        return f"{shown} is longer than {n}" + ("" if isinstance(err.get("input"), str) else " items")
+    if kind == "greater_than_equal":
+        return f"{shown} is below {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"{shown} is above {ctx.get('le')}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{shown} is not a whole number"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"{shown} is not a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{shown} is not true or false"
+    if kind in ("string_type",):
+        return f"{shown} is not a string"
+    if kind in ("literal_error", "enum"):
+        return f"{shown}: {msg[0].lower() + msg[1:]}".replace("input should be", "must be")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{shown} is not a mapping (key: value)"
+    if kind in ("tuple_type", "list_type"):
+        return f"{shown} is not a list"
+    return msg.replace("Input should be", "must be").replace("input should be", "must be")
 
 
 MAX_LINE = 400  # a backstop: every part of the line is cut already
@@ -1115,7 +1203,43 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
 
-def _format(exc: ValidationError) -> str:
+_SUBPATH = re.compile(r"^([A-Za-z_][\w]*(?:\[\d+\])?(?:\.[\w]+(?:\[\d+\])?)*): (.*)$")
+
+
+def _steps(sub: str) -> list[Any]:
+    """'nodes[2].id' -> ['nodes', 2, 'id']"""
+    out: list[Any] = []
+    for name, index in re.findall(r"([A-Za-z_]\w*)|\[(\d+)\]", sub):
+        out.append(name if name else int(index))
+    return out
+
+
+def _field_names() -> frozenset[str]:
+    """Every key the schema knows, for did-you-mean."""
+    names: set[str] = set()
+    seen: set[type] = set()
+    todo: list[Any] = [Config]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t in seen:
+                continue
+            seen.add(t)
+            for name, f in t.model_fields.items():
+                names.add(f.alias or name)
+                todo.append(f.annotation)
+        for arg in getattr(t, "__args__", ()) or ():
+            todo.append(arg)
+        origin = getattr(t, "__origin__", None)
+        if origin is not None:
+            todo.append(origin)
+        for meta in getattr(t, "__metadata__", ()) or ():
+            todo.append(meta)
+    return frozenset(names)
+
+
+def _errors(exc: ValidationError) -> list[tuple[list[Any], str]]:
+    """Every error as (key path steps, message), the innermost only, in document order."""
     errors = exc.errors()
     # A failing element also fails its container's length check: report the element only.
     locs = [tuple(e["loc"]) for e in errors]
@@ -1123,18 +1247,58 @@ def _format(exc: ValidationError) -> str:
         e for e in errors
         if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == tuple(e["loc"]) for o in locs)
     ] or errors
-    err = errors[0]
-    path = _path(tuple(err["loc"]))
-    msg = _message(err)
-    # Errors raised by a model validator name their own sub-path ("nodes[2].id: ...").
-    m = re.match(r"^([A-Za-z_][\w]*(?:\[\d+\])?(?:\.[\w]+(?:\[\d+\])?)*): (.*)$", msg)
-    if m and err["type"] == "value_error" and not msg.startswith("'"):
-        sub, rest = m.groups()
-        path = f"{path}.{sub}" if path else sub
-        msg = rest
-    more = len(errors) - 1
-    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return _one_line(f"{path or 'config'}: {msg}{tail}")
+    out: list[tuple[list[Any], str]] = []
+    for err in errors:
+        steps = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]  # tagged-union labels
+        msg = _message(err)
+        # Errors raised by a model validator name their own sub-path ("nodes[2].id: ...").
+        m = _SUBPATH.match(msg)
+        if m and err["type"] == "value_error" and not msg.startswith("'"):
+            sub, msg = m.groups()
+            steps += _steps(sub)
+        if err["type"] == "extra_forbidden" and steps and isinstance(steps[-1], str):
+            import difflib
+
+            near = difflib.get_close_matches(steps[-1], sorted(_field_names()), n=1, cutoff=0.75)
+            if near:
+                msg += f" (did you mean {near[0]}?)"
+        if (steps, msg) not in out:
+            out.append((steps, msg))
+    return out
+
+
+def _yaml_line(root: yaml.Node | None, steps: list[Any]) -> int | None:
+    """The line of the deepest node of the composed document on this key path."""
+    node, line = root, None
+    for step in steps:
+        if node is None:
+            break
+        line = _line(node)
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(step):
+                    nxt, line = v, _line(k)
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        else:
+            node = None
+    if node is not None:
+        line = _line(node)
+    return line
+
+
+def _format(exc: ValidationError, root: yaml.Node | None = None, source: str = "<config>") -> tuple[str, list[str]]:
+    """The first error as one line (key path: message), and every error with its file and YAML line."""
+    found = []
+    for steps, msg in _errors(exc):
+        text = _one_line(f"{_path(tuple(steps)) or 'config'}: {msg}")
+        line = _yaml_line(root, steps) if root is not None else None
+        found.append((line or 0, text, _one_line(f"{source}:{line}: {text}" if line else f"{source}: {text}")))
+    found.sort(key=lambda f: f[0])  # in the order of the file
+    return found[0][1], [f[2] for f in found]
 
 
 # --- YAML ---------------------------------------------------------------------------------
@@ -1273,7 +1437,12 @@ def loads(text: str, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format(e)) from None
+        try:
+            root = yaml.compose(text, Loader=_Loader)  # only now: lines cost nothing on a good config
+        except Exception:  # noqa: BLE001 - it parsed once; without lines the errors still name key paths
+            root = None
+        first, lines = _format(e, root, source)
+        raise ConfigError(first, lines) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as e:
         # A validator that failed in a way pydantic does not wrap: still one line, never a traceback.
         raise ConfigError(_one_line(f"{source}: cannot use this config: {type(e).__name__}: {e}")) from None
@@ -1303,6 +1472,21 @@ def load(path: str | os.PathLike[str] | None) -> Config:
 
 def default_helo() -> str:
     return socket.getfqdn() or "localhost"
+
+
+def config_warnings(cfg: Config, environ: Any = os.environ) -> list[str]:
+    """What loads but is likely a mistake: a quorum no cluster reaches, a secret's variable not set here."""
+    out = []
+    if cfg.cluster is not None and isinstance(cfg.cluster.quorum, int) and cfg.cluster.quorum > PLAUSIBLE_REPLICAS:
+        out.append(f"cluster.quorum: {cfg.cluster.quorum} replicas must agree before a node is drained or "
+                   f"restored: with fewer running, no weight ever changes (give `majority` or a count of "
+                   f"at most {PLAUSIBLE_REPLICAS})")
+    for i, hook in enumerate(cfg.notify.webhooks):
+        for name in [hook.url_env, *hook.headers_env.values()]:
+            if name and name not in environ:
+                out.append(f"notify.webhooks[{i}]: environment variable {name} is not set here "
+                           "(the controller's environment must have it)")
+    return out
 
 
 def helo_warnings(cfg: Config, machine: str | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import R53lbError
-from .core.verify import Answer, Tolerance, Verdict, compare
+from .core.verify import NOT_ASKED, TIMEOUT, Answer, Tolerance, Verdict, compare
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -26,6 +26,29 @@ __all__ = ["NameServer", "NameServerError", "parse_nameserver", "delegation", "s
 CONCURRENCY = 16  # queries in flight per server: fast on loopback, polite to Route 53's servers
 QUERY_TIMEOUT = 2.0
 TRIES = 3  # a UDP answer can be lost; ask again before calling it a timeout
+DEAD_AFTER = 3  # queries timed out with none answered: the server is not answering, stop asking it
+
+
+class _Progress:
+    """One server's sampling: a deadline over all its queries, and whether it answers at all."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.answered = 0
+        self.timeouts = 0
+
+    def left(self) -> float:
+        import time
+
+        return QUERY_TIMEOUT if self.deadline is None else min(QUERY_TIMEOUT, self.deadline - time.monotonic())
+
+    def stop(self) -> str | None:
+        """Why no more queries go to this server, or None."""
+        if self.answered == 0 and self.timeouts >= DEAD_AFTER:
+            return f"{NOT_ASKED}, server silent"
+        if self.left() <= 0:
+            return f"{NOT_ASKED}, --timeout passed"
+        return None
 
 
 class NameServerError(R53lbError):
@@ -109,7 +132,7 @@ def _values(response: Any, qname: Any, rdtype: int) -> Answer:
     return Answer(error="no data")
 
 
-async def _ask(server: NameServer, qname: Any, rdtype: int, sem: asyncio.Semaphore) -> Answer:
+async def _ask(server: NameServer, qname: Any, rdtype: int, sem: asyncio.Semaphore, progress: _Progress) -> Answer:
     import dns.asyncquery
     import dns.exception
     import dns.flags
@@ -119,37 +142,48 @@ async def _ask(server: NameServer, qname: Any, rdtype: int, sem: asyncio.Semapho
     query.flags &= ~dns.flags.RD  # ask the authoritative server itself, never for recursion
     async with sem:
         for _ in range(TRIES):
+            why = progress.stop()
+            if why:
+                return Answer(error=why)
             try:
                 response, _tcp = await dns.asyncquery.udp_with_fallback(
-                    query, server.address, timeout=QUERY_TIMEOUT, port=server.port)
+                    query, server.address, timeout=progress.left(), port=server.port)
             except dns.exception.Timeout:
                 continue
             except (OSError, dns.exception.DNSException) as e:
                 return Answer(error=type(e).__name__)
+            progress.answered += 1
             return _values(response, qname, rdtype)
-    return Answer(error="timeout")
+    progress.timeouts += 1
+    return Answer(error=TIMEOUT)
 
 
-async def sample(server: NameServer, record: str, rtype: str, n: int) -> list[Answer]:
-    """Ask `server` for record/rtype n times (a few at a time); one Answer per query."""
+async def sample(server: NameServer, record: str, rtype: str, n: int, deadline: float | None = None) -> list[Answer]:
+    """Ask `server` for record/rtype n times (a few at a time); one Answer per query.
+
+    Bounded: nothing is asked after `deadline` (time.monotonic()), and a server that answers
+    none of its first queries is not asked the rest (a dead server costs one query timeout).
+    """
     import dns.name
     import dns.rdatatype
 
     qname = dns.name.from_text(record)
     rdtype = dns.rdatatype.from_text(rtype)
     sem = asyncio.Semaphore(CONCURRENCY)
-    return list(await asyncio.gather(*(_ask(server, qname, rdtype, sem) for _ in range(n))))
+    progress = _Progress(deadline)
+    return list(await asyncio.gather(*(_ask(server, qname, rdtype, sem, progress) for _ in range(n))))
 
 
 def verify_pool(route53: "Route53", zone_id: str, pool: "Pool", servers: Sequence[NameServer], samples: int,
-                tolerance: Tolerance, types: Iterable[str] | None = None) -> list[Verdict]:
+                tolerance: Tolerance, types: Iterable[str] | None = None,
+                deadline: float | None = None) -> list[Verdict]:
     """Read the pool's weighted sets from Route 53, sample every server for every type, judge each."""
     types = list(types or pool.record_types())
     sets = route53.read(zone_id, [(pool.record, t) for t in types])
 
     async def all_servers() -> list[tuple[NameServer, str, list[Answer]]]:
         jobs = [(s, t) for s in servers for t in types]
-        answers = await asyncio.gather(*(sample(s, pool.record, t, samples) for s, t in jobs))
+        answers = await asyncio.gather(*(sample(s, pool.record, t, samples, deadline) for s, t in jobs))
         return [(s, t, a) for (s, t), a in zip(jobs, answers)]
 
     return [

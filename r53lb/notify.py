@@ -219,17 +219,22 @@ class Notifier:
             if self._http is None:
                 self._http = httpx.AsyncClient(follow_redirects=False)
             try:
+                url, headers = hook.resolved()  # a secret from the environment is read when it is needed
+            except KeyError as e:
+                raise NotifyError(f"webhook: environment variable {e.args[0]} is not set (or holds a line break)") \
+                    from None
+            try:
                 resp = await self._http.post(
-                    hook.url, content=json.dumps(msg.payload(), default=str).encode(),
-                    headers={"Content-Type": "application/json", "User-Agent": "r53lb", **hook.headers},
+                    url, content=json.dumps(msg.payload(), default=str).encode(),
+                    headers={"Content-Type": "application/json", "User-Agent": "r53lb", **headers},
                     timeout=hook.timeout,
                 )
             except httpx.HTTPError as e:
-                raise _Retry(f"{_redact(hook.url)}: {type(e).__name__}: {e}") from None
+                raise _Retry(f"{_redact(url)}: {type(e).__name__}: {e}") from None
             if resp.status_code == 429 or resp.status_code >= 500:
-                raise _Retry(f"{_redact(hook.url)}: HTTP {resp.status_code}")
+                raise _Retry(f"{_redact(url)}: HTTP {resp.status_code}")
             if resp.status_code >= 400:
-                raise NotifyError(f"{_redact(hook.url)}: HTTP {resp.status_code}")
+                raise NotifyError(f"{_redact(url)}: HTTP {resp.status_code}")
 
         return send
 

@@ -17,6 +17,26 @@ if TYPE_CHECKING:
 
 console = Console(highlight=False, soft_wrap=True)
 
+
+def _print(table: Table) -> None:
+    """A rich table on a terminal; elsewhere (cron mail, a pipe) plain columns, never cut or wrapped."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.markup import render
+
+    cols = [[render(str(c.header)).plain] + [render(str(v)).plain if isinstance(v, str) else str(v) for v in c.cells]
+            for c in table.columns]
+    widths = [max(len(v) for v in col) for col in cols]
+    right = [c.justify == "right" for c in table.columns]
+    lines = []
+    for row in zip(*cols):
+        cells = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(row, widths, right)]
+        lines.append("  ".join(cells).rstrip())
+    if table.title:
+        print(f"# {table.title}")
+    print("\n".join(lines), flush=True)
+
 _STATUS = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "unknown": "[yellow]unknown[/]"}
 
 
@@ -26,7 +46,7 @@ def probe_table(results: Iterable["ProbeResult"]) -> None:
         t.add_column(col, justify="right" if col == "ms" else "left")
     for r in results:
         t.add_row(r.pool, r.node, r.check, _STATUS[r.status], f"{r.latency_ms:.0f}", r.detail)
-    console.print(t)
+    _print(t)
 
 
 def plan_view(result: "CycleResult") -> None:
@@ -41,7 +61,7 @@ def plan_view(result: "CycleResult") -> None:
         for c in changes:
             frm = "new" if c.from_weight is None else str(c.from_weight)
             t.add_row(c.pool, c.node, c.type, f"{frm} -> {c.to_weight}", c.reason)
-        console.print(t)
+        _print(t)
     elif not plan.hold:
         console.print("no changes: Route 53 matches the measured health")
     for alert in plan.alerts:
@@ -83,7 +103,7 @@ def status_table(rows: list[dict[str, Any]]) -> None:
         health = {"up": "[green]up[/]", "down": "[red]down[/]"}.get(r["health"], r["health"])
         weight = "missing" if r["weight"] is None else str(r["weight"])
         t.add_row(r["pool"], r["node"], r["type"], health, weight, str(r["desired_weight"]), "; ".join(notes) or r["reason"] or "")
-    console.print(t)
+    _print(t)
 
 
 def fence_lines(fences: list[dict[str, Any]]) -> None:
@@ -110,7 +130,7 @@ def history_table(events: list["Event"]) -> None:
         who = (e.replica or "", "" if e.epoch is None else str(e.epoch)) if cluster else ()
         t.add_row(e.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), f"{e.pool}/{e.node}", e.kind, change,
                   *who, e.reason)
-    console.print(t)
+    _print(t)
 
 
 def cluster_table(cluster: dict[str, Any]) -> None:
@@ -122,7 +142,7 @@ def cluster_table(cluster: dict[str, Any]) -> None:
         age = "-" if r["heartbeat_age_s"] is None else f"{r['heartbeat_age_s']:.1f}s"
         t.add_row(r["replica"] + (" (leader)" if r["replica"] == cluster["leader"] else ""), age,
                   "yes" if r["fresh"] else "no", "yes" if r["voting"] else "no", ", ".join(r["sees_down"]) or "-")
-    console.print(t)
+    _print(t)
 
 
 def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) -> None:
@@ -131,6 +151,9 @@ def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) 
     for col in ("pool", "type", "server", "node", "weight", "expected", "served", "result"):
         t.add_column(col, justify="right" if col in ("weight", "expected", "served") else "left")
     for pool, v in checks:
+        if v.silent:  # nothing is known of what it serves: one row, not every node "WRONG 0.0%"
+            t.add_row(pool, v.type, v.server, "-", "-", "-", "no answer", "[red]NO ANSWER[/]")
+            continue
         for n in v.nodes:
             served = f"{n.share:.1%} ({n.count})"
             expected = "never" if n.weight == 0 and n.expected == 0 else f"{n.expected:.1%} ±{n.band:.1%}"
@@ -138,12 +161,20 @@ def verify_table(checks: list[tuple[str, "Verdict"]], tolerance: str, ok: bool) 
                       "[green]ok[/]" if n.ok else "[red]WRONG[/]")
         for values, count in v.unexpected.items():
             t.add_row(pool, v.type, v.server, values, "-", "never", f"({count})", "[red]UNKNOWN[/]")
-    console.print(t)
+    _print(t)
     console.print(f"tolerance: {tolerance}")
     for pool, v in checks:
         for p in v.problems:
             console.print(f"[red]{pool}[/] {v.type} {v.server}: {p}")
-    console.print("[green]DNS serves what Route 53 holds[/]" if ok else "[bold red]DNS disagrees with Route 53[/]")
+    silent = sorted({v.server for _, v in checks if v.silent})
+    disagree = any(not v.ok and not v.silent for _, v in checks)
+    if ok:
+        console.print("[green]DNS serves what Route 53 holds[/]")
+    elif disagree:
+        more = f"; no answer from {', '.join(silent)}" if silent else ""
+        console.print(f"[bold red]DNS disagrees with Route 53[/]{more}")
+    else:
+        console.print(f"[bold red]no answer from {', '.join(silent)}[/]: what DNS serves is not known")
 
 
 def wait_step(step: "Step") -> None:

@@ -291,7 +291,8 @@ def test_validate_and_missing_credentials(fleet, tmp_path):
     bad.write_text(fleet.config.read_text().replace("weight: 50", "weight: 300", 1))
     p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(bad), "validate"], capture_output=True, text=True)
     assert p.returncode == 2
-    assert p.stderr.strip() == "r53lb: pools[0].nodes[0].weight: 300 is above 255"
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "weight: 300" in text)
+    assert p.stderr.strip() == f"r53lb: {bad}:{line}: pools[0].nodes[0].weight: 300 is above 255"  # the YAML line too
 
 
 def test_probe_needs_no_aws(fleet):

@@ -241,3 +241,33 @@ def test_subject_is_short_ascii_one_line():
     m = Message("health", "pool mx: nœud ↓\n" + "x" * 200, {}, datetime.now(timezone.utc), "h")
     s = m.subject()
     assert len(s) < 100 and s.isascii() and "\n" not in s
+
+
+def test_webhook_secret_from_the_environment(receiver, monkeypatch, caplog):
+    """The URL (Slack puts the secret in it) and a token header may come from the environment."""
+    seen: list[str] = []
+    handler = receiver._srv.RequestHandlerClass
+    original = handler.do_POST
+
+    def do_post(self: Any) -> None:
+        seen.append(self.headers.get("Authorization"))
+        original(self)
+
+    handler.do_POST = do_post
+    monkeypatch.setenv("R53LB_TEST_HOOK", receiver.url)
+    monkeypatch.setenv("R53LB_TEST_TOKEN", "Bearer s3cret")
+    hook = WebhookConfig(url_env="R53LB_TEST_HOOK", headers_env={"Authorization": "R53LB_TEST_TOKEN"})
+
+    async def go(h: WebhookConfig) -> None:
+        n = Notifier(NotifyConfig(webhooks=(h,)), source="ctl-1").start()
+        n("health", "mx/hlb-2 is down", {})
+        await n.close(timeout=5)
+
+    run(go(hook))
+    receiver.wait_for(1)
+    assert seen == ["Bearer s3cret"]
+    monkeypatch.delenv("R53LB_TEST_TOKEN")
+    with caplog.at_level("WARNING", logger="r53lb"):
+        run(go(hook))
+    assert "environment variable R53LB_TEST_TOKEN is not set" in caplog.text and "s3cret" not in caplog.text
+    assert receiver.requests == 1  # nothing sent without its secret

@@ -279,7 +279,7 @@ def test_config_errors_name_the_key() -> None:
             r"prometheus\.scale\.to\[1\]: '120%' is not between 0% and 100%$",
         "{url: 'http://p', query: up, bearer_token_env: 'not a name'}":
             r"prometheus\.bearer_token_env: 'not a name' is not an environment variable name$",
-        "{url: 'http://p', query: up, bearer_token: abc}": r"prometheus\.bearer_token: unknown key$",
+        "{url: 'http://p', query: up, bearer_token: abc}": r"prometheus\.bearer_token: unknown key \(did you mean bearer_token_env\?\)$",
         "{url: 'http://p'}": r"prometheus\.query: is required$",
     }
     for body, pattern in cases.items():

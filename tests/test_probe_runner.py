@@ -126,7 +126,7 @@ def test_tcp_check(fleet) -> None:
     assert ok.ok and ok.detail == f"tcp port {fleet.port} open"
     refused = asyncio.run(run_one(Job(Target("p", "n", "127.0.79.254"), Check(tcp=TcpCheck(port=fleet.port)), 1.0)))
     assert refused.status == "fail"
-    assert refused.detail == f"tcp connect to port {fleet.port}: connection refused"
+    assert refused.detail == f"connect to port {fleet.port}: connection refused"  # the reason reads "tcp: connect to port ..."
 
 
 @pytest.mark.parametrize("seconds,text", [

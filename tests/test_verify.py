@@ -238,6 +238,97 @@ def test_verify_reports_a_silent_server(env):
     assert dead["errors"] == {"timeout": 2} and dead["answered"] == 0
 
 
+class Stalling:
+    """A UDP relay in front of a name server that passes on one query in `every` and drops the rest."""
+
+    def __init__(self, upstream: AuthDNS, every: int = 4) -> None:
+        import socket
+        import threading
+
+        self.upstream, self.every, self.seen = upstream, every, 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.71", 0))
+        self.sock.settimeout(0.2)
+        self.nameserver = f"127.0.0.71:{self.sock.getsockname()[1]}"
+        self.stopping = False
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        import socket
+
+        while not self.stopping:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            self.seen += 1
+            if self.seen % self.every:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+                up.settimeout(1)
+                up.sendto(data, (self.upstream.host, self.upstream.port))
+                try:
+                    self.sock.sendto(up.recv(4096), peer)
+                except socket.timeout:
+                    pass
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_verify_says_a_dead_server_did_not_answer_and_does_not_wait_on_it(env):
+    env.servers[1].stop()
+    started = time.monotonic()
+    p = env.r53lb("verify", "--samples", "200")
+    took = time.monotonic() - started
+    assert p.returncode == 1
+    assert took < 30, took  # one round of query timeouts, not 200 samples x 3 tries (76 s)
+    dead = env.servers[1].nameserver
+    rows = [line for line in p.stdout.splitlines() if dead in line and "NO ANSWER" in line]
+    assert len(rows) == 1, p.stdout  # one row for the server, not every node "WRONG 0.0% (0)"
+    assert "WRONG" not in p.stdout and "±100.0%" not in p.stdout
+    assert "DNS disagrees" not in p.stdout
+    assert f"no answer from {dead}: what DNS serves is not known" in p.stdout
+    assert "did not answer (timeout x" in p.stdout
+    # The tolerance line's "at most" is the widest band any row shows.
+    import re
+
+    widest = float(re.search(r"at most ±([0-9.]+)%", p.stdout).group(1))
+    bands = [float(b) for b in re.findall(r"±([0-9.]+)%", p.stdout.split("tolerance:")[0])]
+    assert bands and max(bands) <= widest, (bands, widest)
+    p = env.r53lb("verify", "--json", "--samples", "200")
+    by_server = {c["server"]: c for c in json.loads(p.stdout)["checks"]}
+    assert by_server[dead]["outcome"] == "no answer" and by_server[env.servers[0].nameserver]["outcome"] == "ok"
+
+
+def test_verify_and_drain_wait_keep_to_timeout_against_a_stalling_server(env):
+    relay = Stalling(env.servers[1])
+    try:
+        started = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(env.config), "verify", "--samples", "200",
+                            "--timeout", "4s", "--nameserver", relay.nameserver], capture_output=True, text=True,
+                           timeout=120)
+        took = time.monotonic() - started
+        assert p.returncode == 1, p.stdout
+        assert took < 15, took  # --timeout 4s (plus start-up and the Route 53 read), not a minute
+        assert "not asked, --timeout passed" in p.stdout
+        # The tolerance line states the band the rows use (fewer answers: a wider band).
+        assert relay.seen >= 16
+        started = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "r53lb", "-c", str(env.config), "drain", "mx/hlb-2", "--reason",
+                            "x", "--wait", "--timeout", "5s", "--samples", "200", "--nameserver", relay.nameserver],
+                           capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+        assert p.returncode == 1, p.stdout
+        assert "step dns did not finish" in p.stderr
+        assert took < 15, took
+    finally:
+        relay.stop()
+
+
 def steps(stdout: str) -> dict[str, float]:
     out = {}
     for line in stdout.splitlines():

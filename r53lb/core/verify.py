@@ -19,7 +19,8 @@ from typing import Any
 
 from .records import RecordSet, normalize_value
 
-__all__ = ["Answer", "NodeShare", "Tolerance", "Verdict", "compare", "expected_shares"]
+__all__ = ["NOT_ASKED", "TIMEOUT", "Answer", "NodeShare", "Tolerance", "Verdict", "compare", "expected_shares",
+           "no_response"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,16 @@ class Answer:
     """One response: the values of the record set it carried, or why it carried none."""
 
     values: frozenset[str] = frozenset()
-    error: str | None = None  # "NXDOMAIN", "SERVFAIL", "no data", "timeout", ...
+    error: str | None = None  # "NXDOMAIN", "SERVFAIL", "no data", "timeout", NOT_ASKED, ...
+
+
+# A query that got no response at all: the server may be down, the answer says nothing about DNS.
+TIMEOUT = "timeout"
+NOT_ASKED = "not asked"  # the deadline (--timeout) passed, or the server answered none of the first queries
+
+
+def no_response(error: str) -> bool:
+    return error == TIMEOUT or error.startswith(NOT_ASKED)
 
 
 @dataclass(frozen=True)
@@ -90,12 +100,22 @@ class Verdict:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def silent(self) -> bool:
+        """The server gave no response to any query: nothing is known of what it serves."""
+        return self.samples > 0 and self.answered == 0 and bool(self.errors) and all(
+            no_response(e) for e in self.errors)
+
+    @property
+    def outcome(self) -> str:
+        return "ok" if self.ok else "no answer" if self.silent else "disagrees"
+
     def count(self, node: str) -> int:
         return sum(n.count for n in self.nodes if node in n.node.split("+"))
 
     def to_json(self) -> dict[str, Any]:
         return {"server": self.server, "record": self.record, "type": self.type, "ok": self.ok,
-                "samples": self.samples, "answered": self.answered,
+                "outcome": self.outcome, "samples": self.samples, "answered": self.answered,
                 "nodes": [n.to_json() for n in self.nodes], "unexpected": dict(self.unexpected),
                 "errors": dict(self.errors), "problems": list(self.problems)}
 
@@ -140,7 +160,11 @@ def compare(server: str, record: str, rtype: str, sets: Iterable[RecordSet], ans
         problems.append(f"Route 53 holds no weighted {rtype} record set at {record}")
     if errors:
         listed = ", ".join(f"{e} x{n}" for e, n in errors.most_common())
-        problems.append(f"{sum(errors.values())} of {len(answers)} queries got no record set ({listed})")
+        if answered == 0 and all(no_response(e) for e in errors):
+            first = sorted(errors.items(), key=lambda kv: (kv[0] != TIMEOUT, -kv[1]))  # the cause, then the rest
+            problems.append(f"did not answer ({', '.join(f'{e} x{n}' for e, n in first)})")
+        else:
+            problems.append(f"{sum(errors.values())} of {len(answers)} queries got no record set ({listed})")
     unexpected = {", ".join(sorted(v)) or "(empty)": n for v, n in counts.items() if v not in groups}
     for values, n in sorted(unexpected.items()):
         problems.append(f"served {values} {n} times: no {rtype} record set at {record} holds it")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["CHECK_KINDS", "DUE_SLACK", "LIVENESS", "Controller", "CycleResult", "FenceSeen", "ZoneOutcome", "utcnow"]
 
 log = logging.getLogger("r53lb")
+_LOG_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}  # not allowed in `extra`
 
 NodeKey = tuple[str, str]  # (pool, node)
 Notify = Callable[[str, str, dict[str, Any]], None]  # (kind, message, details)
@@ -280,7 +281,9 @@ class Controller:
                 unstored = e
         for key, t in transitions:
             frm, to = ("down", "up") if t.up else ("up", "down")
-            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason)
+            log.info("%s/%s: %s -> %s: %s", key[0], key[1], frm, to, t.reason,
+                     extra={"event": "health", "pool": key[0], "node": key[1], "from": frm, "to": to,
+                            "reason": t.reason})
             self.notify("health", f"{key[0]}/{key[1]} is {to}: {t.reason}",
                         {"pool": key[0], "node": key[1], "from": frm, "to": to, "reason": t.reason})
         if unstored is not None:
@@ -405,7 +408,9 @@ class Controller:
                 records.update(self.read(pools))
             except Route53Error as e:
                 failed[zone] = (str(e), e.code)
-                log.error("zone %s: cannot read Route 53: %s", zone, e)
+                # The command reports it (sync, plan: its exit line); debug keeps it for -v.
+                log.debug("zone %s: cannot read Route 53: %s", zone, e,
+                          extra={"event": "zone_unreadable", "zone": zone, "error_class": e.code})
         return records, failed
 
     # --- planning -------------------------------------------------------------------------
@@ -613,7 +618,10 @@ class Controller:
                                          None if c.from_weight is None else str(c.from_weight),
                                          str(c.to_weight), f"{c.type}: {c.reason}")
         for c in changes:
-            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, c.from_weight, c.to_weight, c.reason)
+            frm = "(none)" if c.from_weight is None else c.from_weight  # a record set created
+            log.info("%s/%s %s weight %s -> %s: %s", c.pool, c.node, c.type, frm, c.to_weight, c.reason,
+                     extra={"event": "weight", "pool": c.pool, "node": c.node, "type": c.type, "zone": c.zone,
+                            "from_weight": c.from_weight, "to_weight": c.to_weight, "reason": c.reason})
 
     # --- alerts ---------------------------------------------------------------------------
 
@@ -640,7 +648,8 @@ class Controller:
                         self.store.add_event(now, "-", "-", "hold", "hold", None, f"cleared: {a.details.get('reason', '')}")
                 self.store.put_meta(WATCH_KEY, json.dumps(state.to_json()))
         for a in alerts:
-            (log.error if a.kind.severe else log.info)("%s", a.message)
+            fields = {k: v for k, v in a.details.items() if k not in _LOG_RESERVED}
+            (log.error if a.kind.severe else log.info)("%s", a.message, extra={"event": a.kind.value, **fields})
             self.notify(a.kind.notify_kind, a.message, dict(a.details))
         return alerts
 
@@ -664,7 +673,7 @@ class Controller:
         await self.refresh_verdicts(nodes, now)
         hold = self.vantage(results, canaries)
         if hold:
-            log.error("hold: %s; nothing written", hold)
+            log.error("hold: %s; nothing written", hold, extra={"event": "hold", "reason": hold})
             plan = self.plan(records, now, create_missing)
             plan.hold = hold
             if not dry_run:
@@ -692,7 +701,7 @@ class Controller:
             result.zones.append(out)
             result.plan.pools.extend(out.plan.pools)
             for err in out.plan.errors:
-                log.error("%s", err)
+                log.error("%s", err, extra={"event": "plan_error", "zone": zone})
             if not dry_run:
                 self.watch(self.clock(), plan=out.plan, zone=zone, error=out.error)
             elif out.plan.alerts:

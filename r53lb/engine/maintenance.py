@@ -14,7 +14,7 @@ operator may take the box down. Four steps, each timed, under one deadline:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,11 +23,12 @@ from ..core.verify import Tolerance, Verdict
 
 if TYPE_CHECKING:
     from ..config import Node, Pool
+    from ..core.health import NodeHealth
     from .cycle import Controller
     from ..nameservers import NameServer
     from .cycle import ZoneOutcome
 
-__all__ = ["Step", "WaitFailed", "reconcile_zone_once", "apply_and_wait"]
+__all__ = ["Step", "WaitFailed", "apply_and_wait", "last_healthy", "reconcile_zone_once"]
 
 STEPS = ("apply", "insync", "dns", "ttl")
 LOCK_TRY = 2.0  # seconds to wait for the state file before assuming a running daemon holds it
@@ -51,6 +52,29 @@ class WaitFailed(R53lbError):
         super().__init__(f"{step}: {detail}")
         self.step = step
         self.detail = detail
+
+
+def last_healthy(pool: "Pool", node_id: str, health: Mapping[tuple[str, str], "NodeHealth"],
+                 drains: Mapping[tuple[str, str], object]) -> str | None:
+    """Why draining this node would leave its pool with no healthy node while another is down, or None.
+
+    With no healthy node left the planner fails open (never all zero): every node gets its
+    weight back, the dead ones included, so the drain would send mail to a dead server.
+    """
+    me = health.get((pool.name, node_id))
+    if me is not None and not me.up:
+        return None  # draining a node that is down takes nothing healthy away
+    others = [n for n in pool.nodes if n.id != node_id and n.weight > 0]
+    down = [n.id for n in others if (h := health.get((pool.name, n.id))) is not None and not h.up]
+    serving = [n.id for n in others if (pool.name, n.id) not in drains and n.id not in down]
+    if serving or not down:
+        return None  # another node carries the pool; or none is known to be down (only drained ones)
+    drained = [n.id for n in others if (pool.name, n.id) in drains and n.id not in down]
+    why = f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down"
+    if drained:
+        why += f", {', '.join(drained)} drained"
+    return (f"{pool.name}/{node_id} is the last healthy node of pool {pool.name} ({why}): drained, the pool has "
+            f"no healthy node and fails open, handing mail to {', '.join(down)} again")
 
 
 def reconcile_zone_once(ctl: "Controller", zone: str) -> "ZoneOutcome":
@@ -184,12 +208,17 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
     types = sorted(weights)
     zone_id = ctl.zone_id(pool)
     rounds = 0
+    last_wrong = ""
     while True:
         rounds += 1
-        verdicts = verify_pool(ctl.route53, zone_id, pool, servers, samples, tolerance, types=types)
+        verdicts = verify_pool(ctl.route53, zone_id, pool, servers, samples, tolerance, types=types,
+                               deadline=clock.deadline if now is time.monotonic else None)
         wrong = _disagreement(verdicts, node.id, drained)
         if wrong is None:
             break
+        if clock.left() <= 0 and last_wrong and any(v.silent for v in verdicts):
+            wrong = last_wrong  # the deadline cut this round short: the last full round says why
+        last_wrong = wrong
         clock.nap("dns", wrong)
     what = f"no longer hand out {node.id}" if drained else f"hand out {node.id} at its share"
     t_agreed = t = done("dns", t, f"{len(servers)} name server{'s' if len(servers) != 1 else ''} {what} "
@@ -209,6 +238,8 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
 def _disagreement(verdicts: Sequence[Verdict], node: str, drained: bool) -> str | None:
     """Why DNS does not serve the node as wanted yet (None: it does, on every server)."""
     for v in verdicts:
+        if v.silent:
+            return f"{v.server} {v.problems[0]}"
         if drained and v.count(node):
             return f"{v.server} still hands out {node} ({v.count(node)} of {v.samples} answers)"
         if not drained and not v.count(node):

@@ -222,8 +222,8 @@ class MetricsServer:
 
     def start(self) -> "MetricsServer":
         self._httpd.start()
-        log.info("metrics on http://%s:%d/metrics, health on /healthz",
-                 f"[{self.host}]" if ":" in self.host else self.host, self.port)
+        url = f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}/"
+        log.info("status page on %s (also /api/status, /metrics, /healthz)", url, extra={"event": "listening", "url": url})
         return self
 
     def stop(self) -> None:

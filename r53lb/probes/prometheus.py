@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 
@@ -175,8 +176,11 @@ async def probe(target: Target, spec: PrometheusCheck, timeout: float) -> ProbeR
     headers.update({"User-Agent": "r53lb-probe", "Accept": "application/json", "Accept-Encoding": "identity"})
     query = render_query(spec.query, target)
     # Prometheus stops evaluating at its own timeout; ours covers the network as well.
-    params = {"query": query, "timeout": f"{max(1, int(timeout * 1000))}ms"}
-    where = spec.url
+    # A token in the URL's query string goes to the server, never into a reason or a log.
+    base, _, url_query = spec.url.partition("?")
+    params = {**dict(parse_qsl(url_query, keep_blank_values=True)),
+              "query": query, "timeout": f"{max(1, int(timeout * 1000))}ms"}
+    where = base + ("?…" if url_query else "")
     code: int | None = None
     try:
         async with asyncio.timeout(timeout):
@@ -186,7 +190,7 @@ async def probe(target: Target, spec: PrometheusCheck, timeout: float) -> ProbeR
                 limits=httpx.Limits(max_keepalive_connections=0),
                 trust_env=False,
             ) as client:
-                async with client.stream("GET", f"{spec.url}/api/v1/query", params=params,
+                async with client.stream("GET", f"{base.rstrip('/')}/api/v1/query", params=params,
                                          headers=headers, auth=auth) as response:
                     code = response.status_code
                     body = bytearray()

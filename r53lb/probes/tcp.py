@@ -22,11 +22,11 @@ async def probe(target: Target, spec: TcpCheck, timeout: float) -> ProbeResult:
         async with asyncio.timeout(timeout):
             _, writer = await asyncio.open_connection(target.address, spec.port)
     except TimeoutError:
-        return result("fail", f"tcp connect to port {spec.port}: no answer within {fmt_duration(timeout)}", "connect", Failure.TIMEOUT)
+        return result("fail", f"connect to port {spec.port}: no answer within {fmt_duration(timeout)}", "connect", Failure.TIMEOUT)
     except OSError as e:
         # asyncio's own message ("Connect call failed ('10.0.0.1', 25)") says less than errno does.
         reason = os.strerror(e.errno).lower() if e.errno else (e.strerror or str(e))
-        return result("fail", f"tcp connect to port {spec.port}: {reason}", "connect", failure_of(e))
+        return result("fail", f"connect to port {spec.port}: {reason}", "connect", failure_of(e))
     writer.close()
     try:
         async with asyncio.timeout(0.5):

@@ -209,7 +209,7 @@ class StateStore:
                                  f"({oe.strerror or oe}); move it away by hand") from None
             rebuilt = (f"state file {path} was unreadable ({e}); moved to {aside.name} and rebuilt from Route 53; "
                        f"nodes found at weight 0 are held at 0 ({STATE_LOST}) until `r53lb enable`")
-            log.error(rebuilt)
+            log.error(rebuilt, extra={"event": "state_rebuilt"})
             try:
                 conn = cls._connect(path)
             except (sqlite3.Error, _Corrupt) as e2:
