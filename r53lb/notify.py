@@ -15,19 +15,25 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import R53lbError
 
 if TYPE_CHECKING:
     from .config import AwsConfig, NotifyConfig, SnsConfig, WebhookConfig
-    from .engine.metrics import Metrics
 
 __all__ = ["Notifier", "Message", "NotifyError"]
 
 log = logging.getLogger("r53lb.notify")
 
 # kinds: health (a node changed state), panic, hold, apply_failed, alert (fail open), recovery
+
+
+class Counts(Protocol):
+    """Where deliveries are counted: `notifications.labels(channel, outcome).inc()` (the engine's
+    metrics are one; the notifier only calls them, it does not know the engine)."""
+
+    notifications: Any
 
 
 class NotifyError(R53lbError):
@@ -134,7 +140,7 @@ class Notifier:
         self,
         cfg: "NotifyConfig",
         aws: "AwsConfig | None" = None,
-        metrics: "Metrics | None" = None,
+        metrics: Counts | None = None,
         *,
         attempts: int = 4,
         backoff: float = 0.5,

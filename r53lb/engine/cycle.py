@@ -33,7 +33,7 @@ from ..probes.runner import Job, run_all
 from ..state.base import STATE_LOST, StateError
 from . import mtasts, sending, signals, tlsrpt
 from .dane import Dane
-from .signals import DUE_SLACK, Cached
+from .checkstate import DUE_SLACK, Cached
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53, TimeLeft
@@ -214,10 +214,6 @@ class Controller:
         """Every node's reputation, read once (not once per node)."""
         assert self.store is not None
         return reputations(signals.cached(self) if cached is None else cached)
-
-    signal_checks = staticmethod(signals.signal_checks)
-    node_signals = staticmethod(signals.node_signals)
-    warmup_clock = staticmethod(signals.warmup_clock)
 
     def warmup_clocks(self, cached: Cached | None = None) -> dict[NodeKey, WarmupClock]:
         assert self.store is not None
@@ -430,9 +426,9 @@ class Controller:
                 drained=drains[key][0] if key in drains else None,
                 reputation=verdicts.get(key, CLEAN),
                 quarantine_n=pool.quarantine.listed_on_n,
-                signals=signals.quorum_signals(self.node_signals(pool, node, cached), False if self.signal_quorum is None
+                signals=signals.quorum_signals(signals.node_signals(pool, node, cached), False if self.signal_quorum is None
                                                else self.signal_quorum.get(key, False)),
-                warmup_clock=self.warmup_clock(pool, node, cached),
+                warmup_clock=signals.warmup_clock(pool, node, cached),
             ))
         return out
 

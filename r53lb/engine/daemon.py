@@ -49,7 +49,7 @@ from ..core.weights import warmup_share
 from ..notify import Notifier
 from ..probes.base import ProbeResult
 from ..probes.runner import run_one
-from . import sdnotify
+from . import sdnotify, signals
 from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
 from ..state.base import StateError
@@ -517,7 +517,7 @@ class Daemon:
 
     async def _signals(self, pool: Pool, node: Node, key: NodeKey) -> None:
         """Signal checks (dnsbl, agent, prometheus) run at their own intervals; a change asks for a reconcile."""
-        checks = self.ctl.signal_checks(pool, node)
+        checks = signals.signal_checks(pool, node)
         if pool.mta_sts is not None:  # the pool's MTA-STS policy and this node's certificate, at its interval
             checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
         if node.warmup is not None and node.warmup.require is not None:  # FCrDNS and SPF, slowly

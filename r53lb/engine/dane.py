@@ -24,14 +24,12 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from ..config import DaneOptions, Node, Pool
 from ..core.dane import DaneVerdict, evaluate, tlsa_name
 from ..probes.base import Failure, ProbeResult
-
-if TYPE_CHECKING:
-    from .cycle import Controller
+from .checkstate import Engine
 
 __all__ = ["SLOT", "Dane", "dane_options"]
 
@@ -75,7 +73,7 @@ class Dane:
     def pools(self, pools: Iterable[Pool]) -> list[Pool]:
         return [p for p in pools if self.refresh_of(p) is not None]
 
-    async def refresh(self, ctl: "Controller", pools: Iterable[Pool], force: bool = False) -> None:
+    async def refresh(self, ctl: "Engine", pools: Iterable[Pool], force: bool = False) -> None:
         """Read the TLSA sets of these pools that are due, each in one small Route 53 read (or one DNS query)."""
         from ..aws.route53 import Route53Error
         from ..probes.tlsa import TlsaError, read_tlsa
@@ -109,7 +107,7 @@ class Dane:
                 log.info("%s: TLSA %s changed: %s", pool.name, name, ", ".join(values) or "none")
             s.values, s.read_at, s.error, s.validated = values, time.monotonic(), "", validated
 
-    def judge(self, ctl: "Controller", results: list[ProbeResult], now: datetime) -> list[ProbeResult]:
+    def judge(self, ctl: "Engine", results: list[ProbeResult], now: datetime) -> list[ProbeResult]:
         """The smtp results with a chain, judged against their pool's TLSA set: a mismatch fails the result."""
         out = []
         changed: list[tuple[ProbeResult, DaneVerdict, DaneVerdict | None]] = []
@@ -146,7 +144,7 @@ class Dane:
             self._record(ctl, changed, now)
         return out
 
-    def _record(self, ctl: "Controller", changed: list[tuple[ProbeResult, DaneVerdict, DaneVerdict | None]],
+    def _record(self, ctl: "Engine", changed: list[tuple[ProbeResult, DaneVerdict, DaneVerdict | None]],
                 now: datetime) -> None:
         for r, v, prev in changed:
             level = log.warning if v.state == "mismatch" else log.info

@@ -19,16 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Node, Pool
 from ..core.mta_sts import Policy
 from ..core.signals import MetricVerdict, Signal, fold_metric
 from ..probes.base import Failure
-
-if TYPE_CHECKING:
-    from .cycle import Controller
-    from .signals import Cached
+from .checkstate import Cached, Engine
 
 __all__ = ["SLOT", "POOL_NODE", "refresh", "node_signal"]
 
@@ -72,7 +69,7 @@ def node_signal(pool: Pool, node: Node, cached: "Cached") -> Signal | None:
     return Signal(NAME, "mta_sts", reason=f"MTA-STS testing (warning only): {verdict.detail}")  # type: ignore[arg-type]
 
 
-async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+async def refresh(ctl: "Engine", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """The policies and node checks that are due; True when something that steers a weight changed."""
     from ..probes.mtasts import check_node, fetch_policy
 
@@ -134,7 +131,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
     return changed
 
 
-async def _refresh_policy(ctl: "Controller", pool: Pool, state: dict[str, Any], now: datetime, timeout: float,
+async def _refresh_policy(ctl: "Engine", pool: Pool, state: dict[str, Any], now: datetime, timeout: float,
                           fetch: Any) -> dict[str, Any]:
     """Fetch the pool's policy when its id changed or it expired; tell a change of mx match once."""
     from ..probes.mtasts import read_id
@@ -161,7 +158,7 @@ async def _refresh_policy(ctl: "Controller", pool: Pool, state: dict[str, Any], 
     return new
 
 
-def _record_policy(ctl: "Controller", pool: Pool, state: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
+def _record_policy(ctl: "Engine", pool: Pool, state: dict[str, Any], new: dict[str, Any], now: datetime) -> None:
     assert ctl.store is not None and pool.mta_sts is not None
     spec = pool.mta_sts
     if new.get("error") and new["error"] != state.get("error"):

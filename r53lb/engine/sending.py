@@ -13,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from ..config import Node, Pool
 from ..core.signals import MetricVerdict, Signal, fold_metric
-
-if TYPE_CHECKING:
-    from .cycle import Controller
-    from .signals import Cached
+from .checkstate import Cached, Engine
 
 __all__ = ["SLOT", "refresh", "node_signal"]
 
@@ -64,7 +60,7 @@ async def _check(node: Node, timeout: float) -> tuple[str, str]:
     return "ok", "; ".join(r.detail for r in results)
 
 
-async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+async def refresh(ctl: "Engine", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """The gates that are due; True when a node's verdict changed (it is held, or released)."""
     assert ctl.store is not None
     gated = [(p, n) for p, n in nodes if n.warmup is not None and n.warmup.require is not None]

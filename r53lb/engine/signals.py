@@ -17,8 +17,8 @@ quorum's say on what takes a node out (`quorum_signals`).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from ..config import Check, Node, Pool
 from ..core.reputation import Verdict, combine, fold
@@ -28,9 +28,7 @@ from ..core.weights import WarmupClock, step_warmup_clock
 from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_all
 from . import mtasts, sending, tlsrpt
-
-if TYPE_CHECKING:
-    from .cycle import Controller
+from .checkstate import DUE_SLACK, RESTAMP, Cached, Engine, cached, keep, memory
 
 __all__ = ["DUE_SLACK", "RESTAMP", "SLOT_PREFIX", "WARMUP_SLOT", "Cached", "cached", "quorum_signals",
            "signal_checks", "node_signals", "warmup_clock", "refresh"]
@@ -39,45 +37,6 @@ log = logging.getLogger("r53lb")
 
 SLOT_PREFIX = {"dnsbl": "dnsbl", "agent": "agent", "prometheus": "prom"}
 WARMUP_SLOT = "warmup"  # a gated warm-up's clock (its pauses)
-# A signal falls due this close to its interval: run mode probes at interval ±10% (jitter),
-# and a check asked at 0.95 x its interval must not wait for the turn after.
-DUE_SLACK = 0.10
-Cached = dict[tuple[str, str, str], tuple[datetime, dict[str, Any]]]  # (pool, node, slot) -> (at, verdict)
-RESTAMP = timedelta(minutes=30)  # an unchanged result's stored time is refreshed this often
-
-
-class _Memory:
-    """The check state of one store, in memory: what was read once, and what the store holds."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.cached: Cached = store.check_results()
-        self.stored: Cached = dict(self.cached)
-
-
-def _memory(ctl: "Controller") -> _Memory:
-    mem = getattr(ctl, "_checks_memory", None)
-    if mem is None or mem.store is not ctl.store:  # a new store (a snapshot for --dry-run): read it once
-        mem = _Memory(ctl.store)
-        ctl._checks_memory = mem  # type: ignore[attr-defined]
-    return mem
-
-
-def cached(ctl: "Controller") -> Cached:
-    """The check state as the engine knows it (read from the store once per store)."""
-    assert ctl.store is not None
-    return dict(_memory(ctl).cached)
-
-
-def keep(ctl: "Controller", key: tuple[str, str, str], now: datetime, result: dict[str, Any]) -> None:
-    """Into memory; into the store when it changed or its stored time is RESTAMP old."""
-    assert ctl.store is not None
-    mem = _memory(ctl)
-    mem.cached[key] = (now, result)
-    was = mem.stored.get(key)
-    if was is None or was[1] != result or now - was[0] >= RESTAMP:
-        ctl.store.put_check_result(key[0], key[1], key[2], now, result)
-        mem.stored[key] = (now, result)
 
 
 def quorum_signals(own: NodeSignals, say: str | None | bool) -> NodeSignals:
@@ -144,7 +103,7 @@ def warmup_clock(pool: Pool, node: Node, cached: Cached) -> WarmupClock | None:
     return clock
 
 
-async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+async def refresh(ctl: Engine, nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """Run the signal checks of `nodes` that are due (dnsbl, agent, prometheus, each at its own interval).
 
     Each verdict is folded into the last known one (unknown keeps it), kept in the state
@@ -152,7 +111,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
     are looked at. True when something that steers a weight changed.
     """
     assert ctl.store is not None
-    cached = dict(_memory(ctl).cached)
+    cached = dict(memory(ctl).cached)
     due: list[tuple[str, Job]] = []
     for pool, node in nodes:
         for slot, check, interval in signal_checks(pool, node):
@@ -181,7 +140,7 @@ async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: dateti
     return changed
 
 
-def _fold_dnsbl(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+def _fold_dnsbl(ctl: Engine, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
                 now: datetime) -> tuple[dict[str, Any], bool]:
     prev = Verdict.from_json(prev_raw[1], prev_raw[0]) if prev_raw else None
     verdict = fold(prev, r.status, r.listed_on, r.detail, now)
@@ -196,7 +155,7 @@ def _fold_dnsbl(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, dic
     return verdict.to_json(), moved
 
 
-def _fold_agent(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+def _fold_agent(ctl: Engine, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
                 now: datetime) -> tuple[dict[str, Any], bool]:
     prev = AgentState.from_json(prev_raw[1].get("state")) if prev_raw else None
     state = fold_agent(prev, r.status, r.agent)
@@ -211,7 +170,7 @@ def _fold_agent(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, dic
     return {"state": state.to_json(), "last_unknown": r.detail if r.status == "unknown" else ""}, moved
 
 
-def _fold_metric(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
+def _fold_metric(ctl: Engine, r: ProbeResult, prev_raw: tuple[datetime, dict[str, Any]] | None,
                  now: datetime) -> tuple[dict[str, Any], bool]:
     prev = MetricVerdict.from_json(prev_raw[1] if prev_raw else None)
     verdict = fold_metric(prev, r.status, r.value, r.share, r.detail)
@@ -235,7 +194,7 @@ def _fold_metric(ctl: "Controller", r: ProbeResult, prev_raw: tuple[datetime, di
     return verdict.to_json(), moved
 
 
-def _event(ctl: "Controller", now: datetime, r: ProbeResult, kind: str, frm: str, to: str, reason: str,
+def _event(ctl: Engine, now: datetime, r: ProbeResult, kind: str, frm: str, to: str, reason: str,
            details: dict[str, Any], notify: bool) -> None:
     """History and a log line for every change; a notification only when the node goes out or comes back."""
     assert ctl.store is not None
@@ -248,13 +207,13 @@ def _event(ctl: "Controller", now: datetime, r: ProbeResult, kind: str, frm: str
                    {"pool": r.pool, "node": r.node, "from": frm, "to": to, "reason": reason, **details})
 
 
-def _records(ctl: "Controller") -> bool:
+def _records(ctl: Engine) -> bool:
     """Whether this engine records signal changes in the history (a cluster: the lease holder only)."""
     records = getattr(ctl, "records", None)
     return records is None or bool(records())
 
 
-def _step_gates(ctl: "Controller", nodes: list[tuple[Pool, Node]], cached: Cached, now: datetime) -> bool:
+def _step_gates(ctl: Engine, nodes: list[tuple[Pool, Node]], cached: Cached, now: datetime) -> bool:
     """A gated warm-up's clock stops while a gate is closed and runs again once all are open."""
     assert ctl.store is not None
     moved = False

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Node, Pool
 from ..core.signals import MetricVerdict, Signal, fold_metric
 from ..core.tlsrpt import tally
-
-if TYPE_CHECKING:
-    from .cycle import Controller
-    from .signals import Cached
+from .checkstate import Cached, Engine
 
 __all__ = ["SLOT", "refresh", "node_signal"]
 
@@ -45,7 +42,7 @@ def node_signal(pool: Pool, node: Node, cached: "Cached") -> Signal | None:
     return Signal(NAME, "tlsrpt", reason=reason, value=verdict.value)  # type: ignore[arg-type]
 
 
-async def refresh(ctl: "Controller", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
+async def refresh(ctl: "Engine", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """Read the reports of the pools that are due; True when a node's verdict changed."""
     from ..probes.tlsrpt import read_reports
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .status import document, fences, plan_now, read_store
 
@@ -31,9 +31,8 @@ if TYPE_CHECKING:
     from ..core.records import RecordKey, RecordSet
     from ..probes.base import ProbeResult
     from .cycle import Controller, NodeKey
-    from .daemon import Daemon
 
-__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "StatusDoc", "daemon_document", "live_document", "public", "render",
+__all__ = ["REFRESH_SECONDS", "SECURITY_HEADERS", "DaemonView", "StatusDoc", "daemon_document", "live_document", "public", "render",
            "status_app"]
 
 log = logging.getLogger("r53lb.engine.web")
@@ -53,6 +52,20 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 
 StatusDoc = Callable[[], dict[str, Any]]
 StartResponse = Callable[..., Any]
+
+
+class DaemonView(Protocol):
+    """What the page reads of a running daemon (engine/daemon.py's Daemon is one); read only."""
+
+    cfg: "Config"
+    ctl: "Controller"
+    store: Any
+    cluster: Any
+    records: Mapping[str, Mapping["RecordKey", "RecordSet"]]
+    latest: Mapping["NodeKey", Sequence["ProbeResult"]]
+    zones: Mapping[str, Any]
+
+    def clock(self) -> datetime: ...
 
 
 def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Mapping["RecordKey", "RecordSet"]],
@@ -76,7 +89,7 @@ def live_document(*, cfg: "Config", ctl: "Controller", records: Mapping[str, Map
     return doc
 
 
-def daemon_document(daemon: "Daemon") -> dict[str, Any]:
+def daemon_document(daemon: DaemonView) -> dict[str, Any]:
     """`r53lb run`'s status document: its live health, records and latest probes; a failing
     zone shows its error's class (the page passes everything through `public` too)."""
     assert daemon.store is not None
@@ -114,7 +127,7 @@ def public(value: Any) -> Any:
     return value
 
 
-def cluster_document(daemon: "Daemon") -> dict[str, Any]:
+def cluster_document(daemon: DaemonView) -> dict[str, Any]:
     """A replica's status document: the quorum view it plans with, the table's drains and history,
     and the cluster (replicas, leader, epoch, votes per node), read from the shared table."""
     from .status import cluster_view

@@ -11,7 +11,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .agent import AgentReply
+    from ..core.signals import AgentReply
 
 Status = Literal["ok", "fail", "unknown"]
 # The agent's state in one word: an administrative state (ready, drain, maint) or an
