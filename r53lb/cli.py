@@ -192,22 +192,11 @@ def open_state(cfg: "Config", readonly: bool = False) -> "StateStore":
     return store
 
 
-# A command someone waits for at a terminal (status, verify) reads Route 53 with short bounds:
-# a black-holed endpoint fails it in seconds (two connect timeouts), not after a cron job's retries.
-INTERACTIVE_ROUTE53 = {"attempts": 2, "botocore_attempts": 1, "connect_timeout": 3.0, "read_timeout": 10.0,
-                       "retry_deadline": 10.0, "backoff_max": 1.0}
-
-
 def make_controller(cfg: "Config", store: "StateStore | None", with_route53: bool = True,
                     interactive: bool = False) -> "Controller":
-    from .engine.cycle import Controller
+    from .engine.commands import make_controller
 
-    r53 = None
-    if with_route53:
-        from .aws.route53 import Route53
-
-        r53 = Route53(cfg.aws, **(INTERACTIVE_ROUTE53 if interactive else {}))  # type: ignore[arg-type]
-    return Controller(cfg, store, r53)
+    return make_controller(cfg, store, with_route53, interactive)
 
 
 def warn_helo(cfg: "Config") -> None:
@@ -274,24 +263,18 @@ def validate(ctx: click.Context) -> None:
 @errors
 def probe(ctx: click.Context, as_json: bool) -> None:
     """Run every check once; change nothing. Exit 3 when some check failed."""
-    import asyncio
-
-    from .engine.cycle import CHECK_KINDS, Controller
-    from .probes.runner import run_all
+    from .engine.commands import probe_once
 
     cfg = load_config(ctx)
     warn_helo(cfg)
-    ctl = Controller(cfg, store=None, route53=None)  # probe touches neither the state nor Route 53
-    jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
-    results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
+    report = probe_once(cfg)  # probe touches neither the state nor Route 53
     if as_json or json_lines():
-        emit_json({"results": [r.to_json() for r in results]})
+        emit_json({"results": report.results})
     else:
         from .render import probe_table
 
-        probe_table(results)
-    failed = any(r.status == "fail" for r in results)  # unknown (a signal not read) is not a failure
-    ctx.exit(EXIT_HOLD if failed else EXIT_OK)
+        probe_table(report.rows)
+    ctx.exit(EXIT_HOLD if report.failed else EXIT_OK)
 
 
 def zone_errors(result: Any) -> list[str]:
@@ -763,14 +746,12 @@ def cluster() -> None:
 @errors
 def cluster_init(ctx: click.Context) -> None:
     """Create the cluster's DynamoDB table when it does not exist (idempotent); check an existing one."""
-    from .aws.dynamodb import DynamoDB, check_table, create_table
+    from .engine.commands import cluster_init as init_table
 
     cfg = load_config(ctx)
     if cfg.cluster is None:
         raise Fail("cluster init: the config has no `cluster` section", EXIT_USAGE)
-    db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
-    created = create_table(db, cfg.cluster.table)
-    problems = [] if created else check_table(db, cfg.cluster.table)
+    created, problems = init_table(cfg)
     if problems:
         raise Fail(f"cluster init: table {cfg.cluster.table} exists but cannot serve r53lb: " + "; ".join(problems))
     say(f"table {cfg.cluster.table}: {'created' if created else 'exists already'}", event="cluster_init",

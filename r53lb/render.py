@@ -11,7 +11,6 @@ from rich.table import Table
 if TYPE_CHECKING:
     from .engine.cycle import CycleResult
     from .engine.maintenance import Step
-    from .probes.base import ProbeResult
     from .state.base import Event
     from .core.verify import Verdict
 
@@ -40,12 +39,13 @@ def _print(table: Table) -> None:
 _STATUS = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "unknown": "[yellow]unknown[/]"}
 
 
-def probe_table(results: Iterable["ProbeResult"]) -> None:
+def probe_table(rows: Iterable[dict[str, Any]]) -> None:
+    """One row per check: pool, node, check, status, latency_ms, detail (engine/commands.py's rows)."""
     t = Table(title="probe results")
     for col in ("pool", "node", "check", "result", "ms", "detail"):
         t.add_column(col, justify="right" if col == "ms" else "left")
-    for r in results:
-        t.add_row(r.pool, r.node, r.check, _STATUS[r.status], f"{r.latency_ms:.0f}", r.detail)
+    for r in rows:
+        t.add_row(r["pool"], r["node"], r["check"], _STATUS[r["status"]], f"{r['latency_ms']:.0f}", r["detail"])
     _print(t)
 
 
