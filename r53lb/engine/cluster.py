@@ -15,23 +15,27 @@ A heartbeat carries the config's digest: only replicas whose digest is the write
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.health import NodeHealth, Transition
 from ..core.lease import Held, LeaseRecord, Observed, held_from, may_take, may_write, observe, takeover_at
 from ..core.quorum import Beat, Opinion, Votes, fresh, mismatched, quorum_health, quorum_out, track
 
 if TYPE_CHECKING:
-    from ..config import ClusterConfig
+    from ..config import ClusterConfig, Config
+    from .cycle import Controller
     from ..state.dynamodb import DynamoStore, Heartbeat
 
-__all__ = ["BeatOutcome", "Cluster", "boottime", "stale_after"]
+__all__ = ["BeatOutcome", "Cluster", "Heartbeat", "Replica", "boottime", "open_cluster", "stale_after"]
 
 log = logging.getLogger("r53lb.cluster")
 
@@ -306,3 +310,179 @@ class Cluster:
     def planning_health(self, local: Mapping[NodeKey, NodeHealth]) -> dict[NodeKey, NodeHealth]:
         """The health map the writer plans with: the quorum view, local health where it has none."""
         return {k: self.view.get(k, h) for k, h in local.items()}
+
+
+# --- the heartbeat loop a running replica schedules ---------------------------------------------
+
+# The loop's lines keep the daemon's logger: operators filter on it, and `run` said them there.
+beat_log = logging.getLogger("r53lb.daemon")
+
+
+class Replica(Protocol):
+    """What the heartbeat reads of a running replica (engine/daemon.py's Daemon is one)."""
+
+    cfg: "Config"
+    zones: Mapping[str, Any]
+    notifier: Callable[[str, str, dict[str, Any]], None] | None
+    metrics: Any  # engine/metrics.py's Metrics: node_votes_down
+
+    @property
+    def ctl(self) -> "Controller": ...
+
+    def clock(self) -> datetime: ...
+
+    def request_reconcile(self, zone: str) -> None: ...
+
+
+def open_cluster(cfg: "Config", metrics: Any) -> Cluster:
+    """The replica's Cluster on the config's table, its gauges wired to the metrics."""
+    from ..state.dynamodb import open_store
+
+    assert cfg.cluster is not None
+    store = open_store(cfg, on_request=metrics.dynamodb_request)
+    cluster = Cluster(cfg.cluster, store)
+    metrics.leader.set_function(lambda: 1.0 if cluster.is_leader() else 0.0)
+    metrics.lease_epoch.set_function(lambda: float(cluster.epoch))
+    metrics.replicas_fresh.set_function(lambda: float(cluster.fresh_count()))
+    metrics.replicas_config_mismatch.set_function(lambda: float(len(cluster.mismatch)))
+    beat_log.info("cluster: replica %s, table %s, lease %gs, heartbeat %gs, quorum %s", cluster.replica,
+                  cfg.cluster.table, cfg.cluster.lease, cfg.cluster.heartbeat, cfg.cluster.quorum)
+    return cluster
+
+
+class Heartbeat:
+    """One heartbeat per `heartbeat` (sooner on a change of opinion or when the lease may be taken),
+    what each beat learns passed on to the replica, and DynamoDB's trouble told once."""
+
+    def __init__(self, cluster: Cluster, replica: Replica, voting: Callable[[], bool],
+                 lease_pool: Executor, table_pool: Executor) -> None:
+        self.cluster = cluster
+        self.replica = replica
+        self.voting = voting  # this replica has an opinion worth counting
+        self.lease_pool = lease_pool  # beats, takes, the release
+        self.table_pool = table_pool  # the writer's view and events after a quorum decision
+        self.wake: asyncio.Event | None = None  # set: beat now
+        self.task: asyncio.Task[None] | None = None
+        self.beating = True  # the heartbeat outlives the writes in flight, and ends before the release
+        self.table_failing: tuple[float, bool] | None = None  # (monotonic since, alert sent)
+
+    def start(self, spawn: Callable[[Any], "asyncio.Task[Any]"]) -> asyncio.Event:
+        """Start the loop (on the running event loop); the event wakes it for a beat now."""
+        self.wake = asyncio.Event()
+        self.task = spawn(self.loop())
+        return self.wake
+
+    async def loop(self) -> None:
+        cluster, wake = self.cluster, self.wake
+        assert cluster is not None and wake is not None
+        while self.beating:
+            wake.clear()
+            try:
+                await self.beat(cluster)
+            except Exception:  # the loop must outlive any one beat
+                beat_log.exception("cluster: beat failed")
+            if not self.beating:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), cluster.next_beat_in())
+
+    async def stop(self, grace: float) -> None:
+        """End the heartbeat loop and wait for a beat in flight (its thread cannot be cancelled)."""
+        self.beating = False
+        if self.wake is not None:
+            self.wake.set()
+        task = self.task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=grace)
+
+    async def beat(self, cluster: Cluster) -> None:
+        d = self.replica
+        ctl = d.ctl
+        local = dict(ctl.health)
+        says_out = {k: ns.out for k, ns in ctl.last_signals.items() if ns.out is not None}
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self.lease_pool, cluster.beat, local, self.voting(), d.clock(), says_out)
+        self.watch_table(cluster, out.error)
+        for pool_name in cluster.drain_news():  # a drain or enable in the table: apply it now
+            for zone in {p.zone for p in d.cfg.pools if p.name == pool_name or not pool_name}:
+                if zone in d.zones:
+                    d.request_reconcile(zone)
+        for name, digest in cluster.new_mismatches():
+            if digest:
+                message = (f"cluster: replica {name} runs another config than the lease holder {cluster.replica} "
+                           f"(digest {digest}, not {cluster.store.digest}): its opinion does not count")
+            else:
+                message = (f"cluster: the lease holder {cluster.replica} cannot read the heartbeat of replica {name} "
+                           "(another version?): its opinion does not count")
+            beat_log.error("%s", message)
+            if d.notifier is not None:
+                d.notifier("alert", message, {"replica": name, "digest": digest})
+        if out.took:
+            stored = await loop.run_in_executor(self.table_pool, cluster.store.health)
+            cluster.decide(local, d.clock())
+            cluster.adopt_view(stored)
+        now = d.clock()
+        transitions = cluster.decide(dict(ctl.health), now)
+        for key, v in cluster.votes.items():
+            d.metrics.node_votes_down.labels(*key).set(v.down)
+        if not cluster.is_leader():
+            return
+        if transitions:
+            views = {key: cluster.view[key] for key, _ in transitions}
+
+            def persist() -> None:
+                for key, t in transitions:
+                    frm, to = ("down", "up") if t.up else ("up", "down")
+                    cluster.store.put_view(key[0], key[1], views[key])
+                    cluster.store.add_event(now, key[0], key[1], "quorum", frm, to, t.reason)
+
+            # Not awaited: a slow table delays the record of the decision, never the next beat
+            # nor the write (one thread keeps the records in order).
+            stored = loop.run_in_executor(self.table_pool, persist)
+            stored.add_done_callback(self._view_stored)
+            for key, t in transitions:
+                beat_log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
+        moved = {k[0] for k, _ in transitions} | {k[0] for k in cluster.out_moved}  # health or signals by quorum
+        zones = {p.zone for p in d.cfg.pools if p.name in moved}
+        for zone in (d.zones if out.took else zones):
+            d.request_reconcile(zone)
+
+    def _view_stored(self, fut: "asyncio.Future[None]") -> None:
+        e = None if fut.cancelled() else fut.exception()
+        if e is not None:
+            self.store_error("the quorum view not stored", e)
+
+    def watch_table(self, cluster: Cluster, error: str | None) -> None:
+        """DynamoDB's trouble told once: one line when it fails, one alert if it lasts a lease (no
+        replica can write; DNS keeps its weights), one line when it answers again. Not one per beat."""
+        notifier = self.replica.notifier
+        now = time.monotonic()
+        if error is None:
+            if self.table_failing is not None:
+                since, told = self.table_failing
+                message = f"cluster: DynamoDB answers {cluster.replica} again after {now - since:.0f}s"
+                beat_log.info("%s", message)
+                if told and notifier is not None:
+                    notifier("recovery", message, {"replica": cluster.replica})
+            self.table_failing = None
+            return
+        if self.table_failing is None:
+            beat_log.error("cluster: %s cannot use DynamoDB: %s (said once; a line follows when it answers again)",
+                           cluster.replica, error)
+            self.table_failing = (now, False)
+        since, told = self.table_failing
+        if not told and now - since >= cluster.cfg.lease:
+            message = (f"cluster: {cluster.replica} cannot use DynamoDB for {now - since:.0f}s: it cannot hold the "
+                       f"lease, Route 53 writes stop and DNS keeps its weights ({error})")
+            beat_log.error("%s", message)
+            if notifier is not None:
+                notifier("alert", message, {"replica": cluster.replica, "error": error})
+            self.table_failing = (since, True)
+
+    def store_error(self, what: str, e: BaseException | str) -> None:
+        """A state store error away from the heartbeat: the first one of an outage (whoever meets
+        it first, the heartbeat included) is the only line; the heartbeat says when DynamoDB answers again."""
+        if self.table_failing is None:
+            beat_log.error("cluster: %s cannot use DynamoDB: %s: %s (said once; a line follows when it answers again)",
+                           self.cluster.replica, what, e)
+            self.table_failing = (time.monotonic(), False)

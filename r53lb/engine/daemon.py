@@ -50,6 +50,7 @@ from ..notify import Notifier
 from ..probes.base import ProbeResult
 from ..probes.runner import run_one
 from . import sdnotify, signals
+from .cluster import Cluster, Heartbeat, open_cluster
 from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
 from ..state.base import StateError
@@ -57,7 +58,6 @@ from ..state.base import StateError
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
     from ..state.sqlite import StateStore
-    from .cluster import Cluster
 
 __all__ = ["Daemon", "run"]
 
@@ -146,9 +146,7 @@ class Daemon:
         # retries or probe work in asyncio's default pool (which every zone's reconcile uses).
         self._lease_pool: ThreadPoolExecutor | None = None  # beats, takes, the release
         self._table_pool: ThreadPoolExecutor | None = None  # the writer's view and events after a quorum decision
-        self._cluster_task: asyncio.Task[None] | None = None
-        self._beating = True  # the heartbeat outlives the writes in flight, and ends before the release
-        self._table_failing: tuple[float, bool] | None = None  # (monotonic since, alert sent)
+        self.heartbeat: Heartbeat | None = None  # a cluster's heartbeat loop (engine/cluster.py)
         self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
 
     @property
@@ -174,9 +172,11 @@ class Daemon:
 
         with contextlib.ExitStack() as stack:
             if self.cfg.cluster is not None:
-                self.store = self._cluster_store()  # type: ignore[assignment]
+                self.cluster = open_cluster(self.cfg, self.metrics)
+                self.store = self.cluster.store  # type: ignore[assignment]
                 self._lease_pool = ThreadPoolExecutor(1, thread_name_prefix="r53lb-lease")
                 self._table_pool = ThreadPoolExecutor(1, thread_name_prefix="r53lb-table")
+                self.heartbeat = Heartbeat(self.cluster, self, self._voting, self._lease_pool, self._table_pool)
                 stack.callback(self._lease_pool.shutdown, wait=False, cancel_futures=True)
                 stack.callback(self._table_pool.shutdown, wait=False, cancel_futures=True)
             else:
@@ -205,9 +205,8 @@ class Daemon:
             self.scheduler.start()
             await self._adopt_zones(self.ctl)
             self._schedule(self.cfg)
-            if self.cluster is not None:
-                self._beat_now = asyncio.Event()
-                self._cluster_task = self._spawn(self._cluster_loop())
+            if self.heartbeat is not None:
+                self._beat_now = self.heartbeat.start(self._spawn)
             nodes = sum(len(p.nodes) for p in self.cfg.pools)
             log.info("running: %d pool(s), %d node(s), %d zone(s)", len(self.cfg.pools), nodes, len(self.zones))
             # `r53lb run` holds SIGHUP from its start (cli.py) until now: a reload asked during
@@ -254,7 +253,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self._ctl.save_health()
         if self.cluster is not None:
-            await self._stop_beating()
+            if self.heartbeat is not None:
+                await self.heartbeat.stop(STOP_GRACE)
             # No write can follow now, and no beat is in flight that could take the released lease back.
             await asyncio.get_running_loop().run_in_executor(self._lease_pool, self.cluster.release, self.clock())
         if self.notifier is not None:
@@ -785,142 +785,17 @@ class Daemon:
 
     # --- cluster ----------------------------------------------------------------------------
 
-    def _cluster_store(self) -> Any:
-        from ..state.dynamodb import open_store
-        from .cluster import Cluster
-
-        assert self.cfg.cluster is not None
-        store = open_store(self.cfg, on_request=self.metrics.dynamodb_request)
-        self.cluster = cluster = Cluster(self.cfg.cluster, store)
-        self.metrics.leader.set_function(lambda: 1.0 if cluster.is_leader() else 0.0)
-        self.metrics.lease_epoch.set_function(lambda: float(cluster.epoch))
-        self.metrics.replicas_fresh.set_function(lambda: float(cluster.fresh_count()))
-        self.metrics.replicas_config_mismatch.set_function(lambda: float(len(cluster.mismatch)))
-        log.info("cluster: replica %s, table %s, lease %gs, heartbeat %gs, quorum %s", cluster.replica,
-                 self.cfg.cluster.table, self.cfg.cluster.lease, self.cfg.cluster.heartbeat, self.cfg.cluster.quorum)
-        return store
-
     def _voting(self) -> bool:
         """This replica has an opinion worth counting: every zone read, every node probed once."""
         return all(z.ready for z in self.zones.values()) and all(
             (p.name, n.id) in self._probed for p in self.cfg.pools for n in p.nodes)
 
-    async def _cluster_loop(self) -> None:
-        """One heartbeat per `heartbeat` (sooner on a change of opinion or when the lease may be taken)."""
-        cluster, wake = self.cluster, self._beat_now
-        assert cluster is not None and wake is not None
-        while self._beating:
-            wake.clear()
-            try:
-                await self._beat(cluster)
-            except Exception:  # the loop must outlive any one beat
-                log.exception("cluster: beat failed")
-            if not self._beating:
-                break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), cluster.next_beat_in())
-
-    async def _stop_beating(self) -> None:
-        """End the heartbeat loop and wait for a beat in flight (its thread cannot be cancelled)."""
-        self._beating = False
-        if self._beat_now is not None:
-            self._beat_now.set()
-        task = self._cluster_task
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=STOP_GRACE)
-
-    async def _beat(self, cluster: "Cluster") -> None:
-        ctl = self.ctl
-        local = dict(ctl.health)
-        says_out = {k: ns.out for k, ns in ctl.last_signals.items() if ns.out is not None}
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self._lease_pool, cluster.beat, local, self._voting(), self.clock(), says_out)
-        self._watch_table(cluster, out.error)
-        for pool_name in cluster.drain_news():  # a drain or enable in the table: apply it now
-            for zone in {p.zone for p in self.cfg.pools if p.name == pool_name or not pool_name}:
-                if zone in self.zones:
-                    self.request_reconcile(zone)
-        for name, digest in cluster.new_mismatches():
-            if digest:
-                message = (f"cluster: replica {name} runs another config than the lease holder {cluster.replica} "
-                           f"(digest {digest}, not {cluster.store.digest}): its opinion does not count")
-            else:
-                message = (f"cluster: the lease holder {cluster.replica} cannot read the heartbeat of replica {name} "
-                           "(another version?): its opinion does not count")
-            log.error("%s", message)
-            if self.notifier is not None:
-                self.notifier("alert", message, {"replica": name, "digest": digest})
-        if out.took:
-            stored = await loop.run_in_executor(self._table_pool, cluster.store.health)
-            cluster.decide(local, self.clock())
-            cluster.adopt_view(stored)
-        now = self.clock()
-        transitions = cluster.decide(dict(ctl.health), now)
-        for key, v in cluster.votes.items():
-            self.metrics.node_votes_down.labels(*key).set(v.down)
-        if not cluster.is_leader():
-            return
-        if transitions:
-            views = {key: cluster.view[key] for key, _ in transitions}
-
-            def persist() -> None:
-                for key, t in transitions:
-                    frm, to = ("down", "up") if t.up else ("up", "down")
-                    cluster.store.put_view(key[0], key[1], views[key])
-                    cluster.store.add_event(now, key[0], key[1], "quorum", frm, to, t.reason)
-
-            # Not awaited: a slow table delays the record of the decision, never the next beat
-            # nor the write (one thread keeps the records in order).
-            stored = loop.run_in_executor(self._table_pool, persist)
-            stored.add_done_callback(self._view_stored)
-            for key, t in transitions:
-                log.info("%s/%s: quorum: %s: %s", key[0], key[1], "up" if t.up else "down", t.reason)
-        moved = {k[0] for k, _ in transitions} | {k[0] for k in cluster.out_moved}  # health or signals by quorum
-        zones = {p.zone for p in self.cfg.pools if p.name in moved}
-        for zone in (self.zones if out.took else zones):
-            self.request_reconcile(zone)
-
-    def _view_stored(self, fut: "asyncio.Future[None]") -> None:
-        e = None if fut.cancelled() else fut.exception()
-        if e is not None:
-            self._store_error("the quorum view not stored", e)
-
-    def _watch_table(self, cluster: "Cluster", error: str | None) -> None:
-        """DynamoDB's trouble told once: one line when it fails, one alert if it lasts a lease (no
-        replica can write; DNS keeps its weights), one line when it answers again. Not one per beat."""
-        now = time.monotonic()
-        if error is None:
-            if self._table_failing is not None:
-                since, told = self._table_failing
-                message = f"cluster: DynamoDB answers {cluster.replica} again after {now - since:.0f}s"
-                log.info("%s", message)
-                if told and self.notifier is not None:
-                    self.notifier("recovery", message, {"replica": cluster.replica})
-            self._table_failing = None
-            return
-        if self._table_failing is None:
-            log.error("cluster: %s cannot use DynamoDB: %s (said once; a line follows when it answers again)",
-                      cluster.replica, error)
-            self._table_failing = (now, False)
-        since, told = self._table_failing
-        if not told and now - since >= cluster.cfg.lease:
-            message = (f"cluster: {cluster.replica} cannot use DynamoDB for {now - since:.0f}s: it cannot hold the "
-                       f"lease, Route 53 writes stop and DNS keeps its weights ({error})")
-            log.error("%s", message)
-            if self.notifier is not None:
-                self.notifier("alert", message, {"replica": cluster.replica, "error": error})
-            self._table_failing = (since, True)
-
     def _store_error(self, what: str, e: BaseException | str) -> None:
-        """A state store error away from the heartbeat: one line. In a cluster, the first one of an
-        outage (whoever meets it first, the heartbeat included) is the only one; the heartbeat says
-        when DynamoDB answers again."""
-        if self.cluster is None:
+        """A state store error away from the heartbeat: one line (in a cluster, once per outage)."""
+        if self.heartbeat is None:
             log.error("%s: %s", what, e)
-        elif self._table_failing is None:
-            log.error("cluster: %s cannot use DynamoDB: %s: %s (said once; a line follows when it answers again)",
-                      self.cluster.replica, what, e)
-            self._table_failing = (time.monotonic(), False)
+        else:
+            self.heartbeat.store_error(what, e)
 
     # --- health of the controller itself ----------------------------------------------------
 
@@ -957,8 +832,9 @@ class Daemon:
         held = "; hold: " + "; ".join(h.reason for h in self.holds.values()) if self.holds else ""
         # The store's trouble is said, never a failure of /healthz: a restart would not bring DynamoDB
         # back, and the probes (and the alerts) go on.
-        if self._table_failing is not None:
-            held += f"; cluster: DynamoDB failing for {now - self._table_failing[0]:.0f}s (no writes)"
+        failing = self.heartbeat.table_failing if self.heartbeat is not None else None
+        if failing is not None:
+            held += f"; cluster: DynamoDB failing for {now - failing[0]:.0f}s (no writes)"
         return True, f"{len(self.last_probe)} node(s) probed on time{held}"
 
 
