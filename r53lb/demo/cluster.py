@@ -30,7 +30,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import DemoFailed, _fake_aws_env, _free_port
+from .fleet import DemoFailed, _fake_aws_env, _free_port
 from .process import stop_process
 
 __all__ = ["run"]
