@@ -440,12 +440,10 @@ def _wait_timeout(ctx: click.Context, param: click.Parameter, value: str) -> flo
 
 def name_servers(ctl: "Controller", pool: Any, given: tuple[str, ...]) -> list[Any]:
     """--nameserver as given, else the zone's delegation set resolved with dnspython."""
-    from .nameservers import NameServerError, delegation, parse_nameserver
+    from .engine.commands import NameServerError, name_servers
 
     try:
-        if given:
-            return [parse_nameserver(ns) for ns in given]
-        return delegation(ctl.route53, ctl.zone_id(pool))
+        return name_servers(ctl, pool, given)
     except NameServerError as e:
         raise Fail(str(e)) from None
 
@@ -568,7 +566,7 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
     """
     import time
 
-    from .nameservers import verify_pool
+    from .engine.commands import verify_served
     from .core.verify import Tolerance
 
     deadline = time.monotonic() + wait_timeout
@@ -584,8 +582,7 @@ def verify(ctx: click.Context, pool_name: str | None, as_json: bool, nameservers
         zone_id = ctl.zone_id(pool)
         if zone_id not in servers_by_zone:
             servers_by_zone[zone_id] = name_servers(ctl, pool, nameservers)
-        for v in verify_pool(ctl.route53, zone_id, pool, servers_by_zone[zone_id], samples, tolerance,
-                             deadline=deadline):
+        for v in verify_served(ctl, pool, servers_by_zone[zone_id], samples, tolerance, deadline=deadline):
             checks.append((pool.name, v))
     ok = all(v.ok for _, v in checks)
     # The text states the widest band any row uses: that of the server with the fewest answers.

@@ -10,13 +10,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config
+from ..config import Config, Pool
+from ..core.verify import Tolerance, Verdict
+from ..nameservers import NameServer, NameServerError, delegation, parse_nameserver, verify_pool
 from .cycle import CHECK_KINDS, Controller
 
 if TYPE_CHECKING:
     from ..state.base import Store
 
-__all__ = ["INTERACTIVE_ROUTE53", "ProbeReport", "cluster_init", "make_controller", "probe_once"]
+__all__ = ["INTERACTIVE_ROUTE53", "NameServerError", "ProbeReport", "cluster_init", "make_controller", "name_servers",
+           "probe_once", "verify_served"]
 
 # A command someone waits for at a terminal (status, verify) reads Route 53 with short bounds:
 # a black-holed endpoint fails it in seconds (two connect timeouts), not after a cron job's retries.
@@ -64,3 +67,18 @@ def cluster_init(cfg: Config) -> tuple[bool, list[str]]:
     db = DynamoDB(cfg.aws, cfg.cluster.region or cfg.aws.region)
     created = create_table(db, cfg.cluster.table)
     return created, ([] if created else check_table(db, cfg.cluster.table))
+
+
+def name_servers(ctl: Controller, pool: Pool, given: tuple[str, ...]) -> list[NameServer]:
+    """--nameserver as given, else the zone's delegation set resolved with dnspython (NameServerError)."""
+    if given:
+        return [parse_nameserver(ns) for ns in given]
+    assert ctl.route53 is not None
+    return delegation(ctl.route53, ctl.zone_id(pool))
+
+
+def verify_served(ctl: Controller, pool: Pool, servers: list[NameServer], samples: int, tolerance: Tolerance,
+                  deadline: float | None = None) -> list[Verdict]:
+    """What the servers hand out for a pool, judged against its weights in Route 53."""
+    assert ctl.route53 is not None
+    return verify_pool(ctl.route53, ctl.zone_id(pool), pool, servers, samples, tolerance, deadline=deadline)
