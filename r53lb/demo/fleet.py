@@ -1,4 +1,4 @@
-"""The demo's fleet: its pools and nodes, the timeline, and the embedded world they run in (moto, loopback servers)."""
+"""The demo's fleet: its pools and nodes, the timeline, and the world they run in (moto, loopback servers)."""
 
 from __future__ import annotations
 
