@@ -3,7 +3,8 @@
 The dialogue: connect (then the TLS handshake with `tls: true`), wait for the final line
 of the greeting, EHLO (HELO after a 5xx), STARTTLS when asked (then the handshake and a
 second EHLO), with `envelope` MAIL FROM and RCPT TO then RSET (never DATA), QUIT and wait
-for 221, then read to the server's EOF before closing.
+for 221, then read to the server's EOF before closing. The latency (and the phase timings)
+end with the 221: the wait for the server's close is manners, not part of the verdict.
 
 The close is the server's: after the 221 the probe sends nothing more, not even a TLS
 close_notify, and closes its socket only once the server has closed its own. A client
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import time
 from datetime import datetime, timezone
 
 from aiosmtplib.errors import SMTPException, SMTPResponseException
@@ -327,6 +327,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
                     try:
                         async with asyncio.timeout(min(left, QUIT_GRACE)):
                             if await d.quit() is None:
+                                d.finish()  # the close below is manners, not latency
                                 await d.wait_closed(deadline - asyncio.get_running_loop().time())
                     except TimeoutError:
                         pass
@@ -356,11 +357,11 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
                     note = await d.quit()
             except TimeoutError:
                 note = f"QUIT: no reply within {fmt_duration(timeout)}"
+            d.finish()  # the dialogue ends with the 221: reading to the server's EOF is not measured
             if note is None:
                 left = deadline - asyncio.get_running_loop().time()
                 await d.wait_closed(min(max(left, 0), CLOSE_GRACE))
-            d.stop()
-            ms = (time.perf_counter() - d.started) * 1000
+            ms = d.elapsed_ms()
             parts = [f"smtp ok in {ms:.0f} ms"] + d.extras
             if d.not_after is not None:
                 days = (d.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
@@ -370,7 +371,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
             detail = ", ".join(parts)
     finally:
         d.close()
-    ms = (time.perf_counter() - d.started) * 1000
+    ms = d.elapsed_ms()
     shown = d.greeting if status == "ok" else (reply or d.last)
     return ProbeResult(
         pool=target.pool,
