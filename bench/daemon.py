@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +138,12 @@ def _probes(metrics_url: str) -> int:
                    if s.name == "r53lb_probe_duration_seconds_count"))
 
 
-def measure(p: Profile, block: int = 120) -> Row:
+@contextmanager
+def running(p: Profile, block: int = 120, extra_defaults: dict[str, Any] | None = None,
+            wrap: list[str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
+    """`r53lb run` probing a farm of p.nodes, after its first full round and two intervals of
+    steady state; yields (process, metrics URL, farm port). `wrap` runs it under another
+    program (a profiler)."""
     import yaml
 
     from moto_fixtures.spec import build
@@ -159,22 +166,29 @@ def measure(p: Profile, block: int = 120) -> Row:
         config.write_text(yaml.safe_dump({
             "aws": {"endpoint_url": moto.endpoint_url, "region": "us-east-1"},
             "state": {"path": str(Path(tmp) / "state.db")},
-            "defaults": {"helo": HELO, "interval": f"{p.interval:g}s", "timeout": "5s", "concurrency": 4096},
+            "defaults": {"helo": HELO, "interval": f"{p.interval:g}s", "timeout": "5s", "concurrency": 4096,
+                         **(extra_defaults or {})},
             "pools": docs,
         }))
         mport = free_port()
-        proc = subprocess.Popen([R53LB, "-c", str(config), "run", "--metrics-addr", f"127.0.0.1:{mport}"],
+        proc = subprocess.Popen([*(wrap or []), R53LB, "-c", str(config), "run", "--metrics-addr", f"127.0.0.1:{mport}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=aws_env())
         url = f"http://127.0.0.1:{mport}/metrics"
         try:
             wait_until("the first full round", lambda: _safe_probes(url) >= p.nodes, timeout=120)
             time.sleep(p.interval * 2)  # steady state: the start-up spread is over
-            made0, cpu0 = _probes(url), cpu_seconds(proc.pid)
-            time.sleep(p.window)
-            made1, cpu1 = _probes(url), cpu_seconds(proc.pid)
-            rss = rss_mb(proc.pid)
+            yield proc, url, port
         finally:
             stop_process(proc, 30)
+
+
+def measure(p: Profile, block: int = 120) -> Row:
+    with running(p, block) as (proc, url, port):
+        made0, cpu0 = _probes(url), cpu_seconds(proc.pid)
+        time.sleep(p.window)
+        made1, cpu1 = _probes(url), cpu_seconds(proc.pid)
+        rss = rss_mb(proc.pid)
+        stop_process(proc, 30)  # the floor runs alone
         floor = _floor_run(p, block, port)
     asked = int(p.nodes * p.window / p.interval)
     row = Row(p.label, p.nodes, p.interval, p.window, asked, made1 - made0, cpu1 - cpu0, rss,

@@ -421,7 +421,7 @@ class Daemon:
                          "; ".join(r.detail for r in results if not r.ok))
                 return
         transitions = ctl.fold(results, self.clock(), persist_all=False)
-        self.metrics.node_up.labels(*key).set(1 if ctl.health[key].up else 0)
+        self.metrics.set_node_up(key, ctl.health[key].up)
         if transitions and self.cluster is not None and self._beat_now is not None:
             self._beat_now.set()  # publish the change of opinion now; the writer decides on a quorum
         elif transitions:

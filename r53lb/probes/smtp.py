@@ -312,57 +312,61 @@ class _Dialogue(PhaseClock):
 async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
     d = _Dialogue(target, spec, timeout)
     status, detail, reply, failure = "ok", "", None, None
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ran, note = False, None
     try:
         try:
-            async with asyncio.timeout_at(deadline):
+            # One timer for the whole probe: the dialogue, QUIT and the polite close share it.
+            async with asyncio.timeout_at(deadline) as within:
                 await d.run()
+                ran = True
+                note = await d.quit()
+                d.finish()  # the dialogue ends with the 221: reading to the server's EOF is not measured
+                if note is None and d.proto is not None and not d.proto.closed.done():
+                    # Read to the server's EOF (what it still sends is discarded), at most CLOSE_GRACE.
+                    within.reschedule(min(deadline, loop.time() + CLOSE_GRACE))
+                    await d.proto.closed
         except _Fail as f:
             status, detail, reply, failure = "fail", f.detail, f.reply, f.failure
             reached = d.phase
             if f.usable:
                 # Polite even after a refusal: QUIT, briefly, within what is left of the deadline.
-                left = deadline - asyncio.get_running_loop().time()
+                left = deadline - loop.time()
                 if left > 0:
                     try:
                         async with asyncio.timeout(min(left, QUIT_GRACE)):
                             if await d.quit() is None:
                                 d.finish()  # the close below is manners, not latency
-                                await d.wait_closed(deadline - asyncio.get_running_loop().time())
+                                await d.wait_closed(deadline - loop.time())
                     except TimeoutError:
                         pass
             d.stop()
             d.phase = reached
         except TimeoutError:
-            status, failure = "fail", Failure.TIMEOUT
-            got = d.proto.received if d.proto else 0
-            within = fmt_duration(timeout)
-            if d.phase == "greeting":
-                detail = f"no greeting within {within}" + (f" ({got} byte{'s' if got > 1 else ''}, no complete reply)" if got else "")
-            elif d.phase == "connect":
-                detail = f"connect to port {spec.port}: no answer within {within}"
-            elif d.phase == "tls":
-                detail = f"tls: no handshake within {within}"
+            if ran:  # after the dialogue passed: QUIT went unanswered, or the close took its grace
+                if not d.finished:
+                    note = f"QUIT: no reply within {fmt_duration(timeout)}"
+                    d.finish()
             else:
-                detail = f"{d.phase_label()}: no reply within {within}"
-            d.stop()
+                status, failure = "fail", Failure.TIMEOUT
+                got = d.proto.received if d.proto else 0
+                within_s = fmt_duration(timeout)
+                if d.phase == "greeting":
+                    detail = f"no greeting within {within_s}" + (f" ({got} byte{'s' if got > 1 else ''}, no complete reply)" if got else "")
+                elif d.phase == "connect":
+                    detail = f"connect to port {spec.port}: no answer within {within_s}"
+                elif d.phase == "tls":
+                    detail = f"tls: no handshake within {within_s}"
+                else:
+                    detail = f"{d.phase_label()}: no reply within {within_s}"
+                d.stop()
         except Exception as e:  # a probe never raises: an unforeseen error is a failure too
             status, detail, failure = "fail", f"{d.phase_label()}: {type(e).__name__}: {trim(str(e), 120)}", _failure(e)
             d.stop()
-        else:
-            left = deadline - asyncio.get_running_loop().time()
-            note: str | None
-            try:
-                async with asyncio.timeout(max(left, 0)):
-                    note = await d.quit()
-            except TimeoutError:
-                note = f"QUIT: no reply within {fmt_duration(timeout)}"
-            d.finish()  # the dialogue ends with the 221: reading to the server's EOF is not measured
-            if note is None:
-                left = deadline - asyncio.get_running_loop().time()
-                await d.wait_closed(min(max(left, 0), CLOSE_GRACE))
-            ms = d.elapsed_ms()
-            parts = [f"smtp ok in {ms:.0f} ms"] + d.extras
+        if status == "ok":
+            d.finish()
+            parts = [f"smtp ok in {d.elapsed_ms():.0f} ms"] + d.extras
             if d.not_after is not None:
                 days = (d.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
                 parts.append(f"certificate valid {int(days)} more days")
