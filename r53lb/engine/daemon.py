@@ -42,7 +42,7 @@ from ..core.records import RecordKey, RecordSet
 from ..core.weights import warmup_share
 from ..notify import Notifier
 from ..probes.base import ProbeResult
-from ..probes.runner import run_one
+from ..probes.runner import Job, run_one
 from . import sdnotify
 from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
 from .metrics import Metrics, MetricsServer
@@ -50,6 +50,7 @@ from ..state.base import StateError
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
+    from ..probes.workers import ProbeWorkers
     from ..state.sqlite import StateStore
     from .cluster import Cluster
 
@@ -135,6 +136,8 @@ class Daemon:
         self._beat_now: asyncio.Event | None = None
         self._table_failing: tuple[float, bool] | None = None  # (monotonic since, alert sent)
         self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
+        self.probers: ProbeWorkers | None = None  # worker processes, when the fleet needs more than one core
+        self._shard: dict[NodeKey, int] = {}  # node -> the process probing it (0: this one)
 
     @property
     def ctl(self) -> Controller:
@@ -184,6 +187,7 @@ class Daemon:
             )
             self.scheduler.start()
             await self._adopt_zones(self.ctl)
+            await self._start_probers(self.cfg)
             self._schedule(self.cfg)
             if self.cluster is not None:
                 self._beat_now = asyncio.Event()
@@ -225,6 +229,8 @@ class Daemon:
             if pending:
                 log.error("%d reconcile(s) still running after %gs; exiting anyway", len(pending), STOP_GRACE)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.probers is not None:
+            await self.probers.close()
         if self._ctl is not None:
             with contextlib.suppress(Exception):
                 self._ctl.save_health()
@@ -313,6 +319,29 @@ class Daemon:
 
     # --- scheduling -----------------------------------------------------------------------
 
+    async def _start_probers(self, cfg: Config) -> None:
+        """Worker processes when `defaults.probe_workers` (or `auto` for this fleet) asks for more than one."""
+        from ..probes.workers import ProbeWorkers, processes_for
+
+        rate = sum(len(p.nodes) / p.tuning.interval for p in cfg.pools)
+        want = processes_for(cfg.defaults.probe_workers, rate)
+        old = self.probers
+        if old is not None and old.processes == want:
+            old.reset()  # the old jobs are gone; the workers stay
+        else:
+            if old is not None:
+                await old.close()
+            self.probers = None
+            if want > 1:
+                self.probers = await ProbeWorkers(want, on_restart=self.metrics.probe_worker_restarts.inc).start()
+        self.metrics.probe_processes.set(want)
+        self._shard = {}
+        if self.probers is not None:
+            keys = [(p.name, n.id) for p in cfg.pools for n in p.nodes]
+            self._shard = {k: self.probers.shard_of(i) for i, k in enumerate(keys)}
+            log.info("probing on %d processes: this one and worker(s) %s (%.0f probes/s asked)", want,
+                     ", ".join(f"pid {pid}" for pid in self.probers.pids), rate)
+
     def _schedule(self, cfg: Config) -> None:
         gen = self.generation
         for pool in cfg.pools:
@@ -391,9 +420,9 @@ class Daemon:
                                        f"{TEST_BLIND_ENV}: this replica is blind to the node (test only)")
                            for j in jobs]
             elif len(jobs) == 1:
-                results = [await run_one(jobs[0])]
+                results = [await self._run_job(jobs[0], key)]
             else:
-                results = list(await asyncio.gather(*(run_one(j) for j in jobs)))
+                results = list(await asyncio.gather(*(self._run_job(j, key) for j in jobs)))
         for r in results:
             self.metrics.observe_probe(r)
         if generation != self.generation or self._stopping:
@@ -402,6 +431,12 @@ class Daemon:
             await self._decide(pool, key, results)
         await self._signals(pool, node, key)
         self._progress(key, pool)
+
+    def _run_job(self, job: Job, key: NodeKey) -> Any:
+        """The probe, here or in the worker process owning the node's shard."""
+        if self.probers is None:
+            return run_one(job)
+        return self.probers.run(job, self._shard.get(key, 0))
 
     async def _decide(self, pool: Pool, key: NodeKey, results: list[ProbeResult]) -> None:
         ctl = self.ctl
@@ -700,6 +735,7 @@ class Daemon:
             for z in self.zones.values():
                 z.ready = False
             await self._adopt_zones(ctl)  # new nodes start from what Route 53 shows
+            await self._start_probers(new)
             keep = {(p.name, n.id) for p in new.pools for n in p.nodes}
             self.metrics.forget_nodes(keep, {p.name for p in new.pools})
             self._schedule(new)

@@ -91,6 +91,12 @@ class Metrics:
                                      ["pool", "node"], registry=r)
         self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
                                          ["operation", "outcome"], registry=r)
+        self.probe_processes = Gauge("r53lb_probe_processes",
+                                     "Processes probing: 1, or this one and its probe workers (defaults.probe_workers)",
+                                     registry=r)
+        self.probe_worker_restarts = Counter("r53lb_probe_worker_restarts_total",
+                                             "Probe worker processes that died or stalled and were restarted "
+                                             "(their probes run again in the main process)", registry=r)
         self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
                                       ["outcome"], registry=r)
 
