@@ -52,6 +52,10 @@ def classify(stack: str) -> str:
     return "other"
 
 
+def available() -> bool:
+    return bool(shutil.which("py-spy")) or (Path(PYTHON).parent / "py-spy").exists()
+
+
 def profile(nodes: int = 2000, interval: float = 1.0, window: float = 10.0, rate: int = 200) -> dict[str, object]:
     spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
     if not Path(spy).exists():

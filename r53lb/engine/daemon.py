@@ -3,8 +3,9 @@
 The daemon keeps only scheduling, signals, reload and /healthz; every decision is the
 engine's (health, plan, write) or the watcher's (alerts).
 
-- Probing: one asyncio task per node, a loop that probes, folds the result and sleeps
-  `interval` (±10% jitter) or `fastinter` while a change of result is being confirmed. A
+- Probing: one asyncio task per node, a loop that probes, folds the result and sleeps out
+  `interval` (±10% jitter, counted from the probe's start) or `fastinter` while a change
+  of result is being confirmed. A
   loop cannot end while its node is configured: a probe is bounded by its deadline, an
   exception is logged and the loop goes on, a reload replaces the loops. (Chains of
   APScheduler one-shot jobs, the first design, ended for good when a job fell due while
@@ -397,8 +398,12 @@ class Daemon:
         jobs = self.ctl.jobs(pool, node)
         # No deadline of its own here: every await below is a probe (or a vantage re-probe, a
         # signal check) run by probes.runner.run_one under its check's deadline plus a backstop.
+        loop = asyncio.get_running_loop()
         while not self._stopping and generation == self.generation:
             await asyncio.sleep(delay)
+            # `interval` runs from one probe's start to the next: the probe's own time (and the
+            # wait for the server's close) is taken off the sleep, so the schedule is kept.
+            started = loop.time()
             delay = pool.tuning.interval
             try:
                 await self._probe_node(pool, node, key, jobs, generation)
@@ -409,6 +414,7 @@ class Daemon:
                 log.error("%s/%s: %s", key[0], key[1], e)
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
                 log.exception("%s/%s: probe failed", *key)
+            delay = max(delay * 0.1, delay - (loop.time() - started))  # never back to back
 
     # --- probing --------------------------------------------------------------------------
 
