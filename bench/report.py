@@ -301,6 +301,30 @@ def cluster_section(r: Report) -> list[str]:
 NOTES = """\
 ## Notes
 
+- **Daemon cost, what was cut (section 9).** Profiled first (py-spy on `r53lb run`, 2,000 nodes
+  every 1 s): two thirds of the CPU is the socket work and the event loop that every asyncio
+  client pays (the floor too); aiosmtplib's reply parsing is ~3%, so it stays. Cut from the
+  per-probe path: the SMTP probe's three timers (deadline, QUIT, polite close) are one, moved
+  with `reschedule`; the runner's backstop timer is skipped for the SMTP probe, whose one
+  deadline covers every phase; a job's kind and spec are worked out once, not per probe (a
+  generator over the check kinds ran twice a probe); metric children are bound once per check
+  and failure class and per node, so no label formatting per probe. The per-node loop now
+  counts `interval` from one probe's start to the next: it used to sleep a full interval after
+  each probe, so every probe's own time (and, under load, the event loop's lag) was lost from
+  the schedule.
+- **Both cores.** `defaults.probe_workers: auto` starts one probe worker process per 2,500
+  probes/s asked (at most one per core): the main process probes shard 0 and schedules and folds
+  every node; a worker only speaks SMTP for its shard and sends back each result as a tuple in
+  batched, pickled frames on a pipe. A worker's death is an error, a counter and a restart; its
+  probes in flight run again in the main process, so there is no gap.
+- **RSS.** About 68 MB of `r53lb run` is imports and one boto3 client before the first node:
+  pydantic and the config models ~21 MB, boto3 and its Route 53 client ~25 MB, prometheus-client,
+  APScheduler, aiosmtplib, httpx and dnspython the rest (measured by importing them one after the
+  other). blackbox_exporter is one static Go binary (~20 MB). The 60 MB budget needs Route 53
+  without botocore's loaded service model or a lighter config model.
+- **Numbers taken on a loaded machine.** The two cores were shared with other work during these
+  runs; ratios within one run hold better than absolute microseconds.
+
 - **Scale, what was fixed.** Before this harness the steady 10,000-node `r53lb sync` took 15.6 s
   on this machine (cProfile first): 10.4 s in reading Route 53, 200 `ListResourceRecordSets`
   requests of a full 300-set page each (~45 ms apiece on moto) although the 200 pools' names sit

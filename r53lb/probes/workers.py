@@ -54,7 +54,7 @@ def processes_for(setting: int | str, probes_per_second: float, cpus: int | None
     """How many processes probe: the setting, or with `auto` one per AUTO_RATE probes/s, at most one per core."""
     if setting != "auto":
         return max(1, int(setting))
-    cores = cpus or os.cpu_count() or 1
+    cores = cpus or len(os.sched_getaffinity(0)) or 1  # the cores this process may run on
     return max(1, min(cores, math.ceil(probes_per_second / AUTO_RATE)))
 
 
