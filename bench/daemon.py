@@ -134,7 +134,13 @@ async def _floor(addrs: list[str], port: int, interval: float, window: float) ->
                 pass
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    await asyncio.gather(*(node(i, a) for i, a in enumerate(addrs)))
+    try:
+        # Bounded as a whole (no timer per probe: the floor stays bare): a farm that stops
+        # answering under load ends the run with what was made, not a hung worker.
+        async with asyncio.timeout(window + 30.0):
+            await asyncio.gather(*(node(i, a) for i, a in enumerate(addrs)))
+    except TimeoutError:
+        pass
     return made
 
 
