@@ -313,8 +313,9 @@ NOTES = """\
   each probe, so every probe's own time (and, under load, the event loop's lag) was lost from
   the schedule.
 - **Both cores.** `defaults.probe_workers: auto` starts one probe worker process per 2,500
-  probes/s asked (at most one per core): the main process probes shard 0 and schedules and folds
-  every node; a worker only speaks SMTP for its shard and sends back each result as a tuple in
+  probes/s asked (at most one per core): the main process probes a small shard (one node for
+  every three a worker probes, since it also schedules and folds every node); a worker only
+  speaks SMTP for its shard and sends back each result as a tuple in
   batched, pickled frames on a pipe. A worker's death is an error, a counter and a restart; its
   probes in flight run again in the main process, so there is no gap.
 - **RSS.** About 68 MB of `r53lb run` is imports and one boto3 client before the first node:

@@ -75,8 +75,10 @@ def test_every_shard_is_probed_and_the_workers_answer_theirs(fleet) -> None:
     assert all(r.ok for r in results), [r.detail for r in results if not r.ok]
     assert [r.node for r in results[:NODES]] == [f"n{i:02d}" for i in range(NODES)]
     assert results[0].latency_ms > 0 and results[0].phases and results[0].detail.startswith("smtp ok")
-    assert answered == [NODES // 3, NODES // 3]  # shards 1 and 2 answered by the two workers
-    assert known == 2 * NODES // 3
+    # Shards 1 and 2 answered by the two workers; this process probed one node in seven.
+    here = sum(1 for i in range(NODES) if i % 7 == 0)
+    assert answered[0] + answered[1] == NODES - here and abs(answered[0] - answered[1]) <= 1
+    assert known == NODES - here
 
 
 def test_a_worker_killed_mid_probe_is_an_error_restarted_and_its_probes_run_here(fleet, caplog) -> None:
