@@ -1,9 +1,8 @@
 """Signals as values (core/signals.py) and the gated warm-up clock (core/weights.py): pure, no I/O."""
 
-import pytest
-
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, strategies as st
 
 from r53lb.config import Warmup
