@@ -14,9 +14,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import cluster, common, daemon, fanout, report, route53_calls, scale, startup, time_to_dns
+from bench import blackbox, cluster, common, daemon, fanout, report, route53_calls, scale, startup, time_to_dns
 
-SECTIONS = ("fanout", "route53", "ttd", "scale", "startup", "daemon", "cluster")
+SECTIONS = ("fanout", "route53", "ttd", "scale", "startup", "daemon", "cluster", "blackbox", "profile")
+NOT_IN_SMOKE = {"ttd", "blackbox", "profile"}  # minutes, or a tool the smoke does not need
 
 
 def full(r: report.Report, only: set[str]) -> None:
@@ -34,6 +35,12 @@ def full(r: report.Report, only: set[str]) -> None:
         r.daemon = daemon.run(daemon.FULL)
     if "cluster" in only:
         r.cluster = cluster.run(nodes=1000, handovers=3, window=60.0)
+    if "blackbox" in only:
+        r.blackbox = blackbox.run(nodes=1000, rate=500.0, window=10.0)
+    if "profile" in only:
+        from bench import profile
+
+        r.profile = profile.profile(2000, 1.0, 10.0) if profile.available() else None
 
 
 def smoke(r: report.Report, only: set[str]) -> list[str]:
@@ -78,6 +85,10 @@ def smoke(r: report.Report, only: set[str]) -> list[str]:
             wrong.append(f"cluster: hand-over {c.handovers}")
         if not 0.5 <= c.writes_per_replica_heartbeat <= 1.5:
             wrong.append(f"cluster: {c.writes_per_replica_heartbeat:.2f} writes per replica per heartbeat")
+    if "blackbox" in only:
+        r.blackbox = blackbox.run(nodes=50, rate=50.0, window=2.0)
+        if r.blackbox is not None and (not r.blackbox.bb_made or not r.blackbox.r53lb_made):
+            wrong.append(f"blackbox: {r.blackbox}")
     return wrong
 
 
@@ -88,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="where to write the Markdown (default: docs/benchmarks.md; --smoke: none)")
     args = ap.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else set(SECTIONS) - ({"ttd"} if args.smoke else set())
+    only = set(args.only.split(",")) if args.only else set(SECTIONS) - (NOT_IN_SMOKE if args.smoke else set())
     unknown = only - set(SECTIONS)
     if unknown:
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")

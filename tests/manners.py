@@ -151,10 +151,11 @@ class _Server:
 
 
 class SmtpManners(_Server):
-    """tls: None, "starttls" or "implicit"."""
+    """tls: None, "starttls" or "implicit"; `linger`: seconds the server keeps the connection
+    open after its 221 before it closes (a polite client waits for that close)."""
 
-    def __init__(self, host: str, ctx: ssl.SSLContext, tls: str | None = None) -> None:
-        self.ctx, self.tls = ctx, tls
+    def __init__(self, host: str, ctx: ssl.SSLContext, tls: str | None = None, linger: float = 0.0) -> None:
+        self.ctx, self.tls, self.linger = ctx, tls, linger
         super().__init__(host, self._smtp)
 
     def _smtp(self, c: _Conn) -> str:
@@ -173,6 +174,8 @@ class SmtpManners(_Server):
                 c.send(b"250 2.0.0 Ok\r\n")
             elif verb == b"QUIT":
                 c.send(b"221 2.0.0 Bye\r\n")
+                if self.linger:
+                    time.sleep(self.linger)
                 c.close_like_postfix()
                 return c.rest()
             else:

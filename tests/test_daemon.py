@@ -391,3 +391,44 @@ def test_after_the_state_file_is_rebuilt_a_node_at_zero_stays_drained(fleet: Fle
     assert d.sample("r53lb_node_desired_weight", pool="mx", node="hlb-2") == 0
     assert d.stop() == 0
 
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_probe_workers_probe_their_shards_and_a_killed_worker_is_restarted_without_a_gap(fleet: Fleet) -> None:
+    fleet.doc["defaults"]["probe_workers"] = 3  # this process probes hlb-1, two workers hlb-2 and hlb-3
+    fleet.write_config()
+    d = fleet.start()
+    fleet.settled(d)
+    workers = wait_until("two probe workers", lambda: len(w := _children(d.proc.pid)) == 2 and w)
+    assert d.sample("r53lb_probe_processes") == 3
+
+    fleet.smtp["hlb-3"].set_mode("refuse")  # a node of a worker's shard dies: drained as ever
+    measure(fleet, "hlb-3", 0, timeout=BUDGET + 5)
+    fleet.smtp["hlb-3"].set_mode("ok")
+    measure(fleet, "hlb-3", 50, timeout=INTERVAL * 1.1 + (RISE - 1) * FASTINTER + TIMEOUT + 5)
+    writes = fleet.server.counts["ChangeResourceRecordSets"]
+
+    probes = d.sample("r53lb_probe_duration_seconds_count", check="smtp") or 0
+    os.kill(workers[0], signal.SIGKILL)
+    wait_until("the worker restarted", lambda: d.sample("r53lb_probe_worker_restarts_total") == 1
+               and len(c := _children(d.proc.pid)) == 2 and workers[0] not in c)
+    # Probing went on (every node, through the restart), and nothing was drained by it.
+    wait_until("probes after the restart", lambda: (d.sample("r53lb_probe_duration_seconds_count", check="smtp") or 0)
+               >= probes + 3 * 3)
+    assert all(d.sample("r53lb_node_up", pool="mx", node=n) == 1 for n in NODES)
+    assert fleet.weights() == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 50}
+    assert fleet.server.counts["ChangeResourceRecordSets"] == writes
+    assert d.healthz().status_code == 200
+
+    children = _children(d.proc.pid)
+    assert d.stop() == 0
+    for pid in children:  # the workers end with the controller
+        wait_until(f"worker {pid} gone", lambda: not Path(f"/proc/{pid}").exists() or
+                   Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"), timeout=10)
+    log = d.log()
+    assert f"probe worker 1 (pid {workers[0]}) died (signal 9)" in log or \
+        f"probe worker 2 (pid {workers[0]}) died (signal 9)" in log, log
+    assert "probing on 3 processes" in log and "Traceback" not in log

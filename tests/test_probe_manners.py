@@ -61,6 +61,35 @@ def test_smtp_probe_leaves_without_a_reset(certs: Certs, tls: str | None, option
         server.stop()
 
 
+@pytest.mark.parametrize("tls,options", [(None, {}), ("implicit", {"tls": True})], ids=["plain", "implicit"])
+def test_smtp_latency_ends_with_the_221_not_the_servers_close(
+    certs: Certs, tls: str | None, options: dict[str, Any],
+) -> None:
+    """A server that keeps the connection open 0.8 s after its 221: the probe waits for that
+    close (manners) but its latency and phase timings measure the dialogue only."""
+    host = {None: "127.0.79.11", "implicit": "127.0.79.12"}[tls]
+    server = SmtpManners(host, certs.server_context("manners.test", host), tls, linger=0.8)
+    try:
+        spec = SmtpCheck(port=server.port, ca_file=certs.ca_file, server_name="manners.test", **options)
+        target = Target("mail", "n", host, helo="probe.r53lb.test")
+
+        async def timed() -> tuple[Any, float]:
+            started = time.monotonic()
+            r = await smtp.probe(target, spec, 3.0)
+            return r, time.monotonic() - started
+
+        for r, took in _probe_many(timed):
+            assert r.ok, r.detail
+            assert took >= 0.7  # it did wait for the server's close
+            assert r.latency_ms < 400, (r.latency_ms, r.phases)
+            assert r.phases["quit"] < 400, r.phases
+            assert abs(sum(r.phases.values()) - r.latency_ms) < 5, (r.latency_ms, r.phases)
+            assert r.detail.startswith("smtp ok in ") and int(r.detail.split()[3]) < 400, r.detail
+        assert _settled(server) == ["clean"] * ROUNDS
+    finally:
+        server.stop()
+
+
 def test_the_judge_sees_a_close_notify_sent_after_the_servers_close(certs: Certs) -> None:
     """Control: asyncio's own close answers the server's close_notify, which Postfix resets."""
     host = "127.0.79.4"

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, strategies as st
 
 from r53lb.config import Warmup
@@ -158,7 +159,7 @@ pools:
     assert str(e.value).startswith("pools[0].nodes[1].warmup.hold_when[0]: 'reputation' needs a dnsbl check")
 
 
-def test_status_table_says_why_a_warmup_is_paused_and_what_the_signals_say() -> None:
+def test_status_table_says_why_a_warmup_is_paused_and_what_the_signals_say(capsys: pytest.CaptureFixture[str]) -> None:
     from r53lb import render
 
     row = {"pool": "mx", "node": "b", "type": "A", "health": "up", "weight": 0, "desired_weight": 0,
@@ -178,6 +179,6 @@ def test_status_table_says_why_a_warmup_is_paused_and_what_the_signals_say() -> 
             render.status_table([row])
     finally:
         render.console = old
-    text = captured.get()
+    text = captured.get() + capsys.readouterr().out  # off a terminal the table is plain columns on stdout
     assert "warm-up 28%, paused: deferral: deferral 0.09 > 0.05" in text
     assert "quarantined by metric: deferral 0.09 > 0.05" in text and "agent: 50%" in text

@@ -145,6 +145,16 @@ def _quarantine(value: Any) -> Any:
     return value
 
 
+def _probe_workers(value: Any) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+        return value
+    if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= 64:
+        return int(value)
+    raise ValueError(f"{show(value)} is neither auto nor a number of processes from 1 to 64")
+
+
 class Tuning(_Model):
     """Probe timing, set in `defaults` and overridable per pool."""
 
@@ -155,6 +165,9 @@ class Tuning(_Model):
     fall: int = Field(3, ge=1, le=100)
     helo: HeloName | None = None
     concurrency: int = Field(512, ge=1, le=100_000)
+    # Processes that probe (`r53lb run`): this one and probe_workers - 1 workers; `auto`: one per
+    # 2,500 probes/s asked, at most one per core (probes/workers.py).
+    probe_workers: Annotated[int | str, BeforeValidator(_probe_workers)] = "auto"
 
 
 class Pool(_Model):

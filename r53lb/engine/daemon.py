@@ -3,8 +3,9 @@
 The daemon keeps only scheduling, signals, reload and /healthz; every decision is the
 engine's (health, plan, write) or the watcher's (alerts).
 
-- Probing: one asyncio task per node, a loop that probes, folds the result and sleeps
-  `interval` (±10% jitter) or `fastinter` while a change of result is being confirmed. A
+- Probing: one asyncio task per node, a loop that probes, folds the result and sleeps out
+  `interval` (±10% jitter, counted from the probe's start) or `fastinter` while a change
+  of result is being confirmed. A
   loop cannot end while its node is configured: a probe is bounded by its deadline, an
   exception is logged and the loop goes on, a reload replaces the loops. (Chains of
   APScheduler one-shot jobs, the first design, ended for good when a job fell due while
@@ -48,7 +49,7 @@ from ..core.records import RecordKey, RecordSet
 from ..core.weights import warmup_share
 from ..notify import Notifier
 from ..probes.base import ProbeResult
-from ..probes.runner import run_one
+from ..probes.runner import Job, run_one
 from . import sdnotify, signals
 from .cluster import Cluster, Heartbeat, open_cluster
 from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
@@ -57,6 +58,7 @@ from ..state.base import StateError
 
 if TYPE_CHECKING:
     from ..aws.route53 import Route53
+    from ..probes.workers import ProbeWorkers
     from ..state.sqlite import StateStore
 
 __all__ = ["Daemon", "run"]
@@ -148,6 +150,8 @@ class Daemon:
         self._table_pool: ThreadPoolExecutor | None = None  # the writer's view and events after a quorum decision
         self.heartbeat: Heartbeat | None = None  # a cluster's heartbeat loop (engine/cluster.py)
         self._blind = frozenset(n for n in os.environ.get(TEST_BLIND_ENV, "").split(",") if n)
+        self.probers: ProbeWorkers | None = None  # worker processes, when the fleet needs more than one core
+        self._shard: dict[NodeKey, int] = {}  # node -> the process probing it (0: this one)
 
     @property
     def ctl(self) -> Controller:
@@ -204,6 +208,7 @@ class Daemon:
             )
             self.scheduler.start()
             await self._adopt_zones(self.ctl)
+            await self._start_probers(self.cfg)
             self._schedule(self.cfg)
             if self.heartbeat is not None:
                 self._beat_now = self.heartbeat.start(self._spawn)
@@ -249,6 +254,8 @@ class Daemon:
             if pending:
                 log.error("%d reconcile(s) still running after %gs; exiting anyway", len(pending), STOP_GRACE)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.probers is not None:
+            await self.probers.close()
         if self._ctl is not None:
             with contextlib.suppress(Exception):
                 self._ctl.save_health()
@@ -343,6 +350,29 @@ class Daemon:
 
     # --- scheduling -----------------------------------------------------------------------
 
+    async def _start_probers(self, cfg: Config) -> None:
+        """Worker processes when `defaults.probe_workers` (or `auto` for this fleet) asks for more than one."""
+        from ..probes.workers import ProbeWorkers, processes_for
+
+        rate = sum(len(p.nodes) / p.tuning.interval for p in cfg.pools)
+        want = processes_for(cfg.defaults.probe_workers, rate)
+        old = self.probers
+        if old is not None and old.processes == want:
+            old.reset()  # the old jobs are gone; the workers stay
+        else:
+            if old is not None:
+                await old.close()
+            self.probers = None
+            if want > 1:
+                self.probers = await ProbeWorkers(want, on_restart=self.metrics.probe_worker_restarts.inc).start()
+        self.metrics.probe_processes.set(want)
+        self._shard = {}
+        if self.probers is not None:
+            keys = [(p.name, n.id) for p in cfg.pools for n in p.nodes]
+            self._shard = {k: self.probers.shard_of(i) for i, k in enumerate(keys)}
+            log.info("probing on %d processes: this one and worker(s) %s (%.0f probes/s asked)", want,
+                     ", ".join(f"pid {pid}" for pid in self.probers.pids), rate)
+
     def _schedule(self, cfg: Config) -> None:
         gen = self.generation
         for pool in cfg.pools:
@@ -398,8 +428,12 @@ class Daemon:
         jobs = self.ctl.jobs(pool, node)
         # No deadline of its own here: every await below is a probe (or a vantage re-probe, a
         # signal check) run by probes.runner.run_one under its check's deadline plus a backstop.
+        loop = asyncio.get_running_loop()
         while not self._stopping and generation == self.generation:
             await asyncio.sleep(delay)
+            # `interval` runs from one probe's start to the next: the probe's own time (and the
+            # wait for the server's close) is taken off the sleep, so the schedule is kept.
+            started = loop.time()
             delay = pool.tuning.interval
             try:
                 await self._probe_node(pool, node, key, jobs, generation)
@@ -411,6 +445,7 @@ class Daemon:
                 self._progress(key, pool)  # the node was probed: /healthz and the watchdog tell probing
             except Exception:  # one node's bad luck never stops its own probing, nor the others'
                 log.exception("%s/%s: probe failed", *key)
+            delay = max(delay * 0.1, delay - (loop.time() - started))  # never back to back
 
     # --- probing --------------------------------------------------------------------------
 
@@ -422,9 +457,9 @@ class Daemon:
                                        f"{TEST_BLIND_ENV}: this replica is blind to the node (test only)")
                            for j in jobs]
             elif len(jobs) == 1:
-                results = [await run_one(jobs[0])]
+                results = [await self._run_job(jobs[0], key)]
             else:
-                results = list(await asyncio.gather(*(run_one(j) for j in jobs)))
+                results = list(await asyncio.gather(*(self._run_job(j, key) for j in jobs)))
         for r in results:
             self.metrics.observe_probe(r)
         if generation != self.generation or self._stopping:
@@ -434,6 +469,12 @@ class Daemon:
             await self._decide(pool, key, results)
         await self._signals(pool, node, key)
         self._progress(key, pool)
+
+    def _run_job(self, job: Job, key: NodeKey) -> Any:
+        """The probe, here or in the worker process owning the node's shard."""
+        if self.probers is None:
+            return run_one(job)
+        return self.probers.run(job, self._shard.get(key, 0))
 
     async def _decide(self, pool: Pool, key: NodeKey, results: list[ProbeResult]) -> None:
         ctl = self.ctl
@@ -453,7 +494,7 @@ class Daemon:
                          "; ".join(r.detail for r in results if not r.ok))
                 return
         transitions = ctl.fold(results, self.clock(), persist_all=False)
-        self.metrics.node_up.labels(*key).set(1 if ctl.health[key].up else 0)
+        self.metrics.set_node_up(key, ctl.health[key].up)
         if transitions and self.cluster is not None and self._beat_now is not None:
             self._beat_now.set()  # publish the change of opinion now; the writer decides on a quorum
         elif transitions:
@@ -777,6 +818,7 @@ class Daemon:
             for z in self.zones.values():
                 z.ready = False
             await self._adopt_zones(ctl)  # new nodes start from what Route 53 shows
+            await self._start_probers(new)
             keep = {(p.name, n.id) for p in new.pools for n in p.nodes}
             self.metrics.forget_nodes(keep, {p.name for p in new.pools})
             self._schedule(new)

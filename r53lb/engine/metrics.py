@@ -64,7 +64,10 @@ class Metrics:
         self.node_metric_value = Gauge("r53lb_node_metric_value",
                                        "The last value a prometheus check read for the node (its rule's input)",
                                        ["pool", "node", "check"], registry=r)
+        # Label children bound once (check, failure class): no label formatting per probe.
         self._durations: dict[str, Any] = {}
+        self._failures: dict[tuple[str, Any], Any] = {}
+        self._up: dict[tuple[str, str], Any] = {}
         self.probe_duration = Histogram("r53lb_probe_duration_seconds", "Duration of one check, every phase",
                                         ["check"], buckets=PROBE_BUCKETS, registry=r)
         self.probe_failures = Counter("r53lb_probe_failures_total", "Failed checks by reason class",
@@ -99,6 +102,12 @@ class Metrics:
         self.dynamodb_requests = Counter("r53lb_dynamodb_requests_total", "DynamoDB API requests by outcome",
                                          ["operation", "outcome"], registry=r)
         r = self.registry
+        self.probe_processes = Gauge("r53lb_probe_processes",
+                                     "Processes probing: 1, or this one and its probe workers (defaults.probe_workers)",
+                                     registry=r)
+        self.probe_worker_restarts = Counter("r53lb_probe_worker_restarts_total",
+                                             "Probe worker processes that died or stalled and were restarted "
+                                             "(their probes run again in the main process)", registry=r)
         self.config_reloads = Counter("r53lb_config_reloads_total", "SIGHUP reloads by outcome",
                                       ["outcome"], registry=r)
 
@@ -110,7 +119,18 @@ class Metrics:
             child = self._durations[r.check] = self.probe_duration.labels(r.check)
         child.observe(max(r.latency_ms, 0.0) / 1000.0)
         if r.status != "ok":
-            self.probe_failures.labels(r.check, reason_class(r)).inc()
+            key = (r.check, r.failure)
+            failed = self._failures.get(key)
+            if failed is None:
+                failed = self._failures[key] = self.probe_failures.labels(r.check, reason_class(r))
+            failed.inc()
+
+    def set_node_up(self, key: tuple[str, str], up: bool) -> None:
+        """r53lb_node_up after every probe, through a child bound once per node."""
+        child = self._up.get(key)
+        if child is None:
+            child = self._up[key] = self.node_up.labels(*key)
+        child.set(1 if up else 0)
 
     def observe_signals(self, key: tuple[str, str], signals: NodeSignals | None) -> None:
         """The node's agent share (the lowest of its agents) and each metric rule's value."""
@@ -132,6 +152,7 @@ class Metrics:
     def forget_nodes(self, keep: Iterable[tuple[str, str]], keep_pools: Iterable[str]) -> None:
         """Drop the series of nodes and pools no longer in the config (after a reload)."""
         keep, keep_pools = set(keep), set(keep_pools)
+        self._up = {k: c for k, c in self._up.items() if k in keep}
         for gauge in (self.node_up, self.node_weight, self.node_desired_weight, self.node_listed,
                       self.node_warmup_share, self.node_agent_share, self.node_metric_value,
                       self.node_votes_down):

@@ -134,21 +134,36 @@ class ProbeResult:
 
 
 class PhaseClock:
-    """Milliseconds per protocol phase; a phase entered twice (like tls) adds up."""
+    """Milliseconds per protocol phase; a phase entered twice (like tls) adds up.
+
+    `finish()` ends the measured dialogue: what follows (an SMTP probe reading to the server's
+    EOF after its 221) is manners, not latency, and no later `stop()` counts it.
+    """
 
     def __init__(self, phase: str = "connect") -> None:
         self.started = self.mark = time.perf_counter()
         self.phase = phase
         self.phases: dict[str, float] = {}
+        self.finished = False
 
     def enter(self, phase: str) -> None:
         self.stop()
         self.phase = phase
 
     def stop(self) -> None:
+        if self.finished:
+            return
         now = time.perf_counter()
         self.phases[self.phase] = self.phases.get(self.phase, 0.0) + (now - self.mark) * 1000
         self.mark = now
+
+    def finish(self) -> None:
+        self.stop()
+        self.finished = True
+
+    def elapsed_ms(self) -> float:
+        """The dialogue's duration: up to `finish()` once called, else up to now."""
+        return ((self.mark if self.finished else time.perf_counter()) - self.started) * 1000
 
 
 def trim(text: str, limit: int = 160) -> str:

@@ -3,7 +3,8 @@
 The dialogue: connect (then the TLS handshake with `tls: true`), wait for the final line
 of the greeting, EHLO (HELO after a 5xx), STARTTLS when asked (then the handshake and a
 second EHLO), with `envelope` MAIL FROM and RCPT TO then RSET (never DATA), QUIT and wait
-for 221, then read to the server's EOF before closing.
+for 221, then read to the server's EOF before closing. The latency (and the phase timings)
+end with the 221: the wait for the server's close is manners, not part of the verdict.
 
 The close is the server's: after the 221 the probe sends nothing more, not even a TLS
 close_notify, and closes its socket only once the server has closed its own. A client
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import time
 from datetime import datetime, timezone
 
 from aiosmtplib.errors import SMTPException, SMTPResponseException
@@ -332,56 +332,61 @@ class _Dialogue(PhaseClock):
 async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
     d = _Dialogue(target, spec, timeout)
     status, detail, reply, failure = "ok", "", None, None
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ran, note = False, None
     try:
         try:
-            async with asyncio.timeout_at(deadline):
+            # One timer for the whole probe: the dialogue, QUIT and the polite close share it.
+            async with asyncio.timeout_at(deadline) as within:
                 await d.run()
+                ran = True
+                note = await d.quit()
+                d.finish()  # the dialogue ends with the 221: reading to the server's EOF is not measured
+                if note is None and d.proto is not None and not d.proto.closed.done():
+                    # Read to the server's EOF (what it still sends is discarded), at most CLOSE_GRACE.
+                    within.reschedule(min(deadline, loop.time() + CLOSE_GRACE))
+                    await d.proto.closed
         except _Fail as f:
             status, detail, reply, failure = "fail", f.detail, f.reply, f.failure
             reached = d.phase
             if f.usable:
                 # Polite even after a refusal: QUIT, briefly, within what is left of the deadline.
-                left = deadline - asyncio.get_running_loop().time()
+                left = deadline - loop.time()
                 if left > 0:
                     try:
                         async with asyncio.timeout(min(left, QUIT_GRACE)):
                             if await d.quit() is None:
-                                await d.wait_closed(deadline - asyncio.get_running_loop().time())
+                                d.finish()  # the close below is manners, not latency
+                                await d.wait_closed(deadline - loop.time())
                     except TimeoutError:
                         pass
             d.stop()
             d.phase = reached
         except TimeoutError:
-            status, failure = "fail", Failure.TIMEOUT
-            got = d.proto.received if d.proto else 0
-            within = fmt_duration(timeout)
-            if d.phase == "greeting":
-                detail = f"no greeting within {within}" + (f" ({got} byte{'s' if got > 1 else ''}, no complete reply)" if got else "")
-            elif d.phase == "connect":
-                detail = f"connect to port {spec.port}: no answer within {within}"
-            elif d.phase == "tls":
-                detail = f"tls: no handshake within {within}"
+            if ran:  # after the dialogue passed: QUIT went unanswered, or the close took its grace
+                if not d.finished:
+                    note = f"QUIT: no reply within {fmt_duration(timeout)}"
+                    d.finish()
             else:
-                detail = f"{d.phase_label()}: no reply within {within}"
-            d.stop()
+                status, failure = "fail", Failure.TIMEOUT
+                got = d.proto.received if d.proto else 0
+                within_s = fmt_duration(timeout)
+                if d.phase == "greeting":
+                    detail = f"no greeting within {within_s}" + (f" ({got} byte{'s' if got > 1 else ''}, no complete reply)" if got else "")
+                elif d.phase == "connect":
+                    detail = f"connect to port {spec.port}: no answer within {within_s}"
+                elif d.phase == "tls":
+                    detail = f"tls: no handshake within {within_s}"
+                else:
+                    detail = f"{d.phase_label()}: no reply within {within_s}"
+                d.stop()
         except Exception as e:  # a probe never raises: an unforeseen error is a failure too
             status, detail, failure = "fail", f"{d.phase_label()}: {type(e).__name__}: {trim(str(e), 120)}", _failure(e)
             d.stop()
-        else:
-            left = deadline - asyncio.get_running_loop().time()
-            note: str | None
-            try:
-                async with asyncio.timeout(max(left, 0)):
-                    note = await d.quit()
-            except TimeoutError:
-                note = f"QUIT: no reply within {fmt_duration(timeout)}"
-            if note is None:
-                left = deadline - asyncio.get_running_loop().time()
-                await d.wait_closed(min(max(left, 0), CLOSE_GRACE))
-            d.stop()
-            ms = (time.perf_counter() - d.started) * 1000
-            parts = [f"smtp ok in {ms:.0f} ms"] + d.extras
+        if status == "ok":
+            d.finish()
+            parts = [f"smtp ok in {d.elapsed_ms():.0f} ms"] + d.extras
             if d.not_after is not None:
                 days = (d.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
                 parts.append(f"certificate valid {int(days)} more days")
@@ -390,7 +395,7 @@ async def probe(target: Target, spec: SmtpCheck, timeout: float) -> ProbeResult:
             detail = ", ".join(parts)
     finally:
         d.close()
-    ms = (time.perf_counter() - d.started) * 1000
+    ms = d.elapsed_ms()
     shown = d.greeting if status == "ok" else (reply or d.last)
     return ProbeResult(
         pool=target.pool,
