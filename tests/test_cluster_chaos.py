@@ -30,6 +30,7 @@ the API every 200 ms. Checked:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -482,6 +483,19 @@ def test_chaos_the_cluster_keeps_its_promises(world: World) -> None:
     print("\n".join(w.events[-1:]))
     for a in stale:
         print(f"  {a.at - w.started:.2f}s {a.fence.label if a.fence else '?'} while the lease was {a.lease}")
+    # The history: every weight it tells was written by an applied batch of that replica and epoch.
+    hist = w.cli("history", "--json", "--limit", "1000")
+    if hist.returncode != 0:
+        bad.append(f"r53lb history: exit {hist.returncode}: {hist.stderr.strip()}")
+    else:
+        writers = {(a.fence.replica, a.fence.epoch) for a in w.applied if a.fence}
+        told = [e for e in json.loads(hist.stdout)["events"] if e["kind"] == "weight"]
+        for e in told:
+            if (e.get("replica"), e.get("epoch")) not in writers:
+                bad.append(f"history tells {e.get('pool')}/{e.get('node')} -> {e.get('to')} by {e.get('replica')} epoch "
+                           f"{e.get('epoch')}, which wrote no batch Route 53 applied")
+        if not told and w.applied:
+            bad.append("history tells no weight change")
     if converged_in is None:
         bad.append(f"not converged {CONVERGE:g}s after the faults stopped: Route 53 {got}, expected {want}")
     assert not bad, (f"chaos seed {w.seed} (replay: R53LB_CHAOS_SEED={w.seed}): " + "\n".join(bad[:20])
