@@ -91,6 +91,7 @@ class OpDrain:
     node: str
     asked: float  # the drain command started
     enabled: float | None = None  # the enable command started
+    enabled_done: float | None = None  # the enable command ended (it is in the table by then)
     ok: bool = False
 
 
@@ -154,9 +155,10 @@ class World:
                 for pool, (zone, record, _) in POOLS.items()}
 
     def operator_drained(self, pool: str, node: str, at: float) -> bool:
-        """Asked to be drained by hand at `at` (the drain command started, its enable did not)."""
-        return any(d.pool == pool and d.node == node and d.asked <= at and (d.enabled is None or d.enabled > at)
-                   for d in self.drains)
+        """Maybe drained by hand at `at`: the drain command had started and its enable had not
+        ended (a leader may still apply the drain until the enable is in the table)."""
+        return any(d.pool == pool and d.node == node and d.asked <= at
+                   and (d.enabled_done is None or d.enabled_done > at) for d in self.drains)
 
 
 def _lease_item(server: Any) -> tuple[str, int] | None:
@@ -267,8 +269,10 @@ def run_schedule(w: World, rng: random.Random, seconds: float) -> None:
 
     def node_cli(args: tuple[str, ...], d: OpDrain | None) -> None:
         p = w.cli(*args)
-        if d is not None:
+        if d is not None and args[0] == "drain":
             d.ok = p.returncode == 0
+        elif d is not None:
+            d.enabled_done = time.monotonic()
         w.say(f"{' '.join(args)}: exit {p.returncode} {(p.stderr or p.stdout).strip()[:160]}")
 
     def background(args: tuple[str, ...], d: OpDrain | None = None) -> None:
@@ -339,7 +343,7 @@ def run_schedule(w: World, rng: random.Random, seconds: float) -> None:
             if mine and (rng.random() < 0.6 or len(open_) >= 2):
                 d = mine[0]
                 d.enabled = time.monotonic()
-                background(("enable", f"{pool}/{d.node}"))
+                background(("enable", f"{pool}/{d.node}"), d)
             elif not mine:
                 d = OpDrain(pool, rng.choice(nodes), time.monotonic())
                 w.drains.append(d)
@@ -369,10 +373,9 @@ def sampler(w: World, stop: threading.Event) -> None:
 
 def expected(w: World) -> dict[str, dict[str, int]]:
     """What Route 53 should hold once everything settled, from the schedule."""
-    now = time.monotonic()
     out: dict[str, dict[str, int]] = {}
     for pool, (_, _, nodes) in POOLS.items():
-        drained = {n for n in nodes if w.operator_drained(pool, n, now)}
+        drained = {d.node for d in w.drains if d.pool == pool and d.ok and d.enabled is None}
         live = [n for n in nodes if n not in w.dead and n not in drained]
         fail_open = not live and len(drained) < len(nodes)
         out[pool] = {n: 0 if n in drained else WEIGHT if n not in w.dead or fail_open else 0 for n in nodes}
