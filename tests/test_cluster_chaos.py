@@ -23,9 +23,13 @@ the API every 200 ms. Checked:
   names the next epoch is allowed by the docs (planned before the hand-over, no write since)
   and is counted and printed;
 - operator drains are never lost: once a drained node is at 0 it stays at 0 until its enable;
-- convergence: once the faults stop, within a bound every live node carries its weight, every
+- convergence: once the faults stop, within 60 s every live node carries its weight, every
   dead one 0 (or, when every node of the pool the operator left in is dead, the base weight:
-  fail open) and every drained node 0.
+  fail open) and every drained node 0. When the whole fleet is dead the leader holds instead
+  (nothing written), and a leader whose hold waits only for nodes dead for good holds for good
+  (the documented rule: a hold ends when most of its sample answers); then, with the whole
+  fleet back, every hold clears and Route 53 converges again;
+- the history: every weight event names a replica and epoch that wrote an applied batch.
 """
 
 from __future__ import annotations
