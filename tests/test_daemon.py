@@ -432,3 +432,23 @@ def test_probe_workers_probe_their_shards_and_a_killed_worker_is_restarted_witho
     assert f"probe worker 1 (pid {workers[0]}) died (signal 9)" in log or \
         f"probe worker 2 (pid {workers[0]}) died (signal 9)" in log, log
     assert "probing on 3 processes" in log and "Traceback" not in log
+
+
+def test_sigterm_while_a_scheduled_job_probes_is_a_quiet_stop(fleet: Fleet) -> None:
+    # Every node hangs: a hold, and its re-check (a scheduled job, every interval) spends each
+    # probe's whole timeout (3 s here), so a SIGTERM 2 s after a re-check ended finds the next one
+    # in flight. The scheduler cancels it on the way out: that is a stop, not an error with a
+    # traceback in the log.
+    fleet.doc["defaults"]["timeout"] = "3s"
+    fleet.write_config()
+    d = fleet.start()
+    fleet.settled(d)
+    for s in fleet.smtp.values():
+        s.set_mode("hang")
+    wait_until("the hold", lambda: d.sample("r53lb_hold") == 1, timeout=30)
+    seen = d.log().count("hold stays")
+    wait_until("a re-check of the hold", lambda: d.log().count("hold stays") > seen, timeout=15)
+    time.sleep(2.0)
+    assert d.stop() == 0
+    log = d.log()
+    assert "Traceback" not in log and "raised an exception" not in log, log

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -99,6 +100,20 @@ class _Hold:
     source: str  # "sweep" | "canary"
     reason: str
     sample: tuple[NodeKey, ...] = ()  # the nodes whose failure started it
+
+
+def _scheduled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A job of the scheduler: the scheduler cancels the ones still running when `run` stops,
+    and would log that cancel as an error with its traceback. On the way out it is a stop."""
+    @functools.wraps(fn)
+    async def job(self: Daemon, *args: Any) -> Any:
+        try:
+            return await fn(self, *args)
+        except asyncio.CancelledError:
+            if self._stopping:
+                return None
+            raise
+    return job
 
 
 class Daemon:
@@ -398,6 +413,7 @@ class Daemon:
             self.scheduler.add_job(self._watchdog, "interval", seconds=watchdog / 2, id="watchdog",
                                    replace_existing=True, next_run_time=datetime.now(timezone.utc))
 
+    @_scheduled
     async def _watchdog(self) -> None:
         late = self._late_node()
         if late is None:
@@ -405,10 +421,12 @@ class Daemon:
         else:
             log.error("watchdog not fed: %s", late)
 
+    @_scheduled
     async def _resync(self, zone: str) -> None:
         # A coroutine on purpose: APScheduler runs a plain function in a worker thread.
         self.request_reconcile(zone)
 
+    @_scheduled
     async def _snapshot(self) -> None:
         if self._ctl is not None and not self._stopping:
             try:
@@ -519,6 +537,7 @@ class Daemon:
             return None
         return _Hold("sweep", reason, (key,) + tuple((p.name, n.id) for p, n in sample))
 
+    @_scheduled
     async def _recheck_hold(self) -> None:
         """A hold ends when the check that started it passes again: every canary answers and most
         of the sampled nodes do (not merely the first node that answers, so a network that comes
@@ -544,6 +563,7 @@ class Daemon:
             return
         log.info("hold stays: %s still fail", ", ".join(failing))
 
+    @_scheduled
     async def _probe_canaries(self) -> None:
         if self._stopping or self._ctl is None:
             return
