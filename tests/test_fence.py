@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from moto_fixtures.spec import build, change, record_sets, weights
 from r53lb.aws.route53 import Route53, Route53Error
 from r53lb.config import Config, loads
-from r53lb.core.fence import MAX_STRING, Fence, FenceError, aged, carry, fence_name, young
+from r53lb.core.fence import MAX_STRING, Fence, FenceError, aged, carry, fence_name, first, fit, young
 from r53lb.core.health import NodeHealth
 from r53lb.engine.cycle import Controller
 from r53lb.state.sqlite import StateStore
@@ -103,7 +103,21 @@ def test_the_value_reads_back_and_keeps_to_route53s_txt_strings() -> None:
                             max_size=5))
 def test_any_fence_reads_back(epoch: int, seq: int, replica: str, ages: dict[str, list[int]]) -> None:
     f = Fence(epoch, seq, replica, "0a1b2c3d", {p: tuple(a) for p, a in ages.items() if a})
-    assert Fence.parse(f.values()) == f
+    values = f.values()
+    assert all(len(v) - 2 <= MAX_STRING for v in values)
+    # A name whose escaped form would not fit a TXT string is named by its digest (`fit`).
+    assert Fence.parse(values) == Fence(epoch, seq, fit(replica), "0a1b2c3d",
+                                        {fit(p): tuple(a) for p, a in ages.items() if a})
+
+
+def test_a_long_pool_name_keeps_its_drain_budget() -> None:
+    pool = "пул-" * 40  # a valid pool name whose escaped form is far past 255 characters
+    written = first(0, "ctl", "t", carry({}, {pool: 1}, {pool: 60.0}, {pool: 1}))
+    values = written.values()
+    assert all(len(v) - 2 <= MAX_STRING for v in values)
+    read = Fence.parse(values)
+    assert young(aged(read, 1.0).get(fit(pool), []), 60) == 1  # the budget is spent, not reset
+    assert carry(aged(read, 1.0), {}, {pool: 60.0}, {pool: 1}) == {pool: [1000]}
 
 
 @pytest.mark.parametrize("values, message", [

@@ -17,12 +17,13 @@ leader or a clock step can neither reset it nor block it for longer than one int
 
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["FENCE_LABEL", "FENCE_TTL", "Fence", "FenceError", "aged", "carry", "fence_name", "first", "young"]
+__all__ = ["FENCE_LABEL", "FENCE_TTL", "Fence", "FenceError", "aged", "carry", "fence_name", "first", "fit", "young"]
 
 FENCE_LABEL = "_r53lb"
 FENCE_TTL = 60
@@ -47,6 +48,17 @@ def _q(text: str) -> str:
     return urllib.parse.quote(text, safe=_SAFE)
 
 
+MAX_NAME = 100  # escaped characters of a pool or replica name in a fence string
+
+
+def fit(name: str) -> str:
+    """How the fence names a pool or replica: the name itself, or `#` and a digest when its escaped
+    form would not leave room in a 255-character TXT string (a long or non-ASCII name)."""
+    if len(_q(name)) <= MAX_NAME:
+        return name
+    return "#" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Fence:
     """One version of a zone's fence."""
@@ -63,21 +75,20 @@ class Fence:
 
     def values(self) -> list[str]:
         """The record set's TXT values, each one quoted string of at most 255 characters."""
-        out = [f'"{_HEAD} v={VERSION} epoch={self.epoch} seq={self.seq} replica={_q(self.replica)} id={self.token}"']
+        out = [f'"{_HEAD} v={VERSION} epoch={self.epoch} seq={self.seq} replica={_q(fit(self.replica))} id={self.token}"']
         for pool in sorted(self.drains):
             ages = [str(a) for a in self.drains[pool]]
             if not ages:
                 continue
-            prefix_len = len(f"{_DRAINS} pool={_q(pool)} part=000 ms=")
-            if prefix_len + 12 > MAX_STRING:
-                raise FenceError(f"pool name {pool!r} is too long for the fence's TXT strings")
+            name = _q(fit(pool))
+            prefix_len = len(f"{_DRAINS} pool={name} part=000 ms=")
             part, chunk = 0, []
             for a in ages:
                 if chunk and prefix_len + len(",".join([*chunk, a])) > MAX_STRING:
-                    out.append(f'"{_DRAINS} pool={_q(pool)} part={part} ms={",".join(chunk)}"')
+                    out.append(f'"{_DRAINS} pool={name} part={part} ms={",".join(chunk)}"')
                     part, chunk = part + 1, []
                 chunk.append(a)
-            out.append(f'"{_DRAINS} pool={_q(pool)} part={part} ms={",".join(chunk)}"')
+            out.append(f'"{_DRAINS} pool={name} part={part} ms={",".join(chunk)}"')
         return out
 
     @classmethod
@@ -152,7 +163,7 @@ def carry(ages: Mapping[str, Sequence[float]], new: Mapping[str, int], windows: 
     """
     out: dict[str, list[int]] = {}
     for pool, window in windows.items():
-        keep = [0.0] * new.get(pool, 0) + sorted(a for a in ages.get(pool, ()) if a < window)
+        keep = [0.0] * new.get(pool, 0) + sorted(a for a in ages.get(fit(pool), ()) if a < window)
         keep = keep[: max(1, caps.get(pool, 1))]
         if keep:
             out[pool] = [int(a * 1000) for a in keep]

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ..config import CHECK_KINDS, Config, Node, Pool, default_helo
-from ..core.fence import FENCE_TTL, Fence, FenceError, aged, carry, fence_name, first, young
+from ..core.fence import FENCE_TTL, Fence, FenceError, aged, carry, fence_name, first, fit, young
 from ..core.health import NodeHealth, Transition, first_sight, observe
 from ..core.planner import Change, NodeFacts, Plan, held_after_state_loss, plan_pool, vantage_hold
 from ..core.records import RecordKey, RecordSet
@@ -445,7 +445,7 @@ class Controller:
         seen = self.fences.get(self.zone_id(pool))
         if seen is None:
             return pool.max_drain()
-        ages = aged(seen.fence, self.monotonic() - seen.seen_at).get(pool.name, [])
+        ages = aged(seen.fence, self.monotonic() - seen.seen_at).get(fit(pool.name), [])
         return max(0, pool.max_drain() - young(ages, pool.tuning.interval))
 
     def plan(self, records: dict[str, dict[RecordKey, RecordSet]], now: datetime,
