@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,8 @@ from r53lb.core.dane import evaluate
 from r53lb.engine.web import render
 from r53lb.probes.base import Target
 from r53lb.probes.smtp import probe
+
+from programs import require
 
 from .fleet import HELO, Zone
 from .servers import Postfix, wait_for, world_readable_dir
@@ -117,9 +118,7 @@ def _openssl(pf: Postfix, rrdata: str, domain: str = RECORD) -> bool:
     `-dane_ee_no_namechecks` is what an SMTP DANE client sets (Postfix does): RFC 7672
     section 3.1.1, DANE-EE checks no name.
     """
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
+    openssl = require("openssl")
     p = subprocess.run(
         [openssl, "s_client", "-brief", "-starttls", "smtp", "-name", "probe.dane.test",
          "-connect", f"{pf.host}:{pf.ports['smtp']}", "-dane_tlsa_domain", domain,
