@@ -236,7 +236,14 @@ def apply_and_wait(ctl: "Controller", pool: "Pool", node: "Node", *, drained: bo
 
 
 def _disagreement(verdicts: Sequence[Verdict], node: str, drained: bool) -> str | None:
-    """Why DNS does not serve the node as wanted yet (None: it does, on every server)."""
+    """Why DNS does not serve the node as wanted yet (None: it does, on every server).
+
+    A server seen handing out a drained node is named first: another one's queries cut short
+    by the deadline say less than that.
+    """
+    for v in verdicts:
+        if drained and v.count(node):
+            return f"{v.server} still hands out {node} ({v.count(node)} of {v.samples} answers)"
     for v in verdicts:
         if v.silent:
             return f"{v.server} {v.problems[0]}"
