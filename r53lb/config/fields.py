@@ -9,7 +9,7 @@ import re
 import reprlib
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, AfterValidator, BeforeValidator, ConfigDict
 
 from ..errors import R53lbError
 
@@ -126,6 +126,17 @@ _HOSTNAME = re.compile(
 )
 # RFC 5321's Domain for EHLO: letters, digits and hyphens only, no trailing dot.
 _EHLO_DOMAIN = re.compile(r"(?=.{1,253}\Z)(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def dns_name(v: str) -> str:
+    """A DNS name as a config key holds it: lowercase, no trailing dot."""
+    v = v.rstrip(".").lower()
+    if not _HOSTNAME.match(v):
+        raise ValueError(f"{show(v)} is not a DNS name")
+    return v
+
+
+DnsName = Annotated[str, AfterValidator(dns_name)]
 
 
 def is_ip(value: str) -> bool:

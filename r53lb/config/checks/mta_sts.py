@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..fields import Duration, _HOSTNAME, _Model, show
+from ..fields import DnsName, Duration, _Model
 
 
 class MtaSts(_Model):
     """`mta_sts` on a pool: the domain's MTA-STS policy (RFC 8461) against the pool's record and nodes."""
 
-    domain: str = Field(min_length=1)
+    domain: DnsName = Field(min_length=1)
     nameservers: list[str] = Field(default_factory=list)  # for the `_mta-sts` TXT; default: the system resolver
     # Where to fetch the policy instead of mta-sts.<domain>:443 (host:port; the TLS name stays mta-sts.<domain>).
     policy_address: str | None = None
@@ -21,10 +21,3 @@ class MtaSts(_Model):
     interval: Duration = 3600.0  # how often the TXT id and each node's certificate are checked
     timeout: Duration | None = None
 
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str) -> str:
-        v = v.rstrip(".").lower()
-        if not _HOSTNAME.match(v):
-            raise ValueError(f"{show(v)} is not a DNS name")
-        return v

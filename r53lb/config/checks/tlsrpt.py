@@ -5,28 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field
 
-from ..fields import Duration, _HOSTNAME, _Model, _percent, show
+from ..fields import DnsName, Duration, _Model, _percent
 
 
 class TlsRpt(_Model):
     """`tlsrpt` on a pool: senders' TLS-RPT reports (RFC 8460) in a directory, failures judged per node."""
 
     directory: Path
-    domain: str | None = None  # the policy-domain the reports are about; default: every policy in them
+    domain: DnsName | None = None  # the policy-domain the reports are about; default: every policy in them
     window: Duration = 7 * 86400.0  # reports whose date range ends within this long ago
     threshold: Annotated[float, BeforeValidator(_percent)] = 0.05  # a node's failure share above this ...
     min_count: int = Field(10, ge=1)  # ... with at least this many failed sessions
     action: Literal["out", "alert"] = "out"  # alert: the node stays in, an alert says why
     interval: Duration = 300.0  # how often the directory is read
 
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        v = v.rstrip(".").lower()
-        if not _HOSTNAME.match(v):
-            raise ValueError(f"{show(v)} is not a DNS name")
-        return v
