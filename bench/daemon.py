@@ -214,21 +214,28 @@ def running(p: Profile, block: int = 120, extra_defaults: dict[str, Any] | None 
 def measure(p: Profile, block: int = 120) -> Row:
     with running(p, block) as (proc, url, port):
         pids = [proc.pid, *children(proc.pid)]  # the probe workers, when r53lb started some
-        made0, cpu0 = _probes(url), tree_cpu(pids)
+        made0, cpu0, t0 = *_sample(url, pids), time.monotonic()
         time.sleep(p.window)
-        made1, cpu1 = _probes(url), tree_cpu(pids)
+        made1, cpu1, t1 = *_sample(url, pids), time.monotonic()
         rss = sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
         stop_process(proc, 30)  # the floor runs alone
         floor = _floor_run(p, block, port)
-    asked = int(p.nodes * p.window / p.interval)
-    shares = tuple((b - a) / p.window for a, b in zip(cpu0, cpu1))
-    row = Row(p.label, p.nodes, p.interval, p.window, asked, made1 - made0, sum(cpu1) - sum(cpu0), rss,
+    # The window as measured between the two samples (a scrape of thousands of series takes a while).
+    window = t1 - t0
+    asked = int(p.nodes * window / p.interval)
+    shares = tuple((b - a) / window for a, b in zip(cpu0, cpu1))
+    row = Row(p.label, p.nodes, p.interval, window, asked, made1 - made0, sum(cpu1) - sum(cpu0), rss,
               floor["made"], floor["cpu_s"], len(pids), shares)
     print(f"  daemon {p.label}: {row.made}/{row.asked} probes ({row.on_schedule:.1%}), "
           f"{row.cpu_per_probe_us:.0f} µs CPU/probe vs floor {row.floor_per_probe_us:.0f} µs ({row.vs_floor:.2f}×), "
           f"{row.core_share:.0%} of a core on {row.processes} process(es) "
           f"({', '.join(f'{x:.0%}' for x in shares)}), RSS {row.rss_mb:.0f} MB; floor made {row.floor_made}", flush=True)
     return row
+
+
+def _sample(url: str, pids: list[int]) -> tuple[int, list[float]]:
+    """The probes made (a scrape of the counters) and the CPU seconds spent, read one after the other."""
+    return _probes(url), tree_cpu(pids)
 
 
 def _safe_probes(url: str) -> int:

@@ -32,6 +32,14 @@ def first_sight(carrying_weight: bool, now: datetime) -> NodeHealth:
     return NodeHealth(up=carrying_weight, since=now, reason="first sight: adopted from Route 53")
 
 
+def steady(h: NodeHealth, ok: bool, reason: str, rise: int, fall: int) -> bool:
+    """Would this result leave the state as it is? (Counters at their cap, same state, same reason.)"""
+    cap = max(rise, fall)
+    if ok:
+        return h.up and h.failures == 0 and h.successes >= cap and h.reason == reason
+    return not h.up and h.successes == 0 and h.failures >= cap and h.reason == reason
+
+
 def observe(
     h: NodeHealth, ok: bool, reason: str, now: datetime, rise: int, fall: int
 ) -> tuple[NodeHealth, Transition | None]:
@@ -39,15 +47,13 @@ def observe(
     # Counters only matter up to rise/fall: capped, a steady node's state stops changing, so
     # nothing needs writing for it.
     cap = max(rise, fall)
+    if steady(h, ok, reason, rise, fall):
+        return h, None  # the same state as before
     if ok:
-        if h.up and h.failures == 0 and h.successes >= cap and h.reason == reason:
-            return h, None  # steady: the same state as before
         h = replace(h, successes=min(h.successes + 1, cap), failures=0, reason=reason)
         if not h.up and h.successes >= rise:
             return replace(h, up=True, since=now, recovered_at=now), Transition(True, reason)
         return h, None
-    if not h.up and h.successes == 0 and h.failures >= cap and h.reason == reason:
-        return h, None  # steady down: the same state as before
     h = replace(h, failures=min(h.failures + 1, cap), successes=0, reason=reason)
     if h.up and h.failures >= fall:
         return replace(h, up=False, since=now), Transition(False, reason)

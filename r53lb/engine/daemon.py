@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError, Node, Pool, load
+from ..core.health import steady
 from ..core.planner import Change, Plan
 from ..core.records import RecordKey, RecordSet
 from ..core.weights import warmup_share
@@ -100,6 +101,16 @@ class _Hold:
     source: str  # "sweep" | "canary"
     reason: str
     sample: tuple[NodeKey, ...] = ()  # the nodes whose failure started it
+
+
+@dataclass(frozen=True)
+class _NodePlan:
+    """What every probe of one node needs besides the probe, worked out once per node loop."""
+
+    key: NodeKey
+    jobs: list[Job]
+    signals_every: float | None  # the shortest interval of its signal checks; None: it has none
+    dane: bool  # its pool has `dane` (its TLSA sets are refreshed after its probes)
 
 
 def _scheduled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -444,6 +455,8 @@ class Daemon:
         """Probe one node for as long as it is configured: nothing but a reload or a stop ends this."""
         key = (pool.name, node.id)
         jobs = self.ctl.jobs(pool, node)
+        # What a probe of this node needs besides the probe, worked out once per config, not per probe.
+        plan = _NodePlan(key, jobs, self._signals_every(pool, node), self.ctl.dane.refresh_of(pool) is not None)
         # No deadline of its own here: every await below is a probe (or a vantage re-probe, a
         # signal check) run by probes.runner.run_one under its check's deadline plus a backstop.
         loop = asyncio.get_running_loop()
@@ -454,7 +467,7 @@ class Daemon:
             started = loop.time()
             delay = pool.tuning.interval
             try:
-                await self._probe_node(pool, node, key, jobs, generation)
+                await self._probe_node(pool, node, plan, generation)
                 delay = self._next_delay(pool, key)
             except asyncio.CancelledError:
                 raise
@@ -467,8 +480,9 @@ class Daemon:
 
     # --- probing --------------------------------------------------------------------------
 
-    async def _probe_node(self, pool: Pool, node: Node, key: NodeKey, jobs: list[Any], generation: int) -> None:
+    async def _probe_node(self, pool: Pool, node: Node, plan: _NodePlan, generation: int) -> None:
         assert self._sem is not None
+        key, jobs = plan.key, plan.jobs
         async with self._sem:
             if node.id in self._blind:
                 results = [ProbeResult(pool.name, node.id, j.check.kind, "fail", 0.0,
@@ -483,9 +497,11 @@ class Daemon:
         if generation != self.generation or self._stopping:
             return  # a reload replaced this node's loop while it was being probed
         if self.zones[pool.zone].ready:
-            await self.ctl.dane.refresh(self.ctl, [pool])  # at most one small read per `refresh`
+            if plan.dane:
+                await self.ctl.dane.refresh(self.ctl, [pool])  # at most one small read per `refresh`
             await self._decide(pool, key, results)
-        await self._signals(pool, node, key)
+        if plan.signals_every is not None:
+            await self._signals(pool, node, key, plan.signals_every)
         self._progress(key, pool)
 
     def _run_job(self, job: Job, key: NodeKey) -> Any:
@@ -501,6 +517,12 @@ class Daemon:
         h = ctl.health.get(key)
         if h is None:
             return
+        if ok and len(results) == 1 and not results[0].tls_chain:
+            # The usual probe of a healthy node: when folding it would change nothing, skip the fold.
+            r = results[0]
+            if r.check in LIVENESS and steady(h, True, f"{r.check} ok", pool.tuning.rise, pool.tuning.fall):
+                self.metrics.set_node_up(key, True)
+                return
         if not ok and h.up and h.failures + 1 >= pool.tuning.fall:
             # This result would take the node down: first make sure it is not our own network.
             if not self.holds:
@@ -576,23 +598,25 @@ class Daemon:
         elif "canary" in self.holds:
             self._clear_hold("canary", "every vantage canary answers again")
 
-    async def _signals(self, pool: Pool, node: Node, key: NodeKey) -> None:
-        """Signal checks (dnsbl, agent, prometheus) run at their own intervals; a change asks for a reconcile."""
-        checks = signals.signal_checks(pool, node)
+    def _signals_every(self, pool: Pool, node: Node) -> float | None:
+        """The shortest interval of the node's signal checks, or None when it has none."""
+        every = [i for _, _, i in signals.signal_checks(pool, node)]
         if pool.mta_sts is not None:  # the pool's MTA-STS policy and this node's certificate, at its interval
-            checks = [*checks, ("mta-sts", None, pool.mta_sts.interval)]
+            every.append(pool.mta_sts.interval)
         if node.warmup is not None and node.warmup.require is not None:  # FCrDNS and SPF, slowly
-            checks = [*checks, ("sending", None, node.warmup.require.interval)]
+            every.append(node.warmup.require.interval)
         if pool.tlsrpt is not None:  # the reports' directory, at its interval
-            checks = [*checks, ("tlsrpt", None, pool.tlsrpt.interval)]
-        if not checks:
-            return
+            every.append(pool.tlsrpt.interval)
+        return min(every) if every else None
+
+    async def _signals(self, pool: Pool, node: Node, key: NodeKey, every: float) -> None:
+        """Signal checks (dnsbl, agent, prometheus, ...) run at their own intervals; a change asks for a reconcile."""
         now = time.monotonic()
         if self._signals_due.get(key, 0.0) > now:
             return
         # The engine decides which checks are due (from their stored times); this only spares
         # it a look at the state store after every probe of a node whose signals are not.
-        self._signals_due[key] = now + min(i for _, _, i in checks) * (1 - DUE_SLACK)
+        self._signals_due[key] = now + every * (1 - DUE_SLACK)
         changed = await self.ctl.refresh_verdicts([(pool, node)], self.clock())
         self.metrics.observe_signals(key, self.ctl.last_signals.get(key))
         if changed:

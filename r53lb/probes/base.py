@@ -168,6 +168,8 @@ class PhaseClock:
 
 def trim(text: str, limit: int = 160) -> str:
     """One printable line of at most `limit` characters, for reasons and logs."""
+    if len(text) <= limit and text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # the usual reply text: already one clean line (no copy per probe)
     line = " ".join(text.replace("\r", " ").replace("\n", " ").split())
     line = "".join(ch if ch.isprintable() else "?" for ch in line)
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import model_validator
@@ -43,7 +44,7 @@ class Check(_Model):
             raise ValueError(f"unknown check {show(kind)} (known: {', '.join(CHECK_KINDS)})")
         return {kind: {} if body is None else body}
 
-    @property
+    @functools.cached_property  # asked on every probe and every fold: worked out once
     def kind(self) -> str:
         return next(k for k in CHECK_KINDS if getattr(self, k) is not None)
 
