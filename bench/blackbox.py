@@ -57,6 +57,14 @@ class Result:
     r53lb_rss_mb: float
     floor_made: int
     floor_cpu_s: float
+    floor_uv_made: int = 0  # the same bare dialogue on uvloop, the loop r53lb runs on
+    floor_uv_cpu_s: float = 0.0
+    rounds: str = ""  # each round's CPU per probe, for the report
+    n_rounds: int = 1
+
+    @property
+    def floor_uv_us(self) -> float:
+        return self._us(self.floor_uv_cpu_s, self.floor_uv_made)
 
     @staticmethod
     def _us(cpu: float, made: int) -> float:
@@ -176,7 +184,8 @@ def _blackbox(n: int, block: int, farm_port: int, rate: float, window: float) ->
     return counts["ok"], cpu1 - cpu0, rss
 
 
-def run(nodes: int = 1000, rate: float = 500.0, window: float = 10.0, block: int = 121) -> Result | None:
+def run(nodes: int = 1000, rate: float = 500.0, window: float = 10.0, block: int = 121, rounds: int = 3) -> Result | None:
+    """Each side measured `rounds` times (windows of `window` seconds); the median round of each counts."""
     binary = available()
     if binary is None:
         print(f"  blackbox: {EXPORTER} is not installed (scripts/system-packages.txt): skipped", flush=True)
@@ -184,21 +193,44 @@ def run(nodes: int = 1000, rate: float = 500.0, window: float = 10.0, block: int
     raise_nofile(nodes + 4096)
     interval = nodes / rate
     p = Profile(f"{nodes:,} nodes every {interval:g} s", nodes, interval, window)
+    r53: list[tuple[int, float]] = []
     with running(p, block) as (proc, url, farm_port):
         pids = [proc.pid, *children(proc.pid)]
-        made0, cpu0 = _probes(url), sum(tree_cpu(pids))
-        time.sleep(window)
-        made1, cpu1 = _probes(url), sum(tree_cpu(pids))
+        made, cpu = _probes(url), sum(tree_cpu(pids))
+        for _ in range(rounds):
+            time.sleep(window)
+            made1, cpu1 = _probes(url), sum(tree_cpu(pids))
+            r53.append((made1 - made, cpu1 - cpu))
+            made, cpu = made1, cpu1
         rss = sum(rss_mb(pid) for pid in pids)
         stop_process(proc, 30)  # each side runs alone against the farm
-        bb_made, bb_cpu, bb_rss = _blackbox(nodes, block, farm_port, rate, window)
-        floor = _floor_run(p, block, farm_port)
-    res = Result(nodes, rate, window, _version(binary), bb_made, bb_cpu, bb_rss, made1 - made0, cpu1 - cpu0, rss,
-                 floor["made"], floor["cpu_s"])
+        bbs = [_blackbox(nodes, block, farm_port, rate, window) for _ in range(rounds)]
+        floors = [_floor_run(p, block, farm_port) for _ in range(rounds)]
+        floors_uv = [_floor_run(p, block, farm_port, "uvloop") for _ in range(rounds)]
+    r53_made, r53_cpu = _median(r53)
+    bb_made, bb_cpu = _median([(m, c) for m, c, _ in bbs])
+    floor_made, floor_cpu = _median([(f["made"], f["cpu_s"]) for f in floors])
+    floor_uv_made, floor_uv_cpu = _median([(f["made"], f["cpu_s"]) for f in floors_uv])
+    each = (f"r53lb {_each(r53)}; blackbox_exporter {_each([(m, c) for m, c, _ in bbs])}; "
+            f"floor {_each([(f['made'], f['cpu_s']) for f in floors])}; "
+            f"floor on uvloop {_each([(f['made'], f['cpu_s']) for f in floors_uv])}")
+    res = Result(nodes, rate, window, _version(binary), bb_made, bb_cpu, max(r for _, _, r in bbs),
+                 r53_made, r53_cpu, rss, floor_made, floor_cpu, floor_uv_made, floor_uv_cpu, each, rounds)
     print(f"  blackbox: r53lb {res.r53lb_us:.0f} µs/probe ({res.r53lb_made} probes, RSS {res.r53lb_rss_mb:.0f} MB), "
           f"blackbox_exporter {res.bb_us:.0f} µs/probe ({res.bb_made} probes, RSS {res.bb_rss_mb:.0f} MB), "
-          f"floor {res.floor_us:.0f} µs; r53lb ÷ blackbox {res.vs_blackbox:.2f}×", flush=True)
+          f"floor {res.floor_us:.0f} µs, on uvloop {res.floor_uv_us:.0f} µs; r53lb ÷ blackbox {res.vs_blackbox:.2f}× "
+          f"(rounds, µs/probe: {each})", flush=True)
     return res
+
+
+def _median(rounds: list[tuple[int, float]]) -> tuple[int, float]:
+    """The round whose CPU per probe is the median."""
+    ranked = sorted(rounds, key=lambda mc: mc[1] / max(mc[0], 1))
+    return ranked[len(ranked) // 2]
+
+
+def _each(rounds: list[tuple[int, float]]) -> str:
+    return "/".join(f"{c / max(m, 1) * 1e6:.0f}" for m, c in rounds)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ class Row:
     floor_cpu_s: float
     processes: int = 1  # r53lb's probing processes (the main one and its probe workers)
     shares: tuple[float, ...] = ()  # each process's share of a core in the window
+    floor_uv_made: int = 0  # the same floor on uvloop, the loop r53lb runs on
+    floor_uv_cpu_s: float = 0.0
 
     @property
     def both_cores(self) -> bool:
@@ -79,6 +81,14 @@ class Row:
     @property
     def vs_floor(self) -> float:
         return self.cpu_per_probe_us / self.floor_per_probe_us if self.floor_per_probe_us else float("inf")
+
+    @property
+    def floor_uv_per_probe_us(self) -> float:
+        return self.floor_uv_cpu_s / max(self.floor_uv_made, 1) * 1e6
+
+    @property
+    def vs_floor_uv(self) -> float:
+        return self.cpu_per_probe_us / self.floor_uv_per_probe_us if self.floor_uv_per_probe_us else float("inf")
 
     @property
     def core_share(self) -> float:
@@ -144,12 +154,18 @@ async def _floor(addrs: list[str], port: int, interval: float, window: float) ->
     return made
 
 
-def floor_worker(n: int, block: int, port: int, interval: float, window: float) -> None:
+def floor_worker(n: int, block: int, port: int, interval: float, window: float, loop: str = "asyncio") -> None:
     from bench.common import addresses
 
     raise_nofile(n + 4096)
     t0 = time.process_time()
-    made = asyncio.run(_floor(addresses(n, block), port, interval, window))
+    coro = _floor(addresses(n, block), port, interval, window)
+    if loop == "uvloop":
+        import uvloop
+
+        made = uvloop.run(coro)
+    else:
+        made = asyncio.run(coro)
     print(json.dumps({"made": made, "cpu_s": time.process_time() - t0}))
 
 
@@ -220,14 +236,16 @@ def measure(p: Profile, block: int = 120) -> Row:
         rss = sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
         stop_process(proc, 30)  # the floor runs alone
         floor = _floor_run(p, block, port)
+        floor_uv = _floor_run(p, block, port, "uvloop")
     # The window as measured between the two samples (a scrape of thousands of series takes a while).
     window = t1 - t0
     asked = int(p.nodes * window / p.interval)
     shares = tuple((b - a) / window for a, b in zip(cpu0, cpu1))
     row = Row(p.label, p.nodes, p.interval, window, asked, made1 - made0, sum(cpu1) - sum(cpu0), rss,
-              floor["made"], floor["cpu_s"], len(pids), shares)
+              floor["made"], floor["cpu_s"], len(pids), shares, floor_uv["made"], floor_uv["cpu_s"])
     print(f"  daemon {p.label}: {row.made}/{row.asked} probes ({row.on_schedule:.1%}), "
           f"{row.cpu_per_probe_us:.0f} µs CPU/probe vs floor {row.floor_per_probe_us:.0f} µs ({row.vs_floor:.2f}×), "
+          f"on uvloop {row.floor_uv_per_probe_us:.0f} µs ({row.vs_floor_uv:.2f}×), "
           f"{row.core_share:.0%} of a core on {row.processes} process(es) "
           f"({', '.join(f'{x:.0%}' for x in shares)}), RSS {row.rss_mb:.0f} MB; floor made {row.floor_made}", flush=True)
     return row
@@ -245,9 +263,10 @@ def _safe_probes(url: str) -> int:
         return 0
 
 
-def _floor_run(p: Profile, block: int, port: int) -> dict[str, Any]:
+def _floor_run(p: Profile, block: int, port: int, loop: str = "asyncio") -> dict[str, Any]:
+    """The floor worker in its own process, on asyncio's own loop (DESIGN's floor) or on uvloop."""
     out = subprocess.run([PYTHON, "-m", "bench.daemon", "floor", str(p.nodes), str(block), str(port),
-                          str(p.interval), str(p.window)], capture_output=True, text=True, cwd=ROOT,
+                          str(p.interval), str(p.window), loop], capture_output=True, text=True, cwd=ROOT,
                          timeout=p.window + 120)
     if out.returncode != 0:
         raise RuntimeError(f"floor worker exited {out.returncode}: {out.stderr[-2000:]}")
@@ -268,7 +287,8 @@ if __name__ == "__main__":
 
     os.environ.update(FAKE_AWS_ENV)
     if len(sys.argv) > 1 and sys.argv[1] == "floor":
-        floor_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+        floor_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]),
+                     sys.argv[7] if len(sys.argv) > 7 else "asyncio")
     else:
         for row in run(SMOKE if "--smoke" in sys.argv else FULL):
             print(row)

@@ -40,32 +40,57 @@ class Result:
     pools: int
     zones: int
     runs: list[Run]
-    floor_s: float = 0.0  # a bare asyncio process probing the same nodes, start-up included
+    floor_s: float = 0.0  # a bare process probing the same nodes and reading the same zones, start-up included
+    floor_uv_s: float = 0.0  # the same on uvloop, the loop r53lb runs on
 
     @property
     def vs_floor(self) -> float:
         return self.runs[-1].wall_s / self.floor_s if self.floor_s else float("inf")
 
 
-def floor(addrs: int, block: int, port: int, concurrency: int) -> float:
-    """Wall time of a bare asyncio process (interpreter start-up included) probing every node once."""
+def floor(addrs: int, block: int, port: int, concurrency: int, endpoint: str, zones: list[str],
+          loop: str = "asyncio") -> float:
+    """Wall time of a bare process (interpreter start-up included) probing every node once while
+    it reads every record set of the zones from Route 53 (boto3, one thread per zone)."""
     started = time.perf_counter()
-    p = subprocess.run([PYTHON, "-c", FLOOR, str(addrs), str(block), str(port), str(concurrency)],
-                       cwd=ROOT, env=aws_env(), capture_output=True, text=True, timeout=600)
+    p = subprocess.run([PYTHON, "-c", FLOOR, str(addrs), str(block), str(port), str(concurrency), endpoint, loop,
+                        *zones], cwd=ROOT, env=aws_env(), capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - started
-    if p.returncode != 0 or int(p.stdout.strip() or 0) != addrs:
-        raise RuntimeError(f"floor: exit {p.returncode}, {p.stdout.strip()} ok: {p.stderr[-2000:]}")
+    ok, _, sets = p.stdout.strip().partition(" ")
+    if p.returncode != 0 or int(ok or 0) != addrs or int(sets or 0) < addrs:
+        raise RuntimeError(f"floor: exit {p.returncode}, {p.stdout.strip()} (ok, sets): {p.stderr[-2000:]}")
     return wall
 
 
-# The floor as a program of its own (what a hand-written asyncio prober costs, start-up included).
+# The floor as a program of its own: what a hand-written prober costs, start-up included. It probes
+# every node (the bare dialogue, the same concurrency) and, overlapped with that, pages through the
+# zones' record sets the plain boto3 way, as many pages as r53lb's reads need.
 FLOOR = """
 import asyncio, sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
 from bench.common import addresses, raise_nofile
 from bench.fanout import bare_cycle
 n, block, port, conc = map(int, sys.argv[1:5])
+endpoint, loop, zones = sys.argv[5], sys.argv[6], sys.argv[7:]
 raise_nofile(n + 4096)
-print(asyncio.run(bare_cycle(addresses(n, block), port, conc)))
+client = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1")
+
+def read(zone):
+    zone_id = client.list_hosted_zones_by_name(DNSName=zone, MaxItems="1")["HostedZones"][0]["Id"]
+    pages = client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id)
+    return sum(len(page["ResourceRecordSets"]) for page in pages)
+
+with ThreadPoolExecutor(len(zones)) as pool:
+    reads = [pool.submit(read, z) for z in zones]
+    probe = bare_cycle(addresses(n, block), port, conc)
+    if loop == "uvloop":
+        import uvloop
+        ok = uvloop.run(probe)
+    else:
+        ok = asyncio.run(probe)
+    sets = sum(r.result() for r in reads)
+print(ok, sets)
 """
 
 
@@ -119,6 +144,9 @@ def run(nodes: int = 10_000, pools: int = 200, zones: int = 10, concurrency: int
             runs.append(Run(label, wall, rss, len(doc.get("changes", [])), writes, code))
             print(f"  scale {label}: {wall:.2f}s, peak RSS {rss:.0f} MB, {len(doc.get('changes', []))} changes, "
                   f"{writes} writes, exit {code}", flush=True)
-        floor_s = floor(nodes, 100, port, concurrency)
-        print(f"  scale floor (bare asyncio process): {floor_s:.2f}s; sync {runs[-1].wall_s / floor_s:.2f}x", flush=True)
-    return Result(nodes, pools, zones, runs, floor_s)
+        names = sorted(spec)
+        floor_s = floor(nodes, 100, port, concurrency, moto.endpoint_url, names)
+        floor_uv_s = floor(nodes, 100, port, concurrency, moto.endpoint_url, names, "uvloop")
+        print(f"  scale floor (bare process: probes and reads): {floor_s:.2f}s, on uvloop {floor_uv_s:.2f}s; "
+              f"sync {runs[-1].wall_s / floor_s:.2f}x", flush=True)
+    return Result(nodes, pools, zones, runs, floor_s, floor_uv_s)

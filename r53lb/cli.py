@@ -296,12 +296,12 @@ def show_cycle(result: Any, as_json: bool) -> None:
 
 
 def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: bool, snapshot: bool) -> Any:
-    import asyncio
+    from . import eventloop
 
     cfg = load_config(ctx)
     if snapshot:
         store = open_state(cfg, readonly=True)  # plan and --dry-run record nothing
-        return asyncio.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
+        return eventloop.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
     store = open_state(cfg)
     with store.exclusive(wait=30.0):
         ctl = make_controller(cfg, store)
@@ -317,7 +317,7 @@ def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: boo
             finally:
                 await notifier.close(timeout=30.0)
 
-        return asyncio.run(cycle_and_tell())
+        return eventloop.run(cycle_and_tell())
 
 
 @main.command()

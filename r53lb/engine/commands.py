@@ -6,10 +6,10 @@ fences, its errors) answers whoever asks. Each returns plain values for render.p
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import eventloop
 from ..config import Config, Pool
 from ..core.verify import Tolerance, Verdict
 from ..nameservers import NameServer, NameServerError, delegation, parse_nameserver, verify_pool
@@ -53,7 +53,7 @@ def probe_once(cfg: Config) -> ProbeReport:
 
     ctl = Controller(cfg, store=None, route53=None)
     jobs = [j for pool in cfg.pools for node in pool.nodes for j in ctl.jobs(pool, node, CHECK_KINDS)]
-    results = asyncio.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
+    results = eventloop.run(run_all(jobs, concurrency=cfg.defaults.concurrency))
     rows = [{"pool": r.pool, "node": r.node, "check": r.check, "status": r.status, "latency_ms": r.latency_ms,
              "detail": r.detail} for r in results]
     return ProbeReport([r.to_json() for r in results], rows, any(r.status == "fail" for r in results))

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import eventloop
 from ..config import Config, ConfigError, Node, Pool, load
 from ..core.health import steady
 from ..core.planner import Change, Plan
@@ -936,4 +937,4 @@ def run(config_path: str | Path | None, metrics_addr: tuple[str, int] | None, re
 
     daemon = Daemon(config_path, metrics_addr=metrics_addr, resync=resync, clock=clock if skew else utcnow,
                     allowed_hosts=allowed_hosts)
-    return asyncio.run(daemon.run())
+    return eventloop.run(daemon.run())

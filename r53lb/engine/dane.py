@@ -75,9 +75,6 @@ class Dane:
 
     async def refresh(self, ctl: "Engine", pools: Iterable[Pool], force: bool = False) -> None:
         """Read the TLSA sets of these pools that are due, each in one small Route 53 read (or one DNS query)."""
-        from ..aws.route53 import Route53Error
-        from ..probes.tlsa import TlsaError, read_tlsa
-
         due: list[tuple[Pool, str]] = []
         for pool in pools:
             refresh = self.refresh_of(pool)
@@ -87,6 +84,11 @@ class Dane:
             s = self.sets.setdefault(name, _Set())
             if force or time.monotonic() - s.read_at >= refresh:
                 due.append((pool, name))
+        if not due:
+            return
+        from ..aws.route53 import Route53Error
+        from ..probes.tlsa import TlsaError, read_tlsa  # dnspython: only for a fleet that has DANE
+
         for pool, name in due:
             s = self.sets[name]
             resolver = next((o.resolver for n in pool.nodes if (o := dane_options(pool, n)) is not None and o.resolver), [])

@@ -71,12 +71,12 @@ def node_signal(pool: Pool, node: Node, cached: "Cached") -> Signal | None:
 
 async def refresh(ctl: "Engine", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """The policies and node checks that are due; True when something that steers a weight changed."""
-    from ..probes.mtasts import check_node, fetch_policy
-
     assert ctl.store is not None
     pools = {p.name: p for p, _ in nodes if p.mta_sts is not None}
     if not pools:
         return False
+    from ..probes.mtasts import check_node, fetch_policy  # httpx: only for a fleet that has MTA-STS
+
     cached = ctl.checks_cached()
     changed = False
     for pool in pools.values():

@@ -44,12 +44,12 @@ def node_signal(pool: Pool, node: Node, cached: "Cached") -> Signal | None:
 
 async def refresh(ctl: "Engine", nodes: list[tuple[Pool, Node]], now: datetime, force: bool = False) -> bool:
     """Read the reports of the pools that are due; True when a node's verdict changed."""
-    from ..probes.tlsrpt import read_reports
-
     assert ctl.store is not None
     pools: dict[str, Pool] = {p.name: p for p, _ in nodes if p.tlsrpt is not None}
     if not pools:
         return False
+    from ..probes.tlsrpt import read_reports
+
     cached = ctl.checks_cached()
     changed = False
     for pool in pools.values():

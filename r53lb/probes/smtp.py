@@ -93,6 +93,15 @@ class _Protocol(SMTPProtocol):
         self.received = 0
         self.limit = limit
         self.closed: asyncio.Future[None] = loop.create_future()  # done once the socket is closed
+        self.raw: asyncio.Transport | None = None  # under TLS: the socket's own transport
+
+    def eof_received(self) -> bool:
+        if self.raw is not None:
+            # Under TLS this is the server's close_notify. The event loop's TLS layer would answer
+            # it with its own, which reaches a socket the server has closed and draws a TCP reset:
+            # close the socket now (nothing of the server's is left unread), so it never goes out.
+            self.raw.abort()
+        return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -109,20 +118,6 @@ class _Protocol(SMTPProtocol):
                 self.transport.abort()  # type: ignore[attr-defined]
             return
         super().data_received(data)
-
-
-def _hold_close_notify(transport: asyncio.BaseTransport | None) -> None:
-    """After QUIT, let the server's TLS close_notify end the session without answering it.
-
-    asyncio answers a close_notify with its own and then closes; Postfix has closed its
-    socket by then, so that close_notify draws a TCP reset. With this, the server's
-    close_notify is taken as EOF and the socket is closed once the server's FIN arrives.
-    This reaches into asyncio's SSL protocol (CPython 3.11+); without it the probe only
-    loses its manners, never its verdict.
-    """
-    ssl_protocol = getattr(transport, "_ssl_protocol", None)
-    if ssl_protocol is not None and hasattr(ssl_protocol, "_start_shutdown"):
-        ssl_protocol._start_shutdown = lambda: None
 
 
 class _Fail(Exception):
@@ -243,6 +238,7 @@ class _Dialogue(PhaseClock):
             raise _Fail(f"tls: {_error(e)}", usable=False, failure=_failure(e)) from None
         assert self.proto is not None
         self.proto.transport = tls_transport
+        self.proto.raw = transport  # type: ignore[assignment]
         self.not_after = _not_after(tls_transport)
         if self.spec.dane is not None:
             self.chain = _chain(tls_transport)
@@ -351,7 +347,6 @@ class _Dialogue(PhaseClock):
         """QUIT and wait for 221; a note when the server did not close politely."""
         assert self.proto is not None
         self.enter("quit")
-        _hold_close_notify(self.proto.transport)
         try:
             resp = await self.proto.execute_command(b"QUIT")
         except (SMTPException, OSError) as e:

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from .. import eventloop
 from .runner import Job, run_one
 from .workers import Frames, frame, pack
 
@@ -83,4 +84,4 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="r53lb probe worker: %(message)s")
-    asyncio.run(main())
+    eventloop.run(main())
