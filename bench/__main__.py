@@ -65,7 +65,7 @@ def smoke(r: report.Report, only: set[str]) -> list[str]:
     if "ttd" in only:
         r.ttd = time_to_dns.run([(time_to_dns.FAST, 1)])
     if "scale" in only:
-        r.scale = scale.run(nodes=200, pools=4, zones=2)
+        r.scale = scale.run(nodes=200, pools=4, zones=2, repeat=1)
         for run in r.scale.runs:
             if run.exit_code != 0 or run.changes or run.writes or run.peak_rss_mb > 1000 or run.wall_s > 60:
                 wrong.append(f"scale: {run}")

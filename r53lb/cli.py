@@ -296,9 +296,14 @@ def show_cycle(result: Any, as_json: bool) -> None:
 
 
 def _cycle(ctx: click.Context, *, dry_run: bool, create_missing: bool, wait: bool, snapshot: bool) -> Any:
+    import gc
+
     from . import eventloop
 
     cfg = load_config(ctx)
+    # A one-shot command: the config and the modules live until it exits, so the cyclic
+    # collector's passes need not walk them again while the fleet is probed.
+    gc.freeze()
     if snapshot:
         store = open_state(cfg, readonly=True)  # plan and --dry-run record nothing
         return eventloop.run(make_controller(cfg, store).cycle(dry_run=True, create_missing=create_missing))
