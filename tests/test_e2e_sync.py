@@ -345,3 +345,26 @@ def test_two_syncs_at_once_one_waits_nothing_corrupts(fleet):
     assert fleet.writes() == 1  # the second run waited, re-read, and found nothing to do
     weight_events = [e for e in history(fleet, "mx/hlb-2") if e["kind"] == "weight"]
     assert len(weight_events) == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_same_verdicts_and_weights_on_either_event_loop(fleet, monkeypatch, loop):
+    """r53lb runs on uvloop; R53LB_EVENT_LOOP=asyncio runs it on asyncio's own loop. Either way a
+    dead node is drained with the same reason, and a pool that dies whole fails open."""
+    from r53lb import eventloop
+
+    monkeypatch.setenv(eventloop.ENV, loop)
+    assert eventloop.name() == loop
+    fleet.sync()
+    fleet.smtp["mx/hlb-2"].set_mode("421")
+    p, out = fleet.sync()
+    assert p.returncode == 0, p.stderr
+    assert fleet.weights("mx.example.com") == {"hlb-1": 50, "hlb-2": 0, "hlb-3": 50}
+    [c] = out["changes"]
+    assert c["reason"].startswith("down: smtp: greeting 421")
+    for k in ("mx/hlb-1", "mx/hlb-3"):
+        fleet.smtp[k].set_mode("refuse")
+    p, out = fleet.sync()
+    assert p.returncode == 0, p.stderr
+    assert fleet.weights("mx.example.com") == {"hlb-1": 50, "hlb-2": 50, "hlb-3": 50}
+    assert "no healthy node; failing open" in p.stderr

@@ -28,10 +28,14 @@ def certs() -> Certs:
     return Certs()
 
 
-def _probe_many(coro_factory: Any) -> list[Any]:
+def _probe_many(coro_factory: Any, loop: str = "asyncio") -> list[Any]:
     async def run() -> list[Any]:
         return await asyncio.gather(*(coro_factory() for _ in range(ROUNDS)))
 
+    if loop == "uvloop":  # the loop r53lb runs on (r53lb/eventloop.py): its TLS layer is its own
+        import uvloop
+
+        return uvloop.run(run())
     return asyncio.run(run())
 
 
@@ -49,12 +53,13 @@ def _settled(server: SmtpManners | HttpManners) -> list[str]:
     ("implicit", {"tls": True}),
     ("starttls", {"starttls": True, "envelope": {"to": "postmaster@example.com"}}),
 ], ids=["plain", "starttls", "implicit", "starttls-envelope"])
-def test_smtp_probe_leaves_without_a_reset(certs: Certs, tls: str | None, options: dict[str, Any]) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_smtp_probe_leaves_without_a_reset(certs: Certs, tls: str | None, options: dict[str, Any], loop: str) -> None:
     host = {None: "127.0.79.1", "starttls": "127.0.79.2", "implicit": "127.0.79.3"}[tls]
     server = SmtpManners(host, certs.server_context("manners.test", host), tls)
     try:
         spec = SmtpCheck(port=server.port, ca_file=certs.ca_file, server_name="manners.test", **options)
-        results = _probe_many(lambda: smtp.probe(Target("mail", "n", host, helo="probe.r53lb.test"), spec, 3.0))
+        results = _probe_many(lambda: smtp.probe(Target("mail", "n", host, helo="probe.r53lb.test"), spec, 3.0), loop)
         assert all(r.ok for r in results), [r.detail for r in results]
         assert _settled(server) == ["clean"] * ROUNDS
     finally:
