@@ -38,6 +38,8 @@ SHARES: list[tuple[str, tuple[str, ...]]] = [
                               "asyncio/tasks.py:sleep", "sleep (")),
     ("sockets and transports", ("selector_events.py", "socket.py", "create_connection (", "_ensure_resolved",
                                 "getaddrinfo", "sock_connect")),
+    ("event loop and sockets (uvloop)", ("uvloop/", "r53lb/eventloop.py", "Runner.run (", "run_forever (",
+                                         "run_until_complete (")),
     ("scheduling (event loop, tasks, futures)", ("asyncio/",)),
     ("other threads (HTTP server, scheduler)", ("socketserver.py", "wsgiref", "apscheduler", "threading.py")),
 ]

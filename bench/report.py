@@ -269,9 +269,11 @@ def profile_section(r: Report) -> list[str]:
                    f"| {after['cpu_per_probe_us']} µs |")
     out += ["", "- Not in the per-probe path: logging (nothing is logged per probe in steady state) and TLS "
             "(the farm speaks plain SMTP; with STARTTLS the handshake dominates every other share).",
-            "- aiosmtplib's reply parsing is about 3% of the samples: it is not the cost, so it stays. The socket "
-            "work (connect, write, read, close: kernel and asyncio transports) and the event loop's own "
-            "scheduling are about two thirds, and the bare floor pays them too.", ""]
+            "- aiosmtplib's reply parsing is about 3% of the samples: it is not the cost, so it stays. Before, the "
+            "socket work (connect, write, read, close: kernel and asyncio transports) and the event loop's own "
+            "scheduling were about two thirds, and the bare floor pays them too. After, the loop is uvloop: its "
+            "work is native code, which py-spy sees as time in the frame that runs the loop (\"event loop and "
+            "sockets (uvloop)\").", ""]
     return out
 
 
@@ -321,63 +323,61 @@ def cluster_section(r: Report) -> list[str]:
 NOTES = """\
 ## Notes
 
-- **Daemon cost, what was cut (section 9).** Profiled first (py-spy on `r53lb run`, 2,000 nodes
-  every 1 s): two thirds of the CPU is the socket work and the event loop that every asyncio
-  client pays (the floor too); aiosmtplib's reply parsing is ~3%, so it stays. Cut from the
-  per-probe path: the SMTP probe's three timers (deadline, QUIT, polite close) are one, moved
-  with `reschedule`; the runner's backstop timer is skipped for the SMTP probe, whose one
-  deadline covers every phase; a job's kind and spec are worked out once, not per probe (a
-  generator over the check kinds ran twice a probe); metric children are bound once per check
-  and failure class and per node, so no label formatting per probe. The per-node loop now
-  counts `interval` from one probe's start to the next: it used to sleep a full interval after
-  each probe, so every probe's own time (and, under load, the event loop's lag) was lost from
-  the schedule.
+- **Where a probe's CPU goes (section 9).** Profiled first (py-spy on `r53lb run`, 2,000 nodes
+  every 1 s): two thirds of the CPU was the socket work and the event loop that every asyncio
+  client pays (the floor too); aiosmtplib's reply parsing was ~3%, so it stays. Cut from the
+  per-probe path, in this order: the SMTP probe's three timers are one, moved with `reschedule`,
+  and the runner's backstop timer is skipped for it; a job's kind and spec, a node's signal
+  intervals and whether its pool has DANE are worked out once per node loop, not per probe;
+  metric children are bound once; a steady healthy result (the state would not change) skips
+  the fold; a reply text that is already one clean line is not copied; the probe connects to an
+  IP literal itself instead of through `create_connection(host, port)`, whose resolution step
+  and per-address bookkeeping cost more than the rest of the probe's Python (about 20 µs of
+  about 340 at 2,000 probes/s).
+- **The event loop.** Every r53lb process now runs on uvloop (r53lb/eventloop.py;
+  `R53LB_EVENT_LOOP=asyncio` for asyncio's own loop). Since a probe is mostly the loop's work, it
+  is the largest single cut: at 2,000 probes/s the daemon went from ~320 µs to ~250 µs per probe.
+  The budgets' floor is the bare dialogue on asyncio's own loop, as DESIGN.md defines it; the
+  tables show the same bare dialogue on uvloop beside it, and the ratio to that one is what r53lb
+  adds to the bare dialogue on the loop it actually runs on (about 1.9x at 2,000 probes/s, 1.5x
+  at 1,000 probes/s). The probe's polite TLS close no longer reaches into asyncio's private TLS
+  state: on the server's close_notify it closes its socket, so no close_notify of its own goes
+  out on either loop (tests/test_probe_manners.py runs on both).
 - **Both cores.** `defaults.probe_workers: auto` starts one probe worker process per 2,500
   probes/s asked (at most one per core): the main process probes a small shard (one node for
   every three a worker probes, since it also schedules and folds every node); a worker only
-  speaks SMTP for its shard and sends back each result as a tuple in
-  batched, pickled frames on a pipe. A worker's death is an error, a counter and a restart; its
-  probes in flight run again in the main process, so there is no gap.
-- **RSS.** About 68 MB of `r53lb run` is imports and one boto3 client before the first node:
-  pydantic and the config models ~21 MB, boto3 and its Route 53 client ~25 MB, prometheus-client,
-  APScheduler, aiosmtplib, httpx and dnspython the rest (measured by importing them one after the
-  other). blackbox_exporter is one static Go binary (~20 MB). The 60 MB budget needs Route 53
-  without botocore's loaded service model or a lighter config model.
-- **Numbers taken on a loaded machine.** The two cores were shared with other work during these
-  runs; ratios within one run hold better than absolute microseconds. Where the farm itself
-  cannot keep up (the floor then misses its schedule too), the daemon's probes time out and its
-  rows measure the overload, not the probe path: the 10,000-node row of the 2026-12-04 run
-  (778 MB, 8×) is such a window. Re-run alone right after, 10,000 nodes every 10 s, 20 s window,
-  the code before and after this change gave the same figures under the same load (17,099 and
-  18,611 probes, 923 and 926 µs CPU per probe, RSS 209 and 212 MB, ~2,300 probe timeouts each).
-
+  speaks SMTP for its shard and sends back each result as a tuple in batched, pickled frames on
+  a pipe. A worker's death is an error, a counter and a restart; its probes in flight run again
+  in the main process, so there is no gap. With one process, 4,000 nodes every second is past
+  what one core can do: probes queue, time out and are confirmed at `fastinter`, and the
+  process kept 933 probes/s at 1,071 µs each (measured once, `probe_workers: 1`).
+- **RSS (missed).** `r53lb run` holds about 70 MB before its first node: the interpreter ~11 MB,
+  click ~5, pydantic and the config models ~19, the engine's libraries (APScheduler,
+  prometheus-client, aiosmtplib, uvloop, SQLite) ~10, boto3 with botocore ~9 and its Route 53
+  client (the service model and the endpoint data botocore loads) ~5-12; 1,000 nodes add ~10 MB.
+  blackbox_exporter is one static Go binary (~21 MB). httpx and dnspython now load only for a
+  fleet with MTA-STS, TLS-RPT or DANE. The 60 MB budget needs the chosen libraries replaced
+  (botocore's loaded service model, pydantic's schemas), not a smaller probe path.
 - **Scale, what was fixed.** Before this harness the steady 10,000-node `r53lb sync` took 15.6 s
-  on this machine (cProfile first): 10.4 s in reading Route 53, 200 `ListResourceRecordSets`
-  requests of a full 300-set page each (~45 ms apiece on moto) although the 200 pools' names sit
-  side by side in 10 zones, plus ~1.5 s recomputing every pool's record types once per record read;
-  and ~1 s (5 s under the profiler) in PyYAML's pure-Python loader. Three focused changes:
-  `Route53.read` pages through the wanted names in Route 53's listing order and lets one page serve
-  every wanted name it holds (it still never pages through names nobody asked for);
-  `Controller.read` works a pool's record types out once; `config.loads` uses libyaml's
-  `CSafeLoader` when PyYAML has it. Against real Route 53 the first matters most: 40 requests
-  instead of 200 is 8 s instead of 40 s at the historical 5 requests/s.
-- **Scale against the floor (missed).** The floor is a bare asyncio process that only probes.
-  `r53lb sync` also validates a 10,000-node config (~0.4 s), reads 10,000 record sets from Route 53
-  (~1.45 s from moto: 40 pages; overlapped with probing, but the XML parsing shares the one
-  interpreter) and its probe is the real dialogue (aiosmtplib's parsing, the polite close that
-  reads to the server's EOF): probing alone runs at ~1.5x the floor. Measured phase by phase on a
-  quiet machine: imports 0.12 s, config 0.40 s, reads 1.45 s, probing 2.24 s, fold 0.09 s, plan and
-  write 0.22 s. Already fixed on the way: asyncio repr'ing the 10,000-result cycle on exit (~1 s),
-  O(n) pool and node lookups, reads overlapped with probing, fan-out by workers instead of one task
-  per node behind a semaphore. The budget as written needs a cheaper config model or a hand-rolled
-  SMTP client.
-- **What is left in the scale cycle**: probing 10,000 nodes at concurrency 512 (about 2.5 s here,
-  with the farm answering from the same two cores), the reads (moto serialising pages), config
-  validation of 10,000 nodes, interpreter and library start-up.
+  on this machine: 10.4 s in 200 `ListResourceRecordSets` requests (now one page serves every
+  wanted name it holds: 40), ~1.5 s recomputing every pool's record types per record read, ~1 s in
+  PyYAML's pure-Python loader (now libyaml's). Then, for the floor that reads Route 53 too: the
+  cyclic collector is off while a config is built (its passes over hundreds of thousands of
+  new objects found nothing and were 40% of a 10,000-node load: 0.60 s to 0.35 s), `sync` and
+  `plan` freeze what they loaded before probing (the collector's later passes skip it), an
+  address is parsed once, and the probing runs on uvloop. The reads stay overlapped with the
+  probing, on a thread.
+- **Scale against the floor.** The floor is one bare process (start-up included) that probes
+  every node with the bare dialogue on asyncio's loop while a thread pages through the same zones
+  with boto3: what a hand-written script costs for the same network work. `r53lb sync` also
+  validates the config, plans every pool with its safety rules, keeps its state file and
+  writes its history; the same floor on uvloop is shown beside it.
 - **Fan-out.** The farm shares the machine's two cores with the client, so with no delay both
-  asyncio sides are partly bound by the farm; the ratio to the floor is what r53lb's dialogue costs
+  sides are partly bound by the farm; the ratio to the floor is what r53lb's dialogue costs
   beyond the bare one (aiosmtplib's reply parsing, the per-phase timings, the deadline and the
-  result record).
+  result record), less what uvloop saves.
+- **The farm** (bench/smtp_farm.py) answers on uvloop: it shares the two cores with what it
+  measures, and the cheaper it answers, the less it disturbs the rows.
 - **Time to DNS.** A killed node refuses connections at once, so `timeout` never comes into play;
   r53lb's time is the wait for the node's next probe (a random part of `interval`), `fall - 1`
   confirmations `fastinter` apart, the vantage sweep and the write. HAProxy's column is only its
