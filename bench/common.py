@@ -79,6 +79,33 @@ def wait_until(what: str, fn: Callable[[], Any], timeout: float, every: float = 
     raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
 
 
+def time_wait() -> int:
+    """Connections from 127.0.0.1's ephemeral ports that the kernel holds in TIME_WAIT: the ones
+    a client closed first (a server's TIME_WAIT takes no port from the clients)."""
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split(None, 4)
+            if fields[3] == "06" and fields[1].startswith("0100007F:") and low <= int(fields[1][9:], 16) <= high:
+                n += 1
+    return n
+
+
+def settle_tcp(limit: int = 2000, timeout: float = 75.0) -> float:
+    """Wait (at most `timeout`) until the connections of the previous row have left TIME_WAIT.
+
+    A row that probes thousands of loopback nodes a second leaves tens of thousands of them for a
+    minute; they crowd 127.0.0.1's ephemeral ports, and the next row's connect() then costs more
+    in the kernel, sometimes enough to tip a 4,000-probes/s row past what two cores do. Each row
+    starts from a quiet kernel instead. Returns the seconds waited."""
+    started = time.monotonic()
+    while time_wait() > limit and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 class Proc:
     """A helper process of ours that prints one JSON line when ready; stopped by its own pid."""
 

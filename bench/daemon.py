@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, aws_env, free_port, moto_server, raise_nofile, smtp_farm, wait_until
+from bench.common import PYTHON, ROOT, aws_env, free_port, moto_server, raise_nofile, settle_tcp, smtp_farm, wait_until
 from bench.fanout import bare_dialogue
 from r53lb.demo.process import stop_process
 
@@ -194,6 +194,7 @@ def running(p: Profile, block: int = 120, extra_defaults: dict[str, Any] | None 
     from moto_fixtures.spec import build
 
     raise_nofile(p.nodes + 4096)
+    settle_tcp()
     pools = max(1, p.nodes // 100)
     per_pool = p.nodes // pools
     with smtp_farm(p.nodes, block, 0.0, lifetime=p.window * 4 + 300) as (addrs, port), moto_server() as moto, \

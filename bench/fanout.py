@@ -25,7 +25,10 @@ TIMEOUT = 10.0
 
 
 async def bare_dialogue(addr: str, port: int) -> bool:
-    """The floor: greeting, EHLO, QUIT on raw asyncio streams, no parsing beyond the reply code."""
+    """The floor: greeting, EHLO, QUIT on raw asyncio streams, no parsing beyond the reply code,
+    then the server's close read before closing, as r53lb closes (and as a polite client does:
+    the side that closes first keeps the connection in TIME_WAIT, and tens of thousands of
+    those on the client's side crowd its ephemeral ports and slow every later connect())."""
     reader, writer = await asyncio.open_connection(addr, port)
     try:
         async def reply() -> bytes:
@@ -38,7 +41,10 @@ async def bare_dialogue(addr: str, port: int) -> bool:
         writer.write(f"EHLO {HELO}\r\n".encode())
         ok = (await reply()).startswith(b"250") and ok
         writer.write(b"QUIT\r\n")
-        return (await reply()).startswith(b"221") and ok
+        ok = (await reply()).startswith(b"221") and ok
+        while await reader.read(4096):
+            pass
+        return ok
     finally:
         writer.close()
 
