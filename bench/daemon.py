@@ -217,8 +217,10 @@ def running(p: Profile, block: int = 120, extra_defaults: dict[str, Any] | None 
             "pools": docs,
         }))
         mport = free_port()
+        log = open(Path(tmp) / "r53lb.log", "w+")  # what it said, told when a row goes wrong
         proc = subprocess.Popen([*(wrap or []), R53LB, "-c", str(config), "run", "--metrics-addr", f"127.0.0.1:{mport}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=aws_env())
+                                stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, env=aws_env())
+        proc.log = log  # type: ignore[attr-defined]
         url = f"http://127.0.0.1:{mport}/metrics"
         try:
             wait_until("the first full round", lambda: _safe_probes(url) >= p.nodes, timeout=120)
@@ -235,7 +237,13 @@ def measure(p: Profile, block: int = 120) -> Row:
         time.sleep(p.window)
         made1, cpu1, t1 = *_sample(url, pids), time.monotonic()
         rss = sum(rss_mb(pid) for pid in pids if Path(f"/proc/{pid}").exists())
+        failed = _failures(url)
         stop_process(proc, 30)  # the floor runs alone
+        if made1 - made0 < 0.95 * p.nodes * (t1 - t0) / p.interval:
+            proc.log.seek(0)  # type: ignore[attr-defined]
+            lines = proc.log.read().splitlines()  # type: ignore[attr-defined]
+            print(f"  daemon {p.label}: off schedule; failures {failed or 'none'}; its last log lines:\n    "
+                  + "\n    ".join(lines[-15:]), flush=True)
         floor = _floor_run(p, block, port)
         floor_uv = _floor_run(p, block, port, "uvloop")
     # The window as measured between the two samples (a scrape of thousands of series takes a while).
@@ -250,6 +258,22 @@ def measure(p: Profile, block: int = 120) -> Row:
           f"{row.core_share:.0%} of a core on {row.processes} process(es) "
           f"({', '.join(f'{x:.0%}' for x in shares)}), RSS {row.rss_mb:.0f} MB; floor made {row.floor_made}", flush=True)
     return row
+
+
+def _failures(url: str) -> dict[str, float]:
+    """r53lb_probe_failures_total by reason class, and the worker restarts."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.value and s.name in ("r53lb_probe_failures_total", "r53lb_probe_worker_restarts_total"):
+                out[s.name + str(sorted(s.labels.values()))] = s.value
+    return out
 
 
 def _sample(url: str, pids: list[int]) -> tuple[int, list[float]]:

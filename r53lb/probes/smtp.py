@@ -20,7 +20,6 @@ keeps answering cannot cost more than that over the whole dialogue.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import ipaddress
 import os
@@ -54,8 +53,10 @@ def _family(address: str) -> int | None:
 async def _connect(loop: asyncio.AbstractEventLoop, address: str, port: int) -> socket.socket | None:
     """A connected non-blocking socket to an IP literal; None for a hostname.
 
-    What `create_connection(host, port)` does for an IP, minus its resolution and per-address
-    bookkeeping, which cost more than the rest of a probe's Python on a busy daemon.
+    What `create_connection(host, port)` does for an IP, minus its resolution step and its
+    per-address bookkeeping, which cost more than the rest of a probe's Python on a busy
+    daemon. The connect itself is the loop's own (`sock_connect`): it owns the wait for the
+    socket to become writable, and its clean-up on every loop.
     """
     family = _family(address)
     if family is None:
@@ -63,18 +64,7 @@ async def _connect(loop: asyncio.AbstractEventLoop, address: str, port: int) -> 
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        err = sock.connect_ex((address, port))
-        if err in (errno.EINPROGRESS, errno.EAGAIN):
-            ready = loop.create_future()
-            fd = sock.fileno()
-            loop.add_writer(fd, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(fd)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise OSError(err, os.strerror(err))
+        await loop.sock_connect(sock, (address, port))
     except BaseException:
         sock.close()
         raise
