@@ -273,7 +273,9 @@ def profile_section(r: Report) -> list[str]:
             "socket work (connect, write, read, close: kernel and asyncio transports) and the event loop's own "
             "scheduling were about two thirds, and the bare floor pays them too. After, the loop is uvloop: its "
             "work is native code, which py-spy sees as time in the frame that runs the loop (\"event loop and "
-            "sockets (uvloop)\").", ""]
+            "sockets (uvloop)\"). That share also holds the loop's waits in epoll (without `--native`, py-spy "
+            "cannot tell a native wait from native work), so it is not all CPU: read the Python shares against "
+            "each other, and the CPU per probe (from /proc) for the total.", ""]
     return out
 
 
