@@ -172,15 +172,19 @@ def floor_worker(n: int, block: int, port: int, interval: float, window: float, 
 # --- r53lb run -------------------------------------------------------------------------------
 
 
-def _probes(metrics_url: str) -> int:
+def _scrape(metrics_url: str) -> list[Any]:
+    """Every sample of the daemon's /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         text = r.read().decode()
-    return int(sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name == "r53lb_probe_duration_seconds_count"))
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _probes(metrics_url: str) -> int:
+    return int(sum(s.value for s in _scrape(metrics_url) if s.name == "r53lb_probe_duration_seconds_count"))
 
 
 @contextmanager
@@ -262,18 +266,8 @@ def measure(p: Profile, block: int = 120) -> Row:
 
 def _failures(url: str) -> dict[str, float]:
     """r53lb_probe_failures_total by reason class, and the worker restarts."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.value and s.name in ("r53lb_probe_failures_total", "r53lb_probe_worker_restarts_total"):
-                out[s.name + str(sorted(s.labels.values()))] = s.value
-    return out
+    return {s.name + str(sorted(s.labels.values())): s.value for s in _scrape(url)
+            if s.value and s.name in ("r53lb_probe_failures_total", "r53lb_probe_worker_restarts_total")}
 
 
 def _sample(url: str, pids: list[int]) -> tuple[int, list[float]]:

@@ -146,6 +146,14 @@ class CycleResult:
         return d
 
 
+def health_reason(results: list[ProbeResult]) -> str:
+    """The reason one node's liveness results give its health: the failures, else what passed."""
+    failed = [r for r in results if not r.ok]
+    if failed:
+        return "; ".join(f"{r.check}: {r.detail}" for r in failed)
+    return "; ".join(f"{r.check} ok" for r in results)
+
+
 class Controller:
     """The shell around the pure core, shared by `sync` and `run`."""
 
@@ -255,9 +263,7 @@ class Controller:
             if pool is None or key not in self.health:
                 continue  # not adopted yet (its zone could not be read): no state to fold into
             failed = [r for r in rs if not r.ok]
-            reason = ("; ".join(f"{r.check}: {r.detail}" for r in failed) if failed
-                      else "; ".join(f"{r.check} ok" for r in rs))
-            h, t = observe(self.health[key], not failed, reason, now, pool.tuning.rise, pool.tuning.fall)
+            h, t = observe(self.health[key], not failed, health_reason(rs), now, pool.tuning.rise, pool.tuning.fall)
             self.health[key] = h
             if t:
                 transitions.append((key, t))

@@ -55,7 +55,7 @@ from ..probes.base import ProbeResult
 from ..probes.runner import Job, run_one
 from . import sdnotify, signals
 from .cluster import Cluster, Heartbeat, open_cluster
-from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, utcnow
+from .cycle import DUE_SLACK, LIVENESS, Controller, NodeKey, ZoneOutcome, health_reason, utcnow
 from .metrics import Metrics, MetricsServer
 from ..state.base import StateError
 
@@ -520,8 +520,8 @@ class Daemon:
             return
         if ok and len(results) == 1 and not results[0].tls_chain:
             # The usual probe of a healthy node: when folding it would change nothing, skip the fold.
-            r = results[0]
-            if r.check in LIVENESS and steady(h, True, f"{r.check} ok", pool.tuning.rise, pool.tuning.fall):
+            if results[0].check in LIVENESS and steady(h, True, health_reason(results), pool.tuning.rise,
+                                                        pool.tuning.fall):
                 self.metrics.set_node_up(key, True)
                 return
         if not ok and h.up and h.failures + 1 >= pool.tuning.fall:

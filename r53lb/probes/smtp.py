@@ -7,7 +7,8 @@ for 221, then read to the server's EOF before closing. The latency (and the phas
 end with the 221: the wait for the server's close is manners, not part of the verdict.
 
 The close is the server's: after the 221 the probe sends nothing more, not even a TLS
-close_notify, and closes its socket only once the server has closed its own. A client
+close_notify, and closes its socket only once the server has closed its own (its FIN, or
+under TLS its close_notify, after which nothing of the server's is left to read). A client
 that closes first with data in flight, or writes to a socket the server has closed,
 makes one side send a TCP reset (Postfix logs it, HAProxy counts a client abort `CD`).
 
@@ -20,8 +21,6 @@ keeps answering cannot cost more than that over the whole dialogue.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import os
 import socket
 import ssl
@@ -32,7 +31,7 @@ from aiosmtplib.esmtp import parse_esmtp_extensions
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
-from ..config import SmtpCheck
+from ..config import SmtpCheck, record_type_of
 from .base import MAX_READ_BYTES, Failure, PhaseClock, ProbeResult, Target, failure_of, fmt_duration, tls_context, trim
 
 __all__ = ["probe", "tls_context"]
@@ -41,26 +40,22 @@ QUIT_GRACE = 1.0  # at most this much of what is left of the deadline is spent o
 CLOSE_GRACE = 1.0  # how long to wait for the server to close after its 221 (not part of the verdict)
 
 
-@functools.lru_cache(maxsize=65536)
-def _family(address: str) -> int | None:
-    """The socket family of an IP literal, None for a hostname (asyncio resolves those)."""
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    except ValueError:
-        return None
+_FAMILY = {"A": socket.AF_INET, "AAAA": socket.AF_INET6}
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, address: str, port: int) -> socket.socket | None:
-    """A connected non-blocking socket to an IP literal; None for a hostname.
+async def _open(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, address: str,
+                port: int) -> asyncio.Transport:
+    """The connection, `protocol` on it.
 
-    What `create_connection(host, port)` does for an IP, minus its resolution step and its
-    per-address bookkeeping, which cost more than the rest of a probe's Python on a busy
-    daemon. The connect itself is the loop's own (`sock_connect`): it owns the wait for the
-    socket to become writable, and its clean-up on every loop.
+    An IP literal is connected with the loop's own `sock_connect` and handed over as a socket:
+    `create_connection(host, port)`'s resolution step and per-address bookkeeping cost more than
+    the rest of a probe's Python on a busy daemon. A hostname (a CNAME pool's node) goes the
+    usual way, resolved by the loop.
     """
-    family = _family(address)
+    family = _FAMILY.get(record_type_of(address))
     if family is None:
-        return None
+        transport, _ = await loop.create_connection(lambda: protocol, address, port)
+        return transport  # type: ignore[return-value]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -68,7 +63,8 @@ async def _connect(loop: asyncio.AbstractEventLoop, address: str, port: int) -> 
     except BaseException:
         sock.close()
         raise
-    return sock
+    transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+    return transport  # type: ignore[return-value]
 
 
 class _TooMuch(SMTPException):
@@ -250,11 +246,7 @@ class _Dialogue(PhaseClock):
         spec, loop = self.spec, asyncio.get_running_loop()
         self.proto = _Protocol(loop)
         try:
-            sock = await _connect(loop, self.target.address, spec.port)
-            if sock is None:  # a hostname (a CNAME pool's node)
-                transport, _ = await loop.create_connection(lambda: self.proto, self.target.address, spec.port)  # type: ignore[arg-type, return-value]
-            else:
-                transport, _ = await loop.create_connection(lambda: self.proto, sock=sock)  # type: ignore[arg-type, return-value]
+            transport = await _open(loop, self.proto, self.target.address, spec.port)
         except OSError as e:
             raise _Fail(f"connect to port {spec.port}: {_error(e)}", usable=False, failure=_failure(e)) from None
         if spec.tls:
